@@ -1,0 +1,8 @@
+"""Membership inference attacks, one per file."""
+
+from privlab.attacks.membership import (  # noqa: F401  (registration)
+    adversarial_confidence,
+    confidence,
+    inference_network,
+    loss_threshold,
+)

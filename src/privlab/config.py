@@ -1,0 +1,214 @@
+"""Experiment configuration: YAML data validated by pydantic. A typo is an error naming it.
+
+Configs are data, never code: YAML is parsed with ``yaml.safe_load`` and every key is checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, Registry
+
+
+class ConfigError(ValueError):
+    """The experiment configuration is invalid; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(_Strict):
+    """A registered component by name with keyword parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class DataConfig(Component):
+    members: float | None = None  # fraction (≤ 1) or count (> 1); dataset default if None
+    nonmembers: float | None = None
+    population: float | None = None
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+
+
+class TargetConfig(_Strict):
+    name: str
+    regime: Component
+    model: Component | None = None  # defaults to the experiment's model
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train
+    temperature: float | list[float] = 1.0  # output-side temperature scaling (Song §7.2.1)
+
+    @field_validator("train")
+    @classmethod
+    def _check_train_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(TrainConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown train key(s) {unknown}; valid: {sorted(TrainConfig.model_fields)}"
+            )
+        return value
+
+    def temperatures(self) -> list[float]:
+        return list(self.temperature) if isinstance(self.temperature, list) else [self.temperature]
+
+
+class AttackConfig(Component):
+    label: str | None = None  # display name, e.g. "I_A"
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ThreatModelConfig(_Strict):
+    access: list[str] = Field(default_factory=lambda: ["probs", "input_gradients"])
+    #: labelled data the attacker learns from: its own shadow model, revealed members, or none
+    reference: Literal["shadow", "known", "none"] = "shadow"
+    known_per_class: int = Field(50, ge=1)  # revealed members (and non-members) per class
+    #: perturbation budget assumed for targets trained without one (natural models)
+    eps: float = Field(0.1, ge=0)
+    norm: Literal["linf", "l2"] = "linf"
+
+
+class EvaluationConfig(_Strict):
+    adv_steps: int = Field(20, ge=0)  # PGD steps for adversarial train/test accuracy
+    adv_step_size: float | None = None
+    histogram_bins: int = Field(40, ge=5)
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    description: str = ""
+    seed: int = 0
+    seeds: list[int] | None = None  # several seeds: every target is trained once per seed
+    device: str = "auto"
+    data: DataConfig
+    model: Component
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    targets: list[TargetConfig] = Field(min_length=1)
+    threat_model: ThreatModelConfig = Field(default_factory=ThreatModelConfig)
+    attacks: list[AttackConfig] = Field(default_factory=list)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {dupes}")
+        labels = [a.display for a in self.attacks]
+        dupes = sorted({n for n in labels if labels.count(n) > 1})
+        if dupes:
+            raise ValueError(f"attack labels must be unique; repeated: {dupes} (set 'label')")
+        _check_name(DATASETS, self.data.name, "data.name")
+        _check_name(MODELS, self.model.name, "model.name")
+        for i, t in enumerate(self.targets):
+            _check_name(REGIMES, t.regime.name, f"targets.{i}.regime.name")
+            if t.model is not None:
+                _check_name(MODELS, t.model.name, f"targets.{i}.model.name")
+        for i, a in enumerate(self.attacks):
+            _check_name(ATTACKS, a.name, f"attacks.{i}.name")
+        return self
+
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    def train_for(self, target: TargetConfig) -> TrainConfig:
+        return self.train.model_copy(update=target.train)
+
+    def model_for(self, target: TargetConfig) -> Component:
+        return target.model or self.model
+
+
+def _check_name(registry: Registry[Any], name: str, where: str) -> None:
+    if name not in registry:
+        raise ValueError(
+            f"{where}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}"
+        )
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {where!r} (check its spelling)")
+        else:
+            lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+    return "invalid experiment config:\n  " + "\n  ".join(lines)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply a ``--set a.b.0.c=value`` override in place (list indices are integers)."""
+    keys = dotted.split(".")
+    node: Any = data
+    for i, key in enumerate(keys[:-1]):
+        nxt_is_index = keys[i + 1].isdigit()
+        if isinstance(node, list):
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, [] if nxt_is_index else {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy as plain data
+    for key, value in parse_overrides(overrides or []):
+        try:
+            set_dotted(data, key, value)
+        except (IndexError, ValueError, TypeError) as err:
+            raise ConfigError(f"--set {key}: cannot apply ({err})") from None
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return load_config_dict(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

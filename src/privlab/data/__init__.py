@@ -1,0 +1,6 @@
+"""Datasets: embedded defaults and loaders for standard on-disk formats."""
+
+from privlab.data import cifar, embedded, idx, image_folder  # noqa: F401  (register datasets)
+from privlab.data.bundle import DataBundle, DatasetError, Split, make_bundle, stratified_split
+
+__all__ = ["DataBundle", "DatasetError", "Split", "make_bundle", "stratified_split"]

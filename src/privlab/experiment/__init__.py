@@ -1,0 +1,1 @@
+"""Experiments: run a config, cache models, write reports."""

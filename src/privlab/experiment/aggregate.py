@@ -1,0 +1,158 @@
+"""Aggregate a multi-seed ``report.json`` per target and summarise it as markdown.
+
+Targets are grouped by ``base_name`` (the target name without its seed).  For every
+group we report the mean and the sample standard deviation (``n - 1`` denominator; 0 for
+a single value) of the utility numbers and of each attack's worst-case accuracy,
+advantage, AUC and honest accuracy.  Values that were not measured (None, NaN, missing)
+are left out of the statistics; a statistic with no values at all is ``(None, None)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "ATTACK_STATS",
+    "UTILITY_KEYS",
+    "aggregate_targets",
+    "as_float",
+    "attack_label",
+    "attack_value",
+    "markdown_summary",
+    "mean_std",
+]
+
+UTILITY_KEYS = ("train_acc", "test_acc", "adv_train_acc", "adv_test_acc")
+ATTACK_STATS = ("accuracy", "advantage", "auc", "honest_accuracy")
+
+Stat = tuple[float | None, float | None]
+
+
+def as_float(x: Any) -> float | None:
+    """``x`` as a finite float, or None for None/NaN/inf/bools/non-numbers."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def mean_std(values: Iterable[Any]) -> Stat:
+    """Mean and sample std (n-1; 0 when n == 1) of the finite values, None if none."""
+    xs = [v for v in (as_float(x) for x in values) if v is not None]
+    if not xs:
+        return (None, None)
+    m = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return (m, 0.0)
+    return (m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)))
+
+
+def attack_label(attack: Mapping[str, Any]) -> str:
+    return str(attack.get("label") or attack.get("name") or "attack")
+
+
+def attack_value(attack: Mapping[str, Any], key: str) -> Any:
+    """One metric of an attack; ``honest_accuracy`` reads ``metrics.honest.accuracy``."""
+    metrics = attack.get("metrics") or {}
+    if key == "honest_accuracy":
+        return (metrics.get("honest") or {}).get("accuracy")
+    return metrics.get(key)
+
+
+def _targets(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
+
+
+def _attacks(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [a for a in target.get("attacks") or [] if isinstance(a, Mapping)]
+
+
+def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per ``base_name`` with ``(mean, std)`` of utility and attack metrics.
+
+    Row layout::
+
+        {"target": "pgd_at", "n": 3, "seeds": [0, 1, 2], "regime": "pgd_at",
+         "train_acc": (m, s), "test_acc": (m, s), "adv_train_acc": (m, s),
+         "adv_test_acc": (m, s),
+         "attacks": {"I_A": {"accuracy": (m, s), "advantage": (m, s), "auc": (m, s),
+                             "honest_accuracy": (m, s), "n": 3}}}
+
+    Groups keep the order of first appearance, as do attack labels within a group.
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for t in _targets(report):
+        base = str(t.get("base_name") or t.get("name") or "?")
+        groups.setdefault(base, []).append(t)
+
+    rows = []
+    for base, members in groups.items():
+        row: dict[str, Any] = {
+            "target": base,
+            "n": len(members),
+            "seeds": [t.get("seed") for t in members],
+            "regime": next((t.get("regime") for t in members if t.get("regime")), None),
+        }
+        for key in UTILITY_KEYS:
+            row[key] = mean_std((t.get("utility") or {}).get(key) for t in members)
+        per_label: dict[str, list[Mapping[str, Any]]] = {}
+        for t in members:
+            for a in _attacks(t):
+                per_label.setdefault(attack_label(a), []).append(a)
+        row["attacks"] = {
+            label: {
+                **{k: mean_std(attack_value(a, k) for a in attacks) for k in ATTACK_STATS},
+                "n": len(attacks),
+            }
+            for label, attacks in per_label.items()
+        }
+        rows.append(row)
+    return rows
+
+
+def _pm(stat: Stat | None) -> str:
+    """``(mean, std)`` of a fraction as ``"95.0 ± 1.2"`` (percent), or ``—``."""
+    m, s = stat or (None, None)
+    if m is None:
+        return "—"
+    return f"{100 * m:.1f} ± {100 * (s or 0.0):.1f}"
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_summary(report: Mapping[str, Any]) -> str:
+    """GitHub markdown table of :func:`aggregate_targets` (percent, ``mean ± std``).
+
+    Columns: target, n (seeds), train, test, adv-train, adv-test, then one column per
+    attack label with its worst-case inference accuracy A_inf.
+    """
+    rows = aggregate_targets(report)
+    labels: list[str] = []
+    for row in rows:
+        labels.extend(lab for lab in row["attacks"] if lab not in labels)
+    header = ["target", "n", "train", "test", "adv-train", "adv-test"]
+    header += [f"{_md(lab)} A_inf" for lab in labels]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---", "--:"] + ["--:"] * (len(header) - 2)) + " |",
+    ]
+    for row in rows:
+        cells = [_md(row["target"]), str(row["n"])]
+        cells += [_pm(row[k]) for k in UTILITY_KEYS]
+        cells += [_pm((row["attacks"].get(lab) or {}).get("accuracy")) for lab in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    name = (report.get("config") or {}).get("name")
+    seeds = report.get("seeds")
+    note = "Values in %, mean ± sample std over seeds"
+    if seeds:
+        note += f" ({', '.join(str(s) for s in seeds)})"
+    note += "; A_inf is the worst-case (oracle-threshold) membership inference accuracy."
+    title = f"**{_md(name)}**\n\n" if name else ""
+    return title + "\n".join(lines) + "\n\n" + note + "\n"

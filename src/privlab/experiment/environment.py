@@ -1,0 +1,41 @@
+"""Device choice and the software versions recorded in every report."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+import torch
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' → CUDA when present, else CPU; anything else must be a valid torch device."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"invalid device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in (
+        "privlab",
+        "torch",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "opacus",
+        "mlxtend",
+        "safetensors",
+        "pydantic",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -1,0 +1,221 @@
+"""Figures for the HTML report, drawn off-screen with matplotlib's Agg canvas.
+
+Every public function takes a piece of a ``report.json`` dict and returns the figure as
+a base64-encoded PNG (no ``data:`` prefix; see :func:`png_data_uri`).  Figures are built
+on :class:`matplotlib.figure.Figure` with an explicit
+:class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`, so pyplot's global state and
+the process-wide backend are never touched.  Missing or malformed optional data gives a
+small placeholder figure rather than an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "advantage_bar_figure",
+    "figure_to_png",
+    "loss_histogram_figure",
+    "png_data_uri",
+    "roc_figure",
+]
+
+DPI = 100
+DEFAULT_FPR_FLOOR = 1e-3
+
+
+def _new_figure(
+    width: float = 5.0, height: float = 4.0, bottom: float = 0.5, top: float = 0.35
+) -> Figure:
+    # Fixed margins (in inches) instead of constrained/tight layout: half the render time.
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height
+    )
+    return fig
+
+
+def figure_to_png(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes (no timestamp/software metadata, so output is stable)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _b64(fig: Figure) -> str:
+    return base64.b64encode(figure_to_png(fig)).decode("ascii")
+
+
+def png_data_uri(b64_png: str) -> str:
+    """``data:`` URI for a base64 PNG string returned by the figure functions."""
+    return f"data:image/png;base64,{b64_png}"
+
+
+def _placeholder(message: str, width: float = 5.0, height: float = 4.0) -> str:
+    fig = _new_figure(width, height)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="0.4", transform=ax.transAxes)
+    return _b64(fig)
+
+
+def _finite(x: Any) -> float | None:
+    """``x`` as a finite float, else None (handles None, strings, NaN, bools)."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _float_list(values: Any) -> list[float] | None:
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        return None
+    out = [_finite(v) for v in values]
+    if any(v is None for v in out):
+        return None
+    return [float(v) for v in out if v is not None]
+
+
+def _attacks(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    attacks = target.get("attacks") or []
+    return [a for a in attacks if isinstance(a, Mapping)]
+
+
+def _fpr_floor(target: Mapping[str, Any]) -> float:
+    """Lower axis limit: 1e-3, or 1/n when more non-members than that were evaluated."""
+    ns = []
+    for attack in _attacks(target):
+        n = _finite((attack.get("n_eval") or {}).get("nonmembers"))
+        if n and n > 0:
+            ns.append(n)
+    if not ns:
+        return DEFAULT_FPR_FLOOR
+    return max(min(DEFAULT_FPR_FLOOR, 1.0 / max(ns)), 1e-6)
+
+
+def roc_figure(target: Mapping[str, Any]) -> str:
+    """Log-log ROC curves, one per attack of ``target`` (base64 PNG)."""
+    floor = _fpr_floor(target)
+    curves = []
+    for attack in _attacks(target):
+        roc = attack.get("roc") or {}
+        fpr, tpr = _float_list(roc.get("fpr")), _float_list(roc.get("tpr"))
+        if not fpr or not tpr or len(fpr) != len(tpr):
+            continue
+        label = str(attack.get("label") or attack.get("name") or "attack")
+        auc = _finite((attack.get("metrics") or {}).get("auc"))
+        label += f" (AUC {auc:.3f})" if auc is not None else " (AUC —)"
+        curves.append((label, fpr, tpr))
+    if not curves:
+        return _placeholder("no ROC data")
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.plot([floor, 1.0], [floor, 1.0], linestyle="--", color="0.6", lw=1, label="chance")
+    for label, fpr, tpr in curves:
+        xs = [min(max(v, floor), 1.0) for v in fpr]
+        ys = [min(max(v, floor), 1.0) for v in tpr]
+        ax.plot(xs, ys, lw=1.6, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1.0)
+    ax.set_ylim(floor, 1.0)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(str(target.get("name") or ""), fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _b64(fig)
+
+
+def loss_histogram_figure(target: Mapping[str, Any]) -> str:
+    """Member vs non-member loss histograms (Song et al. Fig. 1) as a base64 PNG."""
+    losses = target.get("losses")
+    if not isinstance(losses, Mapping):
+        return _placeholder("no loss histogram")
+    edges = _float_list(losses.get("bins"))
+    members = _float_list(losses.get("members"))
+    nonmembers = _float_list(losses.get("nonmembers"))
+    series = [(s, lab) for s, lab in ((members, "members"), (nonmembers, "non-members")) if s]
+    if not edges or len(edges) < 2 or not series:
+        return _placeholder("no loss histogram")
+    if any(len(s) != len(edges) - 1 for s, _ in series):
+        return _placeholder("malformed loss histogram")
+    log10 = bool(losses.get("log10"))
+    if log10:
+        edges = [10.0**e for e in edges]
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for (counts, label), colour in zip(series, ("tab:blue", "tab:orange"), strict=False):
+        ax.stairs(counts, edges, fill=True, alpha=0.25, color=colour)
+        ax.stairs(counts, edges, lw=1.5, color=colour, label=label)
+    if log10:
+        ax.set_xscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel("cross-entropy loss" + (" (log scale)" if log10 else ""))
+    ax.set_ylabel("fraction of examples")
+    ax.set_title(str(target.get("name") or ""), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _b64(fig)
+
+
+def advantage_bar_figure(report: Mapping[str, Any]) -> str:
+    """Grouped bars: membership advantage of each attack, per target (base64 PNG)."""
+    targets = [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
+    labels: list[str] = []
+    for t in targets:
+        for a in _attacks(t):
+            lab = str(a.get("label") or a.get("name") or "attack")
+            if lab not in labels:
+                labels.append(lab)
+    if not targets or not labels:
+        return _placeholder("no attacks", 7.0, 3.0)
+
+    def value(t: Mapping[str, Any], lab: str) -> float:
+        for a in _attacks(t):
+            if str(a.get("label") or a.get("name") or "attack") == lab:
+                v = _finite((a.get("metrics") or {}).get("advantage"))
+                return math.nan if v is None else 100.0 * v
+        return math.nan
+
+    width = max(6.0, min(14.0, 1.0 + 0.35 * len(targets) * len(labels)))
+    rotate = len(targets) > 4
+    fig = _new_figure(
+        width, 3.6 + (0.6 if rotate else 0.0), bottom=1.2 if rotate else 0.45, top=0.45
+    )
+    ax = fig.add_subplot()
+    bar_w = 0.8 / len(labels)
+    xs = range(len(targets))
+    for j, lab in enumerate(labels):
+        offs = [x - 0.4 + bar_w * (j + 0.5) for x in xs]
+        ax.bar(offs, [value(t, lab) for t in targets], width=bar_w, label=lab)
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xticks(list(xs), [str(t.get("name") or "?") for t in targets], fontsize=8)
+    if rotate:
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_horizontalalignment("right")
+    ax.set_ylabel("membership advantage (%)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(
+        fontsize=8,
+        ncols=min(len(labels), 6),
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        frameon=False,
+        borderaxespad=0.2,
+    )
+    return _b64(fig)

@@ -1,0 +1,105 @@
+"""Shared HTML formatting helpers for :mod:`privlab.experiment.html` (escaping, numbers,
+report traversal, the page shell with its inline CSS).  Missing values become an em dash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from privlab.experiment.aggregate import as_float, attack_label
+
+__all__ = [
+    "CSS",
+    "DASH",
+    "TPR_FPRS",
+    "attack_labels",
+    "attacks_of",
+    "esc",
+    "find_attack",
+    "lookup_fpr",
+    "num",
+    "page",
+    "pct",
+    "sci",
+    "targets_of",
+]
+
+DASH = "—"
+TPR_FPRS = (0.001, 0.01, 0.1)
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1200px;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
+th{background:#f4f4f4;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.sub{font-size:.8em;color:#555}.adv{color:#555}.muted{color:#777}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
+code.hash{word-break:break-all}pre{background:#f7f7f7;padding:.8em;overflow:auto}
+dl.info{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dl.info dt{font-weight:600}
+dl.info dd{margin:0}.figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}
+figure img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}
+span[title]{border-bottom:1px dotted #999;cursor:help}
+"""
+
+
+def esc(x: Any) -> str:
+    return DASH if x is None or x == "" else escape(str(x), quote=True)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    v = as_float(x)
+    return DASH if v is None else f"{100 * v:.{digits}f}%"
+
+
+def num(x: Any, fmt: str = ".3f") -> str:
+    v = as_float(x)
+    return DASH if v is None else format(v, fmt)
+
+
+def sci(x: float, spec: str = "g") -> str:
+    """Compact general format: 1e-05 -> 1e-5, 3.20 -> 3.2."""
+    text = format(x, spec)
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + m.group(1).lstrip("+") + m.group(2), text)
+
+
+def lookup_fpr(mapping: Any, fpr: float) -> Any:
+    """Value for FPR ``fpr`` in a ``{"0.01": ...}`` mapping, matching keys numerically."""
+    if not isinstance(mapping, Mapping):
+        return None
+    for key, value in mapping.items():
+        k = as_float(key)
+        if k is not None and abs(k - fpr) <= 1e-9 * max(1.0, fpr):
+            return value
+    return None
+
+
+def targets_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
+
+
+def attacks_of(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [a for a in target.get("attacks") or [] if isinstance(a, Mapping)]
+
+
+def attack_labels(targets: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Attack labels in order of first appearance, each with its first attack dict."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for t in targets:
+        for a in attacks_of(t):
+            out.setdefault(attack_label(a), a)
+    return out
+
+
+def find_attack(target: Mapping[str, Any], label: str) -> Mapping[str, Any] | None:
+    return next((a for a in attacks_of(target) if attack_label(a) == label), None)
+
+
+def page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,331 @@
+"""run_experiment(config) → report: data → models → targets → attacks → metrics → files.
+
+A run folder holds ``report.json``, ``report.html``, ``models/*.safetensors`` and
+``state/`` (finished attack results). Models are cached by recipe hash and attack results by
+(model, attack, threat model), so re-running an interrupted experiment resumes where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from privlab import __version__
+from privlab.config import ConfigError, ExperimentConfig, TargetConfig
+from privlab.data.bundle import DataBundle, Split, stratified_split
+from privlab.experiment.environment import resolve_device, versions
+from privlab.experiment.membership import build_attack, evaluate_attack
+from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_train
+from privlab.experiment.progress import Progress, SilentProgress
+from privlab.experiment.store import atomic_write_json, read_json, save_model, stable_hash
+from privlab.metrics.utility import accuracy, adversarial_accuracy, per_example_loss
+from privlab.registry import DATASETS
+from privlab.threat_model import Access, Knowledge, LabelledQueries, Target, TargetInfo
+
+SCHEMA_VERSION = 1
+
+
+def load_bundle(config: ExperimentConfig, seed: int) -> DataBundle:
+    split = {
+        k: getattr(config.data, k)
+        for k in ("members", "nonmembers", "population")
+        if getattr(config.data, k) is not None
+    }
+    return DATASETS.build(config.data.name, seed=seed, **split, **config.data.params)
+
+
+def check_access(config: ExperimentConfig) -> Access:
+    """Refuse, before any training, attacks that need more than the declared access."""
+    try:
+        access = Access.parse(config.threat_model.access)
+    except ValueError as err:
+        raise ConfigError(f"threat_model.access: {err}") from None
+    for i, cfg in enumerate(config.attacks):
+        try:
+            attack = build_attack(cfg)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"attacks.{i} ({cfg.display}): {err}") from None
+        missing = attack.requires & ~access
+        if missing:
+            raise ConfigError(
+                f"attacks.{i} ({cfg.display}) needs access {missing.names()} but "
+                f"threat_model.access grants only {access.names()}"
+            )
+        if attack.needs_reference and config.threat_model.reference == "none":
+            raise ConfigError(
+                f"attacks.{i} ({cfg.display}) trains on reference data; set "
+                "threat_model.reference to 'shadow' or 'known'"
+            )
+    return access
+
+
+def split_reference(
+    bundle: DataBundle, config: ExperimentConfig, seed: int
+) -> tuple[Split, Split, Split | None, Split | None]:
+    """Evaluation members/non-members, and the revealed ones when reference = 'known'."""
+    if config.threat_model.reference != "known":
+        return bundle.members, bundle.nonmembers, None, None
+    k = config.threat_model.known_per_class
+    parts = []
+    for split in (bundle.members, bundle.nonmembers):
+        y = split.y.numpy()
+        known = np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)])
+        rng = np.random.default_rng(seed + 7)
+        known = np.sort(rng.permutation(known))
+        rest = np.setdiff1d(np.arange(len(y)), known)
+        parts.append((split.subset(rest), split.subset(known)))
+    (m_eval, m_known), (n_eval, n_known) = parts
+    return m_eval, n_eval, m_known, n_known
+
+
+def shadow_splits(bundle: DataBundle, seed: int) -> tuple[Split, Split]:
+    """Halve the attacker's population into shadow members and shadow non-members."""
+    pop = bundle.population
+    n = min(len(pop) // 2, len(bundle.members))
+    if n < bundle.num_classes:
+        raise ConfigError(f"population of {len(pop)} examples is too small for shadow models")
+    idx_in, idx_out = stratified_split(pop.y.numpy(), [n, min(n, len(pop) - n)], seed=seed + 1)
+    return pop.subset(idx_in), pop.subset(idx_out)
+
+
+def loss_histogram(
+    model: torch.nn.Module, bundle: DataBundle, bins: int, device: torch.device
+) -> dict[str, Any]:
+    """Member vs non-member log10-loss histograms (Song et al. Fig. 1)."""
+    losses = [
+        per_example_loss(model, s.x, s.y, device=device).clamp_min(1e-12).log10().numpy()
+        for s in (bundle.members, bundle.nonmembers)
+    ]
+    edges = np.linspace(
+        min(-12.0, float(np.min(np.r_[losses[0], losses[1]]))),
+        max(1.0, float(np.max(np.r_[losses[0], losses[1]]))),
+        bins + 1,
+    )
+    counts = [np.histogram(v, bins=edges)[0] / max(len(v), 1) for v in losses]
+    return {
+        "log10": True,
+        "bins": edges.tolist(),
+        "members": counts[0].tolist(),
+        "nonmembers": counts[1].tolist(),
+        "zero_loss_fraction": {
+            "members": float(np.mean(losses[0] <= -6)),
+            "nonmembers": float(np.mean(losses[1] <= -6)),
+        },
+    }
+
+
+class Runner:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        out_dir: Path,
+        *,
+        device: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.out = Path(out_dir)
+        self.device = resolve_device(device or config.device)
+        self.progress = progress or SilentProgress()
+        self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self.access = check_access(config)
+        self.timings = {"train_seconds": 0.0, "attack_seconds": 0.0, "utility_seconds": 0.0}
+
+    def _train(
+        self, role: str, data: Split, bundle: DataBundle, tcfg: TargetConfig, seed: int, label: str
+    ) -> TrainedModel:
+        trained = get_or_train(
+            role=role,
+            data=data,
+            bundle=bundle,
+            model_cfg=self.config.model_for(tcfg),
+            regime_cfg=tcfg.regime,
+            train_cfg=self.config.train_for(tcfg),
+            seed=seed,
+            device=self.device,
+            cache_dir=self.cache,
+            progress=self.progress,
+            label=label,
+        )
+        if not trained.cached:
+            self.timings["train_seconds"] += trained.seconds
+        return trained
+
+    def _info(self, name: str, bundle: DataBundle, trained: TrainedModel) -> TargetInfo:
+        eps, norm = trained.regime.budget()
+        tm = self.config.threat_model
+        return TargetInfo(
+            name=name,
+            num_classes=bundle.num_classes,
+            input_shape=bundle.input_shape,
+            value_range=bundle.value_range,
+            eps=eps if eps is not None else tm.eps,
+            norm=norm if eps is not None else tm.norm,
+        )  # type: ignore[arg-type]
+
+    def _utility(
+        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
+    ) -> dict[str, float | None]:
+        start = time.perf_counter()
+        ev, m, dev = self.config.evaluation, trained.model, self.device
+        torch.manual_seed(seed)
+        out: dict[str, float | None] = {
+            "train_acc": accuracy(m, bundle.members.x, bundle.members.y, device=dev),
+            "test_acc": accuracy(m, bundle.nonmembers.x, bundle.nonmembers.y, device=dev),
+            "adv_train_acc": None,
+            "adv_test_acc": None,
+        }
+        if info.eps and ev.adv_steps > 0:
+            kw: dict[str, Any] = dict(
+                eps=info.eps,
+                steps=ev.adv_steps,
+                step_size=ev.adv_step_size,
+                norm=info.norm,
+                clip=info.value_range,
+                device=dev,
+            )
+            out["adv_train_acc"] = adversarial_accuracy(m, bundle.members.x, bundle.members.y, **kw)
+            out["adv_test_acc"] = adversarial_accuracy(
+                m, bundle.nonmembers.x, bundle.nonmembers.y, **kw
+            )
+        self.timings["utility_seconds"] += time.perf_counter() - start
+        return out
+
+    def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
+        multi = len(self.config.run_seeds()) > 1
+        label = f"{tcfg.name}/seed{seed}" if multi else tcfg.name
+        trained = self._train("target", bundle.members, bundle, tcfg, seed, label)
+        save_model(
+            trained.model,
+            self.out / "models" / f"{label.replace('/', '_')}.safetensors",
+            {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
+        )
+        info = self._info(label, bundle, trained)
+        state_key = stable_hash([trained.key, self.config.evaluation.model_dump(), info.eps])
+        utility_path = self.out / "state" / f"utility-{state_key}.json"
+        if utility_path.is_file():
+            utility = read_json(utility_path)
+        else:
+            utility = self._utility(trained, info, bundle, seed)
+            atomic_write_json(utility_path, utility)
+        losses = loss_histogram(
+            trained.model, bundle, self.config.evaluation.histogram_bins, self.device
+        )
+        m_eval, n_eval, m_known, n_known = split_reference(bundle, self.config, seed)
+        reference: list[LabelledQueries] = []
+        ref_kind = self.config.threat_model.reference
+        if ref_kind == "shadow" and self.config.attacks:
+            s_in, s_out = shadow_splits(bundle, seed)
+            shadow = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
+            shadow_info = self._info(f"{label} shadow", bundle, shadow)
+        entries = []
+        for temperature in tcfg.temperatures():
+            target = Target(
+                trained.model, info, self.access, device=self.device, temperature=temperature
+            )
+            if ref_kind == "shadow" and self.config.attacks:
+                shadow_target = Target(
+                    shadow.model,
+                    shadow_info,
+                    self.access,
+                    device=self.device,
+                    temperature=temperature,
+                )
+                reference = [LabelledQueries(shadow_target, s_in, s_out, "shadow")]
+            elif ref_kind == "known" and m_known is not None and n_known is not None:
+                reference = [LabelledQueries(target, m_known, n_known, "known")]
+            knowledge = Knowledge(population=bundle.population, reference=tuple(reference))
+            name = label if len(tcfg.temperatures()) == 1 else f"{label}@T={temperature:g}"
+            attacks = []
+            for acfg in self.config.attacks:
+                key = stable_hash(
+                    [
+                        trained.key,
+                        temperature,
+                        acfg.model_dump(),
+                        self.config.threat_model.model_dump(),
+                    ]
+                )
+                path = self.out / "state" / f"attack-{key}.json"
+                if path.is_file():
+                    result = read_json(path)
+                else:
+                    task = self.progress.task(f"{acfg.display} on {name}", 1)
+                    result = evaluate_attack(acfg, target, knowledge, m_eval, n_eval, seed)
+                    task.done()
+                    self.timings["attack_seconds"] += result["seconds"]
+                    atomic_write_json(path, result)
+                attacks.append(result)
+            entries.append(
+                {
+                    "name": name,
+                    "base_name": tcfg.name
+                    if len(tcfg.temperatures()) == 1
+                    else f"{tcfg.name}@T={temperature:g}",
+                    "seed": seed,
+                    "regime": tcfg.regime.name,
+                    "regime_params": trained.regime.params(),
+                    "model": self.config.model_for(tcfg).model_dump(),
+                    "model_sha256": trained.sha256,
+                    "cache_key": trained.key,
+                    "temperature": temperature,
+                    "train_seconds": trained.seconds,
+                    "eps": info.eps,
+                    "norm": info.norm,
+                    "utility": utility,
+                    "privacy": trained.summary,
+                    "losses": losses,
+                    "attacks": attacks,
+                }
+            )
+        return entries
+
+    def run(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        targets: list[dict[str, Any]] = []
+        splits: dict[str, Any] = {}
+        for seed in self.config.run_seeds():
+            bundle = load_bundle(self.config, seed)
+            splits[str(seed)] = {
+                "members": len(bundle.members),
+                "nonmembers": len(bundle.nonmembers),
+                "population": len(bundle.population),
+                "sha256": bundle.hashes(),
+            }
+            for tcfg in self.config.targets:
+                targets.extend(self.run_target(tcfg, bundle, seed))
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "seed": self.config.run_seeds()[0],
+            "seeds": self.config.run_seeds(),
+            "versions": versions() | {"privlab": __version__},
+            "device": str(self.device),
+            "timings": {"total_seconds": time.perf_counter() - start, **self.timings},
+            "data": {"name": self.config.data.name, "splits": splits},
+            "targets": targets,
+        }
+        write_report(report, self.out)
+        return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    from privlab.experiment.html import write_html
+
+    atomic_write_json(out / "report.json", report)
+    write_html(report, out / "report.html")
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every target × seed × attack of ``config``; write and return the report."""
+    return Runner(config, Path(out_dir), device=device, progress=progress).run()

@@ -1,0 +1,88 @@
+"""Registries of named components: datasets, models, regimes and attacks.
+
+Adding a component is one file with ``@REGISTRY.register("name")``; the CLI's ``list`` and the
+contract tests pick it up from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownComponentError(KeyError):
+    """Raised for a name that no component was registered under."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """A name → factory mapping with helpful errors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = factory
+            return factory
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., T]:
+        _load_builtin_components()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownComponentError(
+                f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
+            ) from None
+
+    def build(self, name: str, /, **params: Any) -> T:
+        factory = self.get(name)
+        try:
+            return factory(**params)
+        except TypeError as err:
+            raise TypeError(f"bad parameters for {self.kind} {name!r}: {err}") from err
+
+    def names(self) -> list[str]:
+        _load_builtin_components()
+        return sorted(self._entries)
+
+    def describe(self, name: str) -> str:
+        """First line of the component's docstring."""
+        doc = (self.get(name).__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def __contains__(self, name: object) -> bool:
+        _load_builtin_components()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+DATASETS: Registry[Any] = Registry("dataset")
+MODELS: Registry[Any] = Registry("model")
+REGIMES: Registry[Any] = Registry("regime")
+ATTACKS: Registry[Any] = Registry("attack")
+
+_loaded = False
+
+
+def _load_builtin_components() -> None:
+    """Import the built-in component packages once so their decorators run."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import privlab.attacks
+    import privlab.data
+    import privlab.models
+    import privlab.training.regimes  # noqa: F401

@@ -1,0 +1,152 @@
+"""What the attacker may touch (Target, Access) and what it knows (Knowledge).
+
+A :class:`Target` wraps a trained model and answers only the queries its ``access`` allows;
+anything more raises :class:`AccessDenied` naming the missing access. Attacks declare what
+they ``require`` and are refused up front when the target does not grant it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privlab.data.bundle import Split
+
+
+class Access(enum.Flag):
+    """Queries a target can answer. Combine with ``|``."""
+
+    NONE = 0
+    LABELS = enum.auto()  # predicted label only
+    PROBS = enum.auto()  # softmax prediction vector F(x)
+    LOGITS = enum.auto()  # pre-softmax scores g(x)
+    LOSS = enum.auto()  # per-example loss ℓ(F(x), y)
+    INPUT_GRADIENTS = enum.auto()  # white-box gradients w.r.t. inputs (PGD)
+    WEIGHTS = enum.auto()  # released parameters
+    PARAM_GRADIENTS = enum.auto()  # gradients w.r.t. parameters (federated learning)
+
+    @classmethod
+    def parse(cls, names: list[str] | tuple[str, ...]) -> Access:
+        flag = cls.NONE
+        for name in names:
+            try:
+                flag |= cls[name.upper()]
+            except KeyError:
+                valid = ", ".join(m.name.lower() for m in cls if m.name and m is not cls.NONE)
+                raise ValueError(f"unknown access {name!r}; valid: {valid}") from None
+        return flag
+
+    def names(self) -> list[str]:
+        return [m.name.lower() for m in Access if m.name and m in self and m is not Access.NONE]
+
+
+class AccessDenied(PermissionError):
+    """The target does not grant a query the caller needs."""
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Public facts about a target (Kerckhoffs): architecture-independent, no data."""
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    eps: float | None = None  # perturbation budget the model was trained for, if any
+    norm: Literal["linf", "l2"] = "linf"
+
+
+class Target:
+    """A deployed model seen through a declared access."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        info: TargetInfo,
+        access: Access,
+        *,
+        device: torch.device | str = "cpu",
+        temperature: float = 1.0,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self._model = model.to(device).eval()
+        for p in self._model.parameters():
+            p.requires_grad_(False)
+        self.info = info
+        self.access = access
+        self.device = torch.device(device)
+        self.temperature = float(temperature)
+
+    def require(self, needed: Access, who: str = "this query") -> None:
+        missing = needed & ~self.access
+        if missing:
+            raise AccessDenied(
+                f"{who} needs access {missing.names()} but target {self.info.name!r} grants only "
+                f"{self.access.names() or ['nothing']}"
+            )
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._model(x.to(self.device)) / self.temperature
+
+    @torch.no_grad()
+    def _batched(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        return torch.cat(
+            [self._logits(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.require(Access.LOGITS, "logits()")
+        return self._batched(x)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax prediction vectors F(x) (temperature applied)."""
+        self.require(Access.PROBS, "predict_proba()")
+        return self._batched(x).softmax(dim=1)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.access & (Access.LABELS | Access.PROBS | Access.LOGITS):
+            self.require(Access.LABELS, "predict()")
+        return self._batched(x).argmax(dim=1)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example cross-entropy; derivable from PROBS, so either grant suffices."""
+        if not self.access & Access.PROBS:
+            self.require(Access.LOSS, "loss()")
+        return F.cross_entropy(self._batched(x), y.to(self.device), reduction="none")
+
+    def differentiable_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits with a graph back to ``x`` (white-box input gradients, e.g. for PGD)."""
+        self.require(Access.INPUT_GRADIENTS, "input gradients")
+        return self._logits(x)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        self.require(Access.WEIGHTS, "parameters()")
+        return {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class LabelledQueries:
+    """Examples with known membership for one model the attacker can query.
+
+    Either the target itself with a few revealed members/non-members (Song §5.2.5: 500 + 500
+    per class) or a shadow model trained by the attacker on its own population data.
+    """
+
+    target: Target
+    members: Split
+    nonmembers: Split
+    source: Literal["known", "shadow"] = "shadow"
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the attacker knows besides the target's answers."""
+
+    population: Split | None = None
+    reference: tuple[LabelledQueries, ...] = field(default=())

@@ -1,0 +1,115 @@
+"""The one training loop. Every regime plugs into it through the hooks of :class:`Regime`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from privlab.data.bundle import Split
+from privlab.training.regime import Regime
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    """Optimisation settings shared by all regimes."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: nn.Module
+    seconds: float
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+
+
+EpochCallback = Callable[[int, int, float], None]
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {spec.optimizer!r}; use 'adam' or 'sgd'")
+
+
+def train(
+    model: nn.Module,
+    data: Split,
+    regime: Regime,
+    spec: TrainSpec,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with ``regime``; returns the finalised plain module.
+
+    Seeds the global torch RNG (dropout, random starts, DP noise) and the loader's shuffling.
+    """
+    if len(data) == 0:
+        raise ValueError("cannot train on an empty split")
+    if spec.epochs < 1 or spec.batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be ≥ 1, got {spec.epochs}, {spec.batch_size}")
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model = model.to(device).train()
+    loader = DataLoader(
+        TensorDataset(data.x.to(device), data.y.to(device)),
+        batch_size=min(spec.batch_size, len(data)),
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    optimizer = make_optimizer(model, spec)
+    model, optimizer, loader = regime.prepare(model, optimizer, loader, epochs=spec.epochs)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs)
+        if spec.schedule == "cosine"
+        else None
+    )
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(spec.epochs):
+        regime.start_epoch(epoch, spec.epochs)
+        total, count = 0.0, 0
+        for xb, yb in loader:
+            if len(yb) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            loss = regime.loss(model, xb, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss {loss.item()} at epoch {epoch} under regime {regime.name!r}; "
+                    "lower the learning rate or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+        if scheduler is not None:
+            scheduler.step()
+        mean_loss = total / max(count, 1)
+        history.append({"epoch": float(epoch), "loss": mean_loss})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, spec.epochs, mean_loss)
+    model = regime.finalize(model).eval()
+    return TrainResult(
+        model=model, seconds=time.perf_counter() - start, history=history, summary=regime.summary()
+    )

@@ -1,0 +1,70 @@
+"""The Regime interface: how a training recipe plugs into the one loop.
+
+A regime is a frozen dataclass of hyperparameters (keyword-only, paper defaults) with hooks:
+
+* ``prepare(model, optimizer, loader)`` may wrap all three (DP-SGD wraps them with Opacus);
+* ``start_epoch(epoch, epochs)`` sees the schedule (ramps, delayed smoothing);
+* ``loss(model, x, y)`` returns the batch loss to minimise (adversarial regimes perturb here);
+* ``finalize(model)`` returns a plain ``nn.Module`` to store and attack;
+* ``summary()`` reports what the report's ``privacy`` block should show (e.g. DP's ε).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Regime:
+    name: ClassVar[str] = "regime"
+    #: value range inputs are clipped to during perturbation (set by the loop from the data)
+    clip: tuple[float, float] = (0.0, 1.0)
+
+    def budget(self) -> tuple[float | None, str]:
+        """(ε, norm) the model is trained to resist; ε is None for non-robust regimes.
+
+        Regimes with a perturbation budget declare fields ``eps`` (and optionally ``norm``).
+        """
+        return getattr(self, "eps", None), getattr(self, "norm", "linf")
+
+    def prepare(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
+    ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+        return model, optimizer, loader
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        pass
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters as plain data (hashing, reports)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class attack_mode:
+    """Context manager: eval mode (no dropout/BN updates) while crafting perturbations."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.was_training = model.training
+
+    def __enter__(self) -> nn.Module:
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)

@@ -1,0 +1,10 @@
+"""Training regimes, one per file, registered by their literature names."""
+
+from privlab.training.regimes import (  # noqa: F401  (registration)
+    dist_at,
+    dp_sgd,
+    label_smoothing,
+    natural,
+    pgd_at,
+    trades,
+)
