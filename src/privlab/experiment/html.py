@@ -7,10 +7,7 @@ HTML-escaped, and missing optional values render as an em dash.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from privlab.experiment.html_format import (
     sci,
     targets_of,
 )
+from privlab.experiment.store import atomic_write_bytes
 
 __all__ = ["comparison_table", "render_comparison_html", "render_html", "write_html"]
 
@@ -218,20 +216,7 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 def write_html(report: Mapping[str, Any], path: Path) -> None:
     """Render ``report`` and write it to ``path`` atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_html(report)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(Path(path), render_html(report).encode("utf-8"))
 
 
 def comparison_table(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -36,21 +36,71 @@ def _labels(n_in: int, n_out: int) -> np.ndarray:
     return np.r_[np.ones(n_in, dtype=bool), np.zeros(n_out, dtype=bool)]
 
 
-def honest_threshold(attack: MembershipAttack, knowledge: Knowledge) -> tuple[float, str] | None:
-    """A threshold the attacker can choose without the evaluation labels."""
-    if attack.decision_threshold is not None:
-        return attack.decision_threshold, "attack"
+def reference_scores(
+    attack: MembershipAttack, knowledge: Knowledge
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Scores, membership labels and classes of the attacker's labelled reference data."""
     if not knowledge.reference:
         return None
-    scores, labels = [], []
+    scores, labels, classes = [], [], []
     for ref in knowledge.reference:
-        scores += [
-            attack.score(ref.target, ref.members.x, ref.members.y),
-            attack.score(ref.target, ref.nonmembers.x, ref.nonmembers.y),
-        ]
-        labels.append(_labels(len(ref.members), len(ref.nonmembers)))
-    fit = best_threshold(np.concatenate(labels), np.concatenate(scores))
-    return fit.threshold, knowledge.reference[0].source
+        for split, member in ((ref.members, True), (ref.nonmembers, False)):
+            scores.append(attack.score(ref.target, split.x, split.y))
+            labels.append(np.full(len(split), member))
+            classes.append(split.y.numpy())
+    return np.concatenate(scores), np.concatenate(labels), np.concatenate(classes)
+
+
+def _honest(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, source: str
+) -> dict[str, Any]:
+    acc = accuracy_at_threshold(labels, scores, threshold)
+    return {"accuracy": acc, "advantage": 2 * (acc - 0.5), "threshold": threshold, "source": source}
+
+
+def _fit(
+    attack: MembershipAttack,
+    ref: tuple[np.ndarray, ...] | None,
+    source: str,
+    mask: np.ndarray | None = None,
+) -> tuple[float, str] | None:
+    """The attack's own decision threshold, else the best one on the reference data."""
+    if attack.decision_threshold is not None:
+        return attack.decision_threshold, "attack"
+    if ref is None:
+        return None
+    scores, labels = ref[0], ref[1]
+    if mask is not None:
+        scores, labels = scores[mask], labels[mask]
+    if labels.all() or not labels.any():
+        return None
+    return best_threshold(labels, scores).threshold, source
+
+
+def per_class_metrics(
+    attack: MembershipAttack,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    ref: tuple[np.ndarray, ...] | None,
+    source: str,
+) -> dict[str, Any]:
+    """Song et al. Table 7: per class, the oracle accuracy and the accuracy of a threshold
+    fitted on that class's reference points only ("confidence-infer")."""
+    out: dict[str, Any] = {}
+    for c in np.unique(classes):
+        sel = classes == c
+        if labels[sel].all() or not labels[sel].any():
+            continue
+        entry: dict[str, Any] = {
+            "accuracy": best_threshold(labels[sel], scores[sel]).accuracy,
+            "honest_accuracy": None,
+        }
+        fit = _fit(attack, ref, source, None if ref is None else ref[2] == c)
+        if fit is not None:
+            entry["honest_accuracy"] = accuracy_at_threshold(labels[sel], scores[sel], fit[0])
+        out[str(int(c))] = entry
+    return out
 
 
 def evaluate_attack(
@@ -69,18 +119,13 @@ def evaluate_attack(
     s_out = attack.score(target, nonmembers.x, nonmembers.y)
     labels = _labels(len(s_in), len(s_out))
     scores = np.r_[s_in, s_out]
+    classes = np.r_[members.y.numpy(), nonmembers.y.numpy()]
     metrics = membership_metrics(labels, scores)
-    honest = honest_threshold(attack, knowledge)
-    if honest is not None:
-        acc = accuracy_at_threshold(labels, scores, honest[0])
-        metrics["honest"] = {
-            "accuracy": acc,
-            "advantage": 2 * (acc - 0.5),
-            "threshold": honest[0],
-            "source": honest[1],
-        }
-    else:
-        metrics["honest"] = None
+    source = knowledge.reference[0].source if knowledge.reference else "none"
+    ref = reference_scores(attack, knowledge) if attack.decision_threshold is None else None
+    fit = _fit(attack, ref, source)
+    metrics["honest"] = None if fit is None else _honest(labels, scores, *fit)
+    metrics["per_class"] = per_class_metrics(attack, labels, scores, classes, ref, source)
     return {
         "name": cfg.name,
         "label": cfg.display,

@@ -47,7 +47,7 @@ class PGDAdversarialTraining(Regime):
             raise ValueError(f"adv_ratio must be in [0, 1], got {self.adv_ratio}")
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n_adv = int(round(self.adv_ratio * len(y)))
+        n_adv = round(self.adv_ratio * len(y))
         if n_adv == 0:
             return F.cross_entropy(model(x), y)
         with attack_mode(model):

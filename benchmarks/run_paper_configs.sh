@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Re-run the paper-claim configs (configs/paper/*.yaml) into results/paper/<name>/.
+# Models are cached (PRIVLAB_CACHE, default .privlab_cache/) and shared between configs,
+# and each run resumes where it stopped. Usage: benchmarks/run_paper_configs.sh [names...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PRIVLAB_CACHE="${PRIVLAB_CACHE:-$PWD/.privlab_cache}"
+PRIVLAB="${PRIVLAB:-.venv/bin/privlab}"
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  names=(song2019_table2_3_defences song2019_sec7_countermeasures song2019_table6_eps
+         song2019_table5_adv_ratio song2019_fig3_capacity song2019_table7_per_class)
+fi
+for name in "${names[@]}"; do
+  echo "== $name $(date +%T)"
+  /usr/bin/time -f "$name: %e s" "$PRIVLAB" run "configs/paper/$name.yaml" --out "results/paper/$name"
+done

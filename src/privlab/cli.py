@@ -1,0 +1,181 @@
+"""The ``privlab`` command line: run, demo, list, report."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from privlab.config import ConfigError, load_config
+from privlab.data.bundle import DatasetError
+from privlab.experiment.store import ModelFileError, read_json
+from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, UnknownComponentError
+from privlab.threat_model import AccessDenied
+
+app = typer.Typer(
+    help="privlab: measure how much a trained model exposes its training data.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ModelFileError,
+    UnknownComponentError,
+    AccessDenied,
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+)
+
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>).")
+]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b=value.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (default: config).")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
+
+
+def _execute(
+    config_path: Path, out: Path | None, overrides: list[str], device: str | None, seed: int | None
+) -> None:
+    from privlab.cli_progress import RichProgressReporter
+    from privlab.experiment.runner import run_experiment
+
+    if seed is not None:
+        overrides = [*overrides, f"seed={seed}", "seeds=null"]
+    try:
+        config = load_config(config_path, overrides)
+        out_dir = out or Path("runs") / config.name
+        with RichProgressReporter(console) as progress:
+            report = run_experiment(config, out_dir, device=device, progress=progress)
+    except USER_ERRORS as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted: finished models and attacks are cached; run the "
+            "same command again to resume[/]"
+        )
+        raise typer.Exit(130) from None
+    _print_summary(report)
+    console.print(f"report: [bold]{out_dir / 'report.html'}[/] (and report.json)")
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    labels = list(dict.fromkeys(a["label"] for t in report["targets"] for a in t["attacks"]))
+    table = Table(
+        title=f"{report['config']['name']}: membership inference accuracy "
+        "(worst-case / honest threshold, %)"
+    )
+    for col in ["target", "train", "test", "adv-train", "adv-test", *labels]:
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for t in report["targets"]:
+        u = t["utility"]
+        cells = {a["label"]: a["metrics"] for a in t["attacks"]}
+        attack_cells = []
+        for label in labels:
+            m = cells.get(label)
+            honest = (m or {}).get("honest") or {}
+            attack_cells.append(
+                "—" if m is None else f"{_pct(m['accuracy'])} / {_pct(honest.get('accuracy'))}"
+            )
+        table.add_row(
+            t["name"],
+            _pct(u["train_acc"]),
+            _pct(u["test_acc"]),
+            _pct(u["adv_train_acc"]),
+            _pct(u["adv_test_acc"]),
+            *attack_cells,
+        )
+    out_console.print(table)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """Run an experiment: train its targets, attack them, write report.json and report.html."""
+    _execute(config, out, set_ or [], device, seed)
+
+
+@app.command()
+def demo(
+    out: OutOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None
+) -> None:
+    """The main job: natural vs PGD-AT, TRADES and distributional AT on digits, attacked by
+    loss, I_B, I_A and targeted model-infer (Song et al. 2019 in miniature)."""
+    with resources.as_file(resources.files("privlab") / "configs" / "demo.yaml") as path:
+        _execute(path, out or Path("runs") / "demo", set_ or [], device, seed)
+
+
+@app.command("list")
+def list_components() -> None:
+    """Every registered dataset, model, regime and attack."""
+    for registry in (DATASETS, MODELS, REGIMES, ATTACKS):
+        table = Table(title=f"{registry.kind}s", show_header=False, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for name in registry.names():
+            table.add_row(name, registry.describe(name))
+        out_console.print(table)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s) with report.json.")],
+    html: Annotated[Path | None, typer.Option(help="Write the comparison here.")] = None,
+    markdown: Annotated[bool, typer.Option(help="Print a mean ± std table.")] = False,
+) -> None:
+    """Re-render one run's report.html, or compare several runs as a table."""
+    from privlab.experiment.aggregate import markdown_summary
+    from privlab.experiment.html import comparison_table, render_comparison_html, write_html
+    from privlab.experiment.store import atomic_write_bytes
+
+    loaded = []
+    for run_dir in runs:
+        path = run_dir / "report.json" if run_dir.is_dir() else run_dir
+        try:
+            loaded.append((str(run_dir), read_json(path)))
+        except (FileNotFoundError, ValueError) as err:
+            console.print(f"[bold red]error:[/] {path}: {err}")
+            raise typer.Exit(2) from None
+    if len(loaded) == 1 and run_dir.is_dir():
+        write_html(loaded[0][1], run_dir / "report.html")
+        console.print(f"re-rendered {run_dir / 'report.html'}")
+    for label, rep in loaded:
+        if markdown:
+            out_console.print(f"## {label}\n\n{markdown_summary(rep)}", markup=False)
+        else:
+            _print_summary(rep)
+    if len(loaded) > 1:
+        rows = comparison_table(loaded)
+        table = Table(title="comparison")
+        for col in rows[0] if rows else []:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+        out_console.print(table)
+    if html is not None:
+        atomic_write_bytes(html, render_comparison_html(loaded).encode())
+        console.print(f"wrote {html}")
+
+
+def main() -> None:  # pragma: no cover - entry point
+    sys.exit(app())
