@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 
 USER_ERRORS = (
@@ -150,11 +150,14 @@ def report(
 
     loaded = []
     for run_dir in runs:
-        path = run_dir / "report.json" if run_dir.is_dir() else run_dir
+        path = run_dir if run_dir.suffix == ".json" else run_dir / "report.json"
         try:
             loaded.append((str(run_dir), read_json(path)))
-        except (FileNotFoundError, ValueError) as err:
-            console.print(f"[bold red]error:[/] {path}: {err}")
+        except FileNotFoundError:
+            console.print(f"[bold red]error:[/] {path} not found (is {run_dir} a run folder?)")
+            raise typer.Exit(2) from None
+        except ValueError as err:
+            console.print(f"[bold red]error:[/] {err}")
             raise typer.Exit(2) from None
     if len(loaded) == 1 and run_dir.is_dir():
         write_html(loaded[0][1], run_dir / "report.html")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Regime:
     name: ClassVar[str] = "regime"
-    #: value range inputs are clipped to during perturbation (set by the loop from the data)
+    #: value range perturbed inputs are clipped to (the runner sets it from the bundle)
     clip: tuple[float, float] = (0.0, 1.0)
 
     def budget(self) -> tuple[float | None, str]:

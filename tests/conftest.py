@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny data and fast settings so the suite runs in minutes on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privlab.data.bundle import DataBundle
+from privlab.registry import DATASETS
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Never touch the user's model cache from tests."""
+    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> DataBundle:
+    """4 classes of noisy 8×8 prototypes, 120 members / 120 non-members / 120 population."""
+    return DATASETS.build("synthetic", n=360, num_classes=4, noise=0.7, seed=0)
+
+
+def tiny_config(**overrides: object) -> dict:
+    """A complete, fast experiment config as plain data."""
+    config: dict = {
+        "name": "tiny",
+        "data": {"name": "synthetic", "params": {"n": 240, "num_classes": 4, "noise": 0.4}},
+        "model": {"name": "mlp", "params": {"hidden": [64]}},
+        "train": {"epochs": 3, "batch_size": 32},
+        "threat_model": {"reference": "shadow", "eps": 0.1},
+        "targets": [
+            {"name": "natural", "regime": "natural"},
+            {"name": "pgd_at", "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 2}}},
+        ],
+        "attacks": [
+            {"name": "confidence", "label": "I_B"},
+            {"name": "adversarial_confidence", "label": "I_A", "params": {"steps": 2}},
+        ],
+        "evaluation": {"adv_steps": 2},
+    }
+    config.update(overrides)
+    return config

@@ -1,0 +1,108 @@
+"""Contract tests over every registered regime: trains, deterministic, reports its budget."""
+
+import math
+
+import pytest
+import torch
+
+from privlab.registry import MODELS, REGIMES
+from privlab.training.loop import TrainSpec, train
+from privlab.training.regime import Regime
+
+FAST = {
+    "pgd_at": {"eps": 0.1, "steps": 2},
+    "trades": {"eps": 0.1, "steps": 2},
+    "dist_at": {"steps": 2},
+    "dp_sgd": {"noise_multiplier": 0.3},
+}
+
+
+def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
+    torch.manual_seed(seed)
+    model = MODELS.build("mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+                         hidden=hidden)
+    regime = REGIMES.build(name, **{**FAST.get(name, {}), **params})
+    return train(model, bundle.members, regime, TrainSpec(epochs=epochs, batch_size=32), seed=seed)
+
+
+@pytest.mark.parametrize("name", REGIMES.names())
+def test_regime_trains_a_plain_module_that_learns(name, tiny):
+    result = _fit(name, tiny, epochs=4)
+    assert isinstance(result.model, torch.nn.Sequential)  # unwrapped (no Opacus wrapper)
+    assert not result.model.training
+    assert len(result.history) == 4 and all(math.isfinite(h["loss"]) for h in result.history)
+    with torch.no_grad():
+        acc = (result.model(tiny.nonmembers.x).argmax(1) == tiny.nonmembers.y).float().mean()
+    assert acc > 1.5 / tiny.num_classes  # better than chance on held-out data
+
+
+@pytest.mark.parametrize("name", REGIMES.names())
+def test_regime_is_deterministic_under_a_seed(name, tiny):
+    a, b = _fit(name, tiny, seed=3), _fit(name, tiny, seed=3)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
+                                  strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+@pytest.mark.parametrize("name", REGIMES.names())
+def test_regime_declares_budget_and_plain_params(name):
+    regime: Regime = REGIMES.build(name, **FAST.get(name, {}))
+    eps, norm = regime.budget()
+    assert norm in ("linf", "l2")
+    assert eps is None or eps > 0
+    assert all(not k.startswith("_") for k in regime.params())
+    assert regime.name == name
+
+
+def test_robust_regimes_declare_their_eps():
+    assert REGIMES.build("pgd_at", eps=0.3).budget() == (0.3, "linf")
+    assert REGIMES.build("pgd_at", eps=0.5, norm="l2").budget() == (0.5, "l2")
+    assert REGIMES.build("natural").budget()[0] is None
+
+
+def test_pgd_at_makes_the_model_more_robust_than_natural():
+    from privlab.metrics.utility import adversarial_accuracy
+    from privlab.registry import DATASETS
+
+    digits = DATASETS.build("digits", seed=0)
+    nat = _fit("natural", digits, epochs=10, hidden=(256, 256))
+    rob = _fit("pgd_at", digits, epochs=10, hidden=(256, 256), eps=0.1, steps=3)
+    adv = {n: adversarial_accuracy(r.model, digits.nonmembers.x, digits.nonmembers.y, eps=0.1,
+                                   steps=10) for n, r in (("nat", nat), ("rob", rob))}
+    assert adv["rob"] > adv["nat"] + 0.1
+
+
+def test_adv_ratio_zero_equals_natural_training(tiny):
+    a = _fit("natural", tiny, seed=1)
+    b = _fit("pgd_at", tiny, seed=1, adv_ratio=0.0)
+    assert all(torch.allclose(u, v) for u, v in zip(a.model.parameters(), b.model.parameters(),
+                                                    strict=True))
+
+
+def test_label_smoothing_targets():
+    from privlab.training.regimes.label_smoothing import smoothed_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    y = torch.tensor([0])
+    logp = logits.log_softmax(1)[0]
+    for alpha in (0.3, -0.2):
+        q = torch.tensor([1 - alpha + alpha / 3, alpha / 3, alpha / 3])
+        assert torch.isclose(smoothed_cross_entropy(logits, y, alpha), -(q * logp).sum())
+    with pytest.raises(ValueError, match="alpha"):
+        REGIMES.build("label_smoothing", alpha=1.5)
+
+
+def test_da_regulariser_penalises_distribution_gaps():
+    from privlab.training.regimes.pgd_at import _gaussian_gap
+
+    a = torch.randn(64, 5)
+    assert _gaussian_gap(a, a) == 0
+    assert _gaussian_gap(a, a + 1.0) > _gaussian_gap(a, a + 0.1) > 0
+
+
+def test_loop_rejects_bad_settings(tiny):
+    model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[8])
+    with pytest.raises(ValueError, match="epochs"):
+        train(model, tiny.members, REGIMES.build("natural"), TrainSpec(epochs=0))
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train(model, tiny.members, REGIMES.build("natural"), TrainSpec(epochs=2, optimizer="sgd", lr=1e30))

@@ -1,0 +1,132 @@
+"""End-to-end runs on tiny data: report schema, caching, resume, and bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from privlab.config import ConfigError, load_config_dict
+from privlab.experiment import models as model_store
+from privlab.experiment.runner import run_experiment
+from privlab.experiment.store import ModelFileError, load_state, save_model
+
+STABLE_KEYS = {"schema_version", "config", "seed", "versions", "timings", "targets"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config_dict(tiny_config(cache_dir=str(out / "cache")))
+    return out, run_experiment(cfg, out)
+
+
+def test_report_has_the_stable_schema(run):
+    out, report = run
+    on_disk = json.loads((out / "report.json").read_text())
+    assert STABLE_KEYS <= set(on_disk)
+    assert on_disk["schema_version"] == 1
+    for t in on_disk["targets"]:
+        assert {"name", "regime", "model_sha256", "utility", "privacy", "attacks"} <= set(t)
+        assert set(t["utility"]) >= {"train_acc", "test_acc", "adv_train_acc", "adv_test_acc"}
+        for a in t["attacks"]:
+            assert {"name", "family", "seconds", "metrics"} <= set(a)
+            m = a["metrics"]
+            assert {"accuracy", "advantage", "auc", "tpr_at_fpr"} <= set(m)
+            assert set(m["tpr_at_fpr"]) == {"0.1", "0.01", "0.001"}
+            assert math.isclose(m["advantage"], 2 * (m["accuracy"] - 0.5))
+            assert m["honest"]["source"] == "shadow"
+    assert {t["regime"] for t in on_disk["targets"]} == {"natural", "pgd_at"}
+
+
+def test_run_folder_holds_html_and_safetensors_models(run):
+    out, report = run
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
+    stored = sorted(p.name for p in (out / "models").glob("*.safetensors"))
+    assert stored == ["natural.safetensors", "pgd_at.safetensors"]
+    assert report["data"]["splits"]["0"]["sha256"]["members"]
+    assert report["versions"]["torch"].startswith("2.13")
+
+
+def test_second_run_resumes_from_the_cache_without_training(run, monkeypatch, tmp_path):
+    out, first = run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained a cached model")
+
+    monkeypatch.setattr(model_store, "train", no_training)
+    cfg = load_config_dict(tiny_config(cache_dir=str(out / "cache")))
+    second = run_experiment(cfg, out)  # same folder: attacks come from state/ too
+    assert [t["model_sha256"] for t in second["targets"]] == [t["model_sha256"] for t in first["targets"]]
+    assert second["targets"][0]["attacks"] == first["targets"][0]["attacks"]
+    third = run_experiment(cfg, tmp_path / "fresh")  # new folder: models cached, attacks rerun
+    a, b = first["targets"][1]["attacks"][1]["metrics"], third["targets"][1]["attacks"][1]["metrics"]
+    assert a["auc"] == pytest.approx(b["auc"])  # deterministic under the seed
+
+
+def test_corrupt_cached_model_is_retrained_with_a_warning(run, tmp_path):
+    out, _ = run
+    cache = tmp_path / "cache"
+    cfg = load_config_dict(tiny_config(cache_dir=str(cache), attacks=[]))
+    run_experiment(cfg, tmp_path / "a")
+    for f in (cache / "models").glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:100])  # truncate
+    with pytest.warns(UserWarning, match="corrupt safetensors"):
+        report = run_experiment(cfg, tmp_path / "b")
+    assert len(report["targets"]) == 2
+
+
+def test_nan_weights_are_rejected_on_save_and_load(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(ModelFileError, match="non-finite.*weight"):
+        save_model(model, tmp_path / "m.safetensors", {})
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "n.safetensors"))
+    with pytest.raises(ModelFileError, match="n.safetensors: non-finite"):
+        load_state(torch.nn.Linear(3, 2), tmp_path / "n.safetensors")
+    with pytest.raises(ModelFileError, match="not found"):
+        load_state(torch.nn.Linear(3, 2), tmp_path / "missing.safetensors")
+
+
+def test_attack_needing_more_access_is_refused_before_training(tmp_path):
+    cfg = load_config_dict(tiny_config(threat_model={"access": ["probs"]}))
+    with pytest.raises(ConfigError, match=r"I_A.*needs access \['input_gradients'\]"):
+        run_experiment(cfg, tmp_path)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_known_reference_reveals_points_and_evaluates_on_the_rest(tmp_path):
+    cfg = load_config_dict(tiny_config(
+        threat_model={"reference": "known", "known_per_class": 5},
+        targets=[{"name": "natural", "regime": "natural"}],
+        attacks=[{"name": "confidence"},
+                 {"name": "inference_network", "params": {"view": "benign", "epochs": 20}}]))
+    report = run_experiment(cfg, tmp_path)
+    members = report["data"]["splits"]["0"]["members"]
+    for attack in report["targets"][0]["attacks"]:
+        assert attack["n_eval"]["members"] == members - 5 * 4
+        assert len(attack["metrics"]["per_class"]) == 4
+    assert report["targets"][0]["attacks"][1]["metrics"]["honest"]["source"] == "attack"
+
+
+def test_temperatures_and_seeds_expand_targets(tmp_path):
+    cfg = load_config_dict(tiny_config(
+        seeds=[0, 1], targets=[{"name": "natural", "regime": "natural", "temperature": [1, 5]}],
+        attacks=[{"name": "confidence", "label": "I_B"}], threat_model={"reference": "none"}))
+    report = run_experiment(cfg, tmp_path)
+    names = [t["name"] for t in report["targets"]]
+    assert names == ["natural/seed0@T=1", "natural/seed0@T=5", "natural/seed1@T=1", "natural/seed1@T=5"]
+    t1, t5 = report["targets"][:2]
+    assert t1["utility"] == t5["utility"]  # temperature never changes predictions
+    assert t1["attacks"][0]["metrics"]["honest"] is None  # no reference data, no honest threshold
+
+
+def test_missing_dataset_file_is_a_clear_error(tmp_path):
+    cfg = load_config_dict(tiny_config(data={"name": "mnist_idx", "params": {"path": str(tmp_path)}}))
+    with pytest.raises(ValueError, match=str(tmp_path)):
+        run_experiment(cfg, tmp_path / "out")
