@@ -9,11 +9,13 @@ from privlab.data.bundle import DataBundle
 from privlab.registry import DATASETS
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Never touch the user's model cache from tests."""
-    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
-    torch.set_num_threads(2)
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Never touch the user's model cache from tests (session-wide, so module fixtures too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRIVLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        torch.set_num_threads(2)
+        yield
 
 
 @pytest.fixture(scope="session")
