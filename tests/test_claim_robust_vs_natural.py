@@ -1,6 +1,7 @@
 """Song, Shokri & Mittal (CCS 2019) K2.1/K2.2 on a small config: a PGD-trained model that fits
 its adversarial training set leaks more membership than a natural one, and on it the
-adversarial-example attack I_A beats the benign attack I_B (its gain over I_B is much smaller on the natural one)."""
+adversarial-example attack I_A beats the benign attack I_B (on the natural one its gain over
+I_B is much smaller)."""
 
 import pytest
 
@@ -10,19 +11,27 @@ from privlab.experiment.runner import run_experiment
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    config = load_config_dict({
-        "name": "claim",
-        "data": {"name": "digits"},
-        "model": {"name": "mlp", "params": {"hidden": [256, 256]}},
-        "train": {"epochs": 60, "batch_size": 64},
-        "threat_model": {"reference": "none", "eps": 0.1},
-        "targets": [{"name": "natural", "regime": "natural"},
-                    {"name": "pgd_at", "regime": {"name": "pgd_at",
-                                                  "params": {"eps": 0.1, "steps": 5}}}],
-        "attacks": [{"name": "confidence", "label": "I_B"},
-                    {"name": "adversarial_confidence", "label": "I_A", "params": {"steps": 10}}],
-        "evaluation": {"adv_steps": 10},
-    })
+    config = load_config_dict(
+        {
+            "name": "claim",
+            "data": {"name": "digits"},
+            "model": {"name": "mlp", "params": {"hidden": [256, 256]}},
+            "train": {"epochs": 60, "batch_size": 64},
+            "threat_model": {"reference": "none", "eps": 0.1},
+            "targets": [
+                {"name": "natural", "regime": "natural"},
+                {
+                    "name": "pgd_at",
+                    "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 5}},
+                },
+            ],
+            "attacks": [
+                {"name": "confidence", "label": "I_B"},
+                {"name": "adversarial_confidence", "label": "I_A", "params": {"steps": 10}},
+            ],
+            "evaluation": {"adv_steps": 10},
+        }
+    )
     return run_experiment(config, tmp_path_factory.mktemp("claim"))
 
 

@@ -1,9 +1,9 @@
 import json
 
 import yaml
-from conftest import tiny_config
 from typer.testing import CliRunner
 
+from conftest import tiny_config
 from privlab.cli import app
 
 runner = CliRunner()
@@ -25,24 +25,47 @@ def test_help_everywhere():
 def test_list_shows_every_registered_component():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
-    for name in ("digits", "mnist5k", "wide_resnet", "pgd_at", "trades", "dist_at", "dp_sgd",
-                 "adversarial_confidence", "inference_network"):
+    for name in (
+        "digits",
+        "mnist5k",
+        "wide_resnet",
+        "pgd_at",
+        "trades",
+        "dist_at",
+        "dp_sgd",
+        "adversarial_confidence",
+        "inference_network",
+    ):
         assert name in result.output
 
 
 def test_run_then_report_and_compare(tmp_path):
     cfg = _write(tmp_path)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--set", "train.epochs=2",
-                                 "--seed", "3", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(cfg),
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=2",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["seed"] == 3 and report["config"]["train"]["epochs"] == 2
     (out / "report.html").unlink()
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0 and (out / "report.html").is_file()
-    result = runner.invoke(app, ["report", str(out), str(out), "--html", str(tmp_path / "c.html"),
-                                 "--markdown"])
+    result = runner.invoke(
+        app, ["report", str(out), str(out), "--html", str(tmp_path / "c.html"), "--markdown"]
+    )
     assert result.exit_code == 0, result.output
     assert "±" in result.output and (tmp_path / "c.html").is_file()
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
-from conftest import tiny_config
 
+from conftest import tiny_config
 from privlab.config import ConfigError, load_config, load_config_dict
 
 
@@ -22,12 +22,15 @@ def test_a_typo_in_a_train_override_names_it():
         load_config_dict(cfg)
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [
-    (("data", "name"), "digitz", "unknown dataset 'digitz'.*digits"),
-    (("model", "name"), "resnet", "unknown model 'resnet'.*mlp"),
-    (("targets", 0, "regime"), "pgd", "unknown regime 'pgd'.*pgd_at"),
-    (("attacks", 0, "name"), "lira", "unknown attack 'lira'.*confidence"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("data", "name"), "digitz", "unknown dataset 'digitz'.*digits"),
+        (("model", "name"), "resnet", "unknown model 'resnet'.*mlp"),
+        (("targets", 0, "regime"), "pgd", "unknown regime 'pgd'.*pgd_at"),
+        (("attacks", 0, "name"), "lira", "unknown attack 'lira'.*confidence"),
+    ],
+)
 def test_unknown_component_names_list_the_valid_ones(path, value, message):
     cfg = tiny_config()
     node = cfg
@@ -39,8 +42,10 @@ def test_unknown_component_names_list_the_valid_ones(path, value, message):
 
 
 def test_set_overrides_and_per_target_train():
-    cfg = load_config_dict(tiny_config(), ["train.lr=0.01", "targets.1.train.epochs=7",
-                                           "targets.0.temperature=[1, 10]"])
+    cfg = load_config_dict(
+        tiny_config(),
+        ["train.lr=0.01", "targets.1.train.epochs=7", "targets.0.temperature=[1, 10]"],
+    )
     assert cfg.train.lr == 0.01
     assert cfg.train_for(cfg.targets[1]).epochs == 7
     assert cfg.train_for(cfg.targets[0]).epochs == 3
@@ -76,8 +81,10 @@ def test_shipped_configs_are_valid():
 
     import privlab
 
-    paths = [Path(privlab.__file__).parent / "configs" / "demo.yaml",
-             *sorted(Path(__file__).parents[1].glob("configs/**/*.yaml"))]
+    paths = [
+        Path(privlab.__file__).parent / "configs" / "demo.yaml",
+        *sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")),
+    ]
     assert len(paths) > 5
     for path in paths:
         cfg = load_config(path)

@@ -6,7 +6,14 @@ import torch
 
 from privlab.metrics.membership import auc
 from privlab.registry import ATTACKS, MODELS, REGIMES
-from privlab.threat_model import Access, AccessDenied, Knowledge, LabelledQueries, Target, TargetInfo
+from privlab.threat_model import (
+    Access,
+    AccessDenied,
+    Knowledge,
+    LabelledQueries,
+    Target,
+    TargetInfo,
+)
 from privlab.training.loop import TrainSpec, train
 
 FAST = {"adversarial_confidence": {"steps": 3}, "inference_network": {"steps": 3, "epochs": 50}}
@@ -14,10 +21,12 @@ FAST = {"adversarial_confidence": {"steps": 3}, "inference_network": {"steps": 3
 
 def _model(bundle, data, epochs, seed=0, hidden=(256,)):
     torch.manual_seed(seed)
-    m = MODELS.build("mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-                     hidden=list(hidden))
-    return train(m, data, REGIMES.build("natural"), TrainSpec(epochs=epochs, batch_size=16),
-                 seed=seed).model
+    m = MODELS.build(
+        "mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes, hidden=list(hidden)
+    )
+    return train(
+        m, data, REGIMES.build("natural"), TrainSpec(epochs=epochs, batch_size=16), seed=seed
+    ).model
 
 
 def _target(model, bundle, access=Access.PROBS | Access.INPUT_GRADIENTS):
@@ -30,10 +39,14 @@ def overfit(tiny):
     """A leaky target (small training set, many epochs) and a shadow trained the same way."""
     target = _target(_model(tiny, tiny.members, epochs=60), tiny)
     half = len(tiny.population) // 2
-    s_in, s_out = tiny.population.subset(np.arange(half)), tiny.population.subset(np.arange(half, 2 * half))
+    s_in, s_out = (
+        tiny.population.subset(np.arange(half)),
+        tiny.population.subset(np.arange(half, 2 * half)),
+    )
     shadow = _target(_model(tiny, s_in, epochs=60, seed=1), tiny)
-    return target, Knowledge(population=tiny.population,
-                             reference=(LabelledQueries(shadow, s_in, s_out, "shadow"),))
+    return target, Knowledge(
+        population=tiny.population, reference=(LabelledQueries(shadow, s_in, s_out, "shadow"),)
+    )
 
 
 def _scores(name, target, knowledge, bundle, seed=0, **params):
@@ -82,8 +95,9 @@ def test_attack_refuses_access_it_was_not_granted(name, overfit, tiny):
 def test_white_box_attacks_need_input_gradients(name, overfit, tiny):
     probs_only = _target(overfit[0]._model, tiny, Access.PROBS)
     with pytest.raises(AccessDenied, match="input_gradients"):
-        ATTACKS.build(name, **FAST.get(name, {})).score(probs_only, tiny.members.x[:4],
-                                                        tiny.members.y[:4])
+        ATTACKS.build(name, **FAST.get(name, {})).score(
+            probs_only, tiny.members.x[:4], tiny.members.y[:4]
+        )
 
 
 def test_inference_network_needs_reference_data():
@@ -105,20 +119,31 @@ def test_loss_attack_loses_to_a_strong_dp_defence(tiny):
     """Heavy DP noise (ε ≪ 1) leaves the loss attack at chance where natural training leaks."""
     torch.manual_seed(0)
     model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[256])
-    dp = train(model, tiny.members, REGIMES.build("dp_sgd", noise_multiplier=8.0),
-               TrainSpec(epochs=30, batch_size=16, lr=1e-3), seed=0)
+    dp = train(
+        model,
+        tiny.members,
+        REGIMES.build("dp_sgd", noise_multiplier=8.0),
+        TrainSpec(epochs=30, batch_size=16, lr=1e-3),
+        seed=0,
+    )
     assert dp.summary["epsilon"] < 1.0
     s_in, s_out = _scores("loss_threshold", _target(dp.model, tiny), Knowledge(), tiny)
-    assert abs(auc(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out]) - 0.5) < 0.08
+    assert (
+        abs(auc(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out]) - 0.5) < 0.08
+    )
 
 
 def test_adversarial_confidence_uses_the_targets_budget_or_its_own(overfit, tiny):
     model = overfit[0]._model
-    no_budget = Target(model, TargetInfo("t", 4, tiny.input_shape, eps=None),
-                       Access.PROBS | Access.INPUT_GRADIENTS)
+    no_budget = Target(
+        model, TargetInfo("t", 4, tiny.input_shape, eps=None), Access.PROBS | Access.INPUT_GRADIENTS
+    )
     with pytest.raises(ValueError, match="no perturbation budget"):
-        ATTACKS.build("adversarial_confidence").score(no_budget, tiny.members.x[:2], tiny.members.y[:2])
-    scores = ATTACKS.build("adversarial_confidence", eps=0.0).score(no_budget, tiny.members.x[:8],
-                                                                    tiny.members.y[:8])
+        ATTACKS.build("adversarial_confidence").score(
+            no_budget, tiny.members.x[:2], tiny.members.y[:2]
+        )
+    scores = ATTACKS.build("adversarial_confidence", eps=0.0).score(
+        no_budget, tiny.members.x[:8], tiny.members.y[:8]
+    )
     benign = ATTACKS.build("confidence").score(no_budget, tiny.members.x[:8], tiny.members.y[:8])
     assert np.allclose(scores, benign, atol=1e-6)  # ε = 0 reduces I_A to I_B

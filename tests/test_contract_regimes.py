@@ -20,8 +20,9 @@ FAST_LR = {"dp_sgd": 0.01}  # clipped, noisy gradients need a larger step to lea
 
 def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
     torch.manual_seed(seed)
-    model = MODELS.build("mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-                         hidden=hidden)
+    model = MODELS.build(
+        "mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes, hidden=hidden
+    )
     regime = REGIMES.build(name, **{**FAST.get(name, {}), **params})
     spec = TrainSpec(epochs=epochs, batch_size=32, lr=FAST_LR.get(name, 1e-3))
     return train(model, bundle.members, regime, spec, seed=seed)
@@ -41,8 +42,9 @@ def test_regime_trains_a_plain_module_that_learns(name, tiny):
 @pytest.mark.parametrize("name", REGIMES.names())
 def test_regime_is_deterministic_under_a_seed(name, tiny):
     a, b = _fit(name, tiny, seed=3), _fit(name, tiny, seed=3)
-    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
-                                  strict=True):
+    for (ka, va), (kb, vb) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
         assert ka == kb and torch.equal(va, vb)
 
 
@@ -69,16 +71,22 @@ def test_pgd_at_makes_the_model_more_robust_than_natural():
     digits = DATASETS.build("digits", seed=0)
     nat = _fit("natural", digits, epochs=10, hidden=(256, 256))
     rob = _fit("pgd_at", digits, epochs=10, hidden=(256, 256), eps=0.1, steps=3)
-    adv = {n: adversarial_accuracy(r.model, digits.nonmembers.x, digits.nonmembers.y, eps=0.1,
-                                   steps=10) for n, r in (("nat", nat), ("rob", rob))}
+    adv = {
+        n: adversarial_accuracy(
+            r.model, digits.nonmembers.x, digits.nonmembers.y, eps=0.1, steps=10
+        )
+        for n, r in (("nat", nat), ("rob", rob))
+    }
     assert adv["rob"] > adv["nat"] + 0.1
 
 
 def test_adv_ratio_zero_equals_natural_training(tiny):
     a = _fit("natural", tiny, seed=1)
     b = _fit("pgd_at", tiny, seed=1, adv_ratio=0.0)
-    assert all(torch.allclose(u, v) for u, v in zip(a.model.parameters(), b.model.parameters(),
-                                                    strict=True))
+    assert all(
+        torch.allclose(u, v)
+        for u, v in zip(a.model.parameters(), b.model.parameters(), strict=True)
+    )
 
 
 def test_label_smoothing_targets():
@@ -107,4 +115,9 @@ def test_loop_rejects_bad_settings(tiny):
     with pytest.raises(ValueError, match="epochs"):
         train(model, tiny.members, REGIMES.build("natural"), TrainSpec(epochs=0))
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        train(model, tiny.members, REGIMES.build("natural"), TrainSpec(epochs=2, optimizer="sgd", lr=1e30))
+        train(
+            model,
+            tiny.members,
+            REGIMES.build("natural"),
+            TrainSpec(epochs=2, optimizer="sgd", lr=1e30),
+        )

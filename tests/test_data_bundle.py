@@ -7,8 +7,11 @@ from privlab.registry import DATASETS
 
 
 def _disjoint(bundle):
-    rows = [tuple(r) for s in (bundle.members, bundle.nonmembers, bundle.population)
-            for r in s.x.flatten(1).numpy().round(6)]
+    rows = [
+        tuple(r)
+        for s in (bundle.members, bundle.nonmembers, bundle.population)
+        for r in s.x.flatten(1).numpy().round(6)
+    ]
     return len(rows) == len(set(rows))
 
 

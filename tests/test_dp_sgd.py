@@ -13,8 +13,14 @@ def _rdp_sampled_gaussian(q: float, sigma: float, alpha: int) -> float:
     """RDP of the Poisson-subsampled Gaussian at integer order α (Mironov et al. 2019, §3.3):
     (1/(α−1)) log Σ_k C(α,k) (1−q)^{α−k} q^k exp((k²−k)/(2σ²))."""
     k = np.arange(alpha + 1)
-    log_terms = (special.gammaln(alpha + 1) - special.gammaln(k + 1) - special.gammaln(alpha - k + 1)
-                 + (alpha - k) * np.log1p(-q) + k * np.log(q) + (k * k - k) / (2 * sigma**2))
+    log_terms = (
+        special.gammaln(alpha + 1)
+        - special.gammaln(k + 1)
+        - special.gammaln(alpha - k + 1)
+        + (alpha - k) * np.log1p(-q)
+        + k * np.log(q)
+        + (k * k - k) / (2 * sigma**2)
+    )
     return float(special.logsumexp(log_terms) / (alpha - 1))
 
 

@@ -6,10 +6,18 @@ from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, Registry, Unkno
 
 
 def test_every_registry_is_populated():
-    assert {"digits", "mnist5k", "synthetic", "mnist_idx", "cifar10", "image_folder"} <= set(DATASETS.names())
-    assert {"mlp", "cnn_yale", "cnn_fmnist", "cnn_small", "vgg_small", "wide_resnet"} <= set(MODELS.names())
-    assert {"natural", "pgd_at", "dist_at", "trades", "label_smoothing", "dp_sgd"} <= set(REGIMES.names())
-    assert {"loss_threshold", "confidence", "adversarial_confidence", "inference_network"} <= set(ATTACKS.names())
+    assert {"digits", "mnist5k", "synthetic", "mnist_idx", "cifar10", "image_folder"} <= set(
+        DATASETS.names()
+    )
+    assert {"mlp", "cnn_yale", "cnn_fmnist", "cnn_small", "vgg_small", "wide_resnet"} <= set(
+        MODELS.names()
+    )
+    assert {"natural", "pgd_at", "dist_at", "trades", "label_smoothing", "dp_sgd"} <= set(
+        REGIMES.names()
+    )
+    assert {"loss_threshold", "confidence", "adversarial_confidence", "inference_network"} <= set(
+        ATTACKS.names()
+    )
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -32,7 +40,11 @@ def test_bad_parameter_names_the_component():
 @pytest.mark.parametrize("name", MODELS.names())
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_every_model_maps_images_to_logits(name, shape):
-    small = {"cnn_yale": {"scale": 1}, "cnn_fmnist": {"width": 0.03}, "vgg_small": {"channels": [4, 8]}}
+    small = {
+        "cnn_yale": {"scale": 1},
+        "cnn_fmnist": {"width": 0.03},
+        "vgg_small": {"channels": [4, 8]},
+    }
     model = MODELS.build(name, input_shape=shape, num_classes=7, **small.get(name, {}))
     out = model(torch.rand(3, *shape))
     assert out.shape == (3, 7)
@@ -40,8 +52,13 @@ def test_every_model_maps_images_to_logits(name, shape):
 
 
 def test_paper_cnn_widths_follow_the_capacity_scale():
-    convs = [m for m in MODELS.build("cnn_yale", input_shape=(1, 32, 32), num_classes=38, scale=2).modules()
-             if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        m
+        for m in MODELS.build(
+            "cnn_yale", input_shape=(1, 32, 32), num_classes=38, scale=2
+        ).modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     assert [c.out_channels for c in convs] == [2, 2, 4, 4, 8, 8, 16, 16]
     assert [c.stride[0] for c in convs] == [1, 2] * 4
     wrn = MODELS.build("wide_resnet", input_shape=(3, 32, 32), num_classes=10, scale=2)

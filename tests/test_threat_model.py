@@ -19,7 +19,9 @@ def test_label_only_target_refuses_probabilities_and_gradients(model):
     t = _target(model, Access.LABELS)
     x, y = torch.rand(5, 1, 4, 4), torch.zeros(5, dtype=torch.long)
     assert t.predict(x).shape == (5,)
-    with pytest.raises(AccessDenied, match=r"predict_proba\(\) needs access \['probs'\].*grants only \['labels'\]"):
+    with pytest.raises(
+        AccessDenied, match=r"predict_proba\(\) needs access \['probs'\].*grants only \['labels'\]"
+    ):
         t.predict_proba(x)
     with pytest.raises(AccessDenied, match="loss"):
         t.loss(x, y)

@@ -164,7 +164,7 @@ def report(
         console.print(f"re-rendered {run_dir / 'report.html'}")
     for label, rep in loaded:
         if markdown:
-            out_console.print(f"## {label}\n\n{markdown_summary(rep)}", markup=False)
+            typer.echo(f"## {label}\n\n{markdown_summary(rep)}")  # raw: no rich wrapping
         else:
             _print_summary(rep)
     if len(loaded) > 1:

@@ -103,11 +103,11 @@ class ExperimentConfig(_Strict):
     device: str = "auto"
     data: DataConfig
     model: Component
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = TrainConfig()
     targets: list[TargetConfig] = Field(min_length=1)
-    threat_model: ThreatModelConfig = Field(default_factory=ThreatModelConfig)
+    threat_model: ThreatModelConfig = ThreatModelConfig()
     attacks: list[AttackConfig] = Field(default_factory=list)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    evaluation: EvaluationConfig = EvaluationConfig()
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -150,11 +150,12 @@ def _check_name(registry: Registry[Any], name: str, where: str) -> None:
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        where = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key {where!r} (check its spelling)")
         else:
-            lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}" if where else msg)
     return "invalid experiment config:\n  " + "\n  ".join(lines)
 
 

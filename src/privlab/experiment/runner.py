@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from privlab.experiment.store import atomic_write_json, read_json, save_model, s
 from privlab.metrics.utility import accuracy, adversarial_accuracy, per_example_loss
 from privlab.registry import DATASETS
 from privlab.threat_model import Access, Knowledge, LabelledQueries, Target, TargetInfo
+from privlab.training.perturbations import Norm
 
 SCHEMA_VERSION = 1
 
@@ -164,8 +165,8 @@ class Runner:
             input_shape=bundle.input_shape,
             value_range=bundle.value_range,
             eps=eps if eps is not None else tm.eps,
-            norm=norm if eps is not None else tm.norm,
-        )  # type: ignore[arg-type]
+            norm=cast(Norm, norm if eps is not None else tm.norm),
+        )
 
     def _utility(
         self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int

@@ -44,7 +44,7 @@ def _conv_classifier(
 def cnn_yale(
     *, input_shape: Sequence[int], num_classes: int, scale: int = 8, fc: int = 200
 ) -> nn.Module:
-    """Table 13 Yale Face CNN: channels (s, 2s, 4s, 8s), each twice (stride 1 then 2); s=8 original."""
+    """Table 13 Yale Face CNN: channels (s, 2s, 4s, 8s), each at stride 1 then 2; s=8 original."""
     plan = [(c * scale, stride) for c in (1, 2, 4, 8) for stride in (1, 2)]
     return _conv_classifier(input_shape, num_classes, plan, fc)
 
@@ -53,7 +53,7 @@ def cnn_yale(
 def cnn_fmnist(
     *, input_shape: Sequence[int], num_classes: int, width: float = 1.0, fc: int = 200
 ) -> nn.Module:
-    """Table 13 Fashion-MNIST CNN: Conv256 ×3 (strides 1,1,2), Conv512 ×3 (1,1,2), FC200; × width."""
+    """Table 13 Fashion-MNIST CNN: Conv256 ×3 (strides 1,1,2), Conv512 ×3, FC200; × width."""
     c1, c2 = max(1, round(256 * width)), max(1, round(512 * width))
     plan = [(c1, 1), (c1, 1), (c1, 2), (c2, 1), (c2, 1), (c2, 2)]
     return _conv_classifier(input_shape, num_classes, plan, fc)
@@ -67,6 +67,6 @@ def cnn_small(
     channels: Sequence[int] = (32, 64),
     fc: int = 200,
 ) -> nn.Module:
-    """Small CNN of the CPU pilot (SPEC §3.7): one stride-2 3×3 conv per entry of ``channels``, then FC."""
+    """Small CNN of the CPU pilot (SPEC §3.7): a stride-2 3×3 conv per ``channels`` entry, FC."""
     plan = [(int(c), 2) for c in channels]
     return _conv_classifier(input_shape, num_classes, plan, fc)

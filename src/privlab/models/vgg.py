@@ -19,7 +19,7 @@ def vgg_small(
     fc: int = 256,
     batch_norm: bool = False,
 ) -> nn.Module:
-    """VGG-ish: per entry of ``channels`` two conv3×3-ReLU layers then max-pool; global pooling; FC."""
+    """VGG-ish: per ``channels`` entry two conv3×3-ReLU layers and a max-pool; global pool; FC."""
     if len(input_shape) != 3:
         raise ValueError(f"vgg_small needs C×H×W inputs, got shape {tuple(input_shape)}")
     layers: list[nn.Module] = []

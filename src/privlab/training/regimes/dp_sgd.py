@@ -84,8 +84,9 @@ class DPSGD(Regime):
 
     def finalize(self, model: nn.Module) -> nn.Module:
         inner = getattr(model, "_module", model)  # unwrap Opacus' GradSampleModule
-        if hasattr(model, "_close"):
-            model._close()
+        close = getattr(model, "_close", None)  # remove Opacus' hooks from the inner module
+        if callable(close):
+            close()
         return inner
 
     def summary(self) -> dict[str, Any]:
