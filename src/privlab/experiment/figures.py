@@ -19,6 +19,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from privlab.experiment.aggregate import as_float
+
 __all__ = [
     "advantage_bar_figure",
     "figure_to_png",
@@ -67,21 +69,10 @@ def _placeholder(message: str, width: float = 5.0, height: float = 4.0) -> str:
     return _b64(fig)
 
 
-def _finite(x: Any) -> float | None:
-    """``x`` as a finite float, else None (handles None, strings, NaN, bools)."""
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _float_list(values: Any) -> list[float] | None:
     if not isinstance(values, Sequence) or isinstance(values, str | bytes):
         return None
-    out = [_finite(v) for v in values]
+    out = [as_float(v) for v in values]
     if any(v is None for v in out):
         return None
     return [float(v) for v in out if v is not None]
@@ -96,7 +87,7 @@ def _fpr_floor(target: Mapping[str, Any]) -> float:
     """Lower axis limit: 1e-3, or 1/n when more non-members than that were evaluated."""
     ns = []
     for attack in _attacks(target):
-        n = _finite((attack.get("n_eval") or {}).get("nonmembers"))
+        n = as_float((attack.get("n_eval") or {}).get("nonmembers"))
         if n and n > 0:
             ns.append(n)
     if not ns:
@@ -114,7 +105,7 @@ def roc_figure(target: Mapping[str, Any]) -> str:
         if not fpr or not tpr or len(fpr) != len(tpr):
             continue
         label = str(attack.get("label") or attack.get("name") or "attack")
-        auc = _finite((attack.get("metrics") or {}).get("auc"))
+        auc = as_float((attack.get("metrics") or {}).get("auc"))
         label += f" (AUC {auc:.3f})" if auc is not None else " (AUC —)"
         curves.append((label, fpr, tpr))
     if not curves:
@@ -187,7 +178,7 @@ def advantage_bar_figure(report: Mapping[str, Any]) -> str:
     def value(t: Mapping[str, Any], lab: str) -> float:
         for a in _attacks(t):
             if str(a.get("label") or a.get("name") or "attack") == lab:
-                v = _finite((a.get("metrics") or {}).get("advantage"))
+                v = as_float((a.get("metrics") or {}).get("advantage"))
                 return math.nan if v is None else 100.0 * v
         return math.nan
 
