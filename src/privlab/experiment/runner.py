@@ -71,12 +71,13 @@ def split_reference(
     if config.threat_model.reference != "known":
         return bundle.members, bundle.nonmembers, None, None
     k = config.threat_model.known_per_class
+    rng = np.random.default_rng(seed + 7)
     parts = []
     for split in (bundle.members, bundle.nonmembers):
         y = split.y.numpy()
-        known = np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)])
-        rng = np.random.default_rng(seed + 7)
-        known = np.sort(rng.permutation(known))
+        known = np.sort(
+            np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)])
+        )
         rest = np.setdiff1d(np.arange(len(y)), known)
         parts.append((split.subset(rest), split.subset(known)))
     (m_eval, m_known), (n_eval, n_known) = parts
