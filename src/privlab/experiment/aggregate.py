@@ -115,7 +115,7 @@ def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pm(stat: Stat | None) -> str:
+def format_pm(stat: Stat | None) -> str:
     """``(mean, std)`` of a fraction as ``"95.0 ± 1.2"`` (percent), or ``—``."""
     m, s = stat or (None, None)
     if m is None:
@@ -145,8 +145,8 @@ def markdown_summary(report: Mapping[str, Any]) -> str:
     ]
     for row in rows:
         cells = [_md(row["target"]), str(row["n"])]
-        cells += [_pm(row[k]) for k in UTILITY_KEYS]
-        cells += [_pm((row["attacks"].get(lab) or {}).get("accuracy")) for lab in labels]
+        cells += [format_pm(row[k]) for k in UTILITY_KEYS]
+        cells += [format_pm((row["attacks"].get(lab) or {}).get("accuracy")) for lab in labels]
         lines.append("| " + " | ".join(cells) + " |")
     name = (report.get("config") or {}).get("name")
     seeds = report.get("seeds")

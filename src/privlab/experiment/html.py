@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from privlab.experiment.aggregate import UTILITY_KEYS, as_float
+from privlab.experiment.aggregate import UTILITY_KEYS, aggregate_targets, as_float
+from privlab.experiment.aggregate import format_pm as pm
 from privlab.experiment.figures import (
     advantage_bar_figure,
     loss_histogram_figure,
@@ -183,6 +184,35 @@ def _target_section(t: Mapping[str, Any]) -> str:
     return f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
 
 
+def _summary_table(report: Mapping[str, Any]) -> str:
+    """Mean ± std over seeds per target (only when the run has several seeds)."""
+    rows = aggregate_targets(report)
+    if not any(row["n"] > 1 for row in rows):
+        return ""
+    labels = list(dict.fromkeys(lab for row in rows for lab in row["attacks"]))
+    head = "".join(
+        f"<th>{esc(h)}</th>" for h in ["target", "n", "train", "test", "adv-train", "adv-test"]
+    )
+    head += "".join(
+        f"<th>{esc(lab)}<br><span class=sub>A<sub>inf</sub> / honest</span></th>" for lab in labels
+    )
+    body = []
+    for row in rows:
+        cells = [f"<td>{esc(row['target'])}</td>", f"<td class=num>{row['n']}</td>"]
+        cells += [f"<td class=num>{pm(row[k])}</td>" for k in UTILITY_KEYS]
+        for lab in labels:
+            stats = row["attacks"].get(lab) or {}
+            cells.append(
+                f"<td class=num>{pm(stats.get('accuracy'))}<br><span class=sub>"
+                f"{pm(stats.get('honest_accuracy'))}</span></td>"
+            )
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        "<h2>Summary over seeds</h2><p class=sub>% , mean ± sample std.</p>"
+        f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    )
+
+
 ABOUT = """<h2>About the numbers</h2><p><b>Worst-case</b> A<sub>inf</sub> is the
 membership inference accuracy with the threshold chosen by an oracle on the evaluation
 members and non-members themselves &mdash; the metric reported by Song, Shokri &amp;
@@ -202,7 +232,12 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{esc(name)}</h1>"]
     if config.get("description"):
         parts.append(f"<p>{esc(config.get('description'))}</p>")
-    parts += [_run_info(report), _utility_table(targets), _membership_table(targets)]
+    parts += [
+        _run_info(report),
+        _summary_table(report),
+        _utility_table(targets),
+        _membership_table(targets),
+    ]
     if attack_labels(targets):
         parts.append("<h2>Membership advantage</h2>")
         parts.append(_figure(advantage_bar_figure, report, "advantage per target and attack"))
