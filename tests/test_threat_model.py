@@ -35,7 +35,8 @@ def test_probs_grant_answers_probs_and_loss_but_not_logits(model):
     t = _target(model, Access.PROBS)
     x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
     p = t.predict_proba(x)
-    assert torch.allclose(p.sum(1), torch.ones(5))
+    assert p.dtype == torch.float64  # confident predictions must not round to exactly 1.0
+    assert torch.allclose(p.sum(1), torch.ones(5, dtype=torch.float64))
     assert torch.allclose(t.loss(x, y), -p.log().gather(1, y[:, None]).squeeze(1), atol=1e-6)
     with pytest.raises(AccessDenied):
         t.logits(x)
@@ -65,3 +66,16 @@ def test_access_parse_and_names():
     assert a.names() == ["probs", "input_gradients"]
     with pytest.raises(ValueError, match="unknown access 'prob'.*probs"):
         Access.parse(["prob"])
+
+
+def test_confident_predictions_stay_distinguishable():
+    """Logit gaps of 20 and 25 both round to p = 1.0 in float32; scores must still rank them."""
+    lin = torch.nn.Linear(1, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0], [0.0]]))
+    t = Target(lin, TargetInfo("t", 2, (1,)), Access.PROBS)
+    x, y = torch.tensor([[20.0], [25.0]]), torch.tensor([0, 0])
+    p = t.predict_proba(x)[:, 0]
+    assert p[1] > p[0]
+    loss = t.loss(x, y)
+    assert loss[0] > loss[1] > 0

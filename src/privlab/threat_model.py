@@ -105,9 +105,13 @@ class Target:
         return self._batched(x)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax prediction vectors F(x) (temperature applied)."""
+        """Softmax prediction vectors F(x) (temperature applied), in float64.
+
+        In float32 a confident prediction rounds to exactly 1.0, which turns many members into
+        ties and hides what an attack could tell apart at low false-positive rates.
+        """
         self.require(Access.PROBS, "predict_proba()")
-        return self._batched(x).softmax(dim=1)
+        return self._batched(x).double().softmax(dim=1)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         if not self.access & (Access.LABELS | Access.PROBS | Access.LOGITS):
@@ -115,10 +119,10 @@ class Target:
         return self._batched(x).argmax(dim=1)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-example cross-entropy; derivable from PROBS, so either grant suffices."""
+        """Per-example cross-entropy (float64); derivable from PROBS, so either grant suffices."""
         if not self.access & Access.PROBS:
             self.require(Access.LOSS, "loss()")
-        return F.cross_entropy(self._batched(x), y.to(self.device), reduction="none")
+        return F.cross_entropy(self._batched(x).double(), y.to(self.device), reduction="none")
 
     def differentiable_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits with a graph back to ``x`` (white-box input gradients, e.g. for PGD)."""

@@ -62,7 +62,7 @@ class InferenceNetwork(MembershipAttack):
     def features(self, target: Target, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.view == "benign":
             target.require(Access.PROBS, f"attack {self.name!r}")
-            return benign_probs(target, x).cpu()
+            return benign_probs(target, x).float().cpu()
         target.require(self.requires, f"attack {self.name!r} ({self.view})")
         eps = attack_budget(target, self.eps)
         fn = untargeted_probs if self.view == "untargeted" else targeted_probs
@@ -74,7 +74,7 @@ class InferenceNetwork(MembershipAttack):
                 eps=eps,
                 steps=self.steps,
                 step_size=self.step_size,
-            ).cpu()
+            ).float().cpu()
             for i in range(0, len(y), self.batch_size)
         ]
         return torch.cat(chunks)
