@@ -90,7 +90,7 @@ def _print_summary(report: dict[str, Any]) -> None:
             m = cells.get(label)
             honest = (m or {}).get("honest") or {}
             attack_cells.append(
-                "—" if m is None else f"{_pct(m['accuracy'])} / {_pct(honest.get('accuracy'))}"
+                "—" if m is None else f"{_pct(m['accuracy'])}/{_pct(honest.get('accuracy'))}"
             )
         table.add_row(
             t["name"],
