@@ -8,6 +8,7 @@ A run folder holds ``report.json``, ``report.html``, ``models/*.safetensors`` an
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -197,9 +198,53 @@ class Runner:
         self.timings["utility_seconds"] += time.perf_counter() - start
         return out
 
+    def _utility_cached(
+        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
+    ) -> dict[str, float | None]:
+        key = stable_hash([trained.key, self.config.evaluation.model_dump(), info.eps])
+        path = self.out / "state" / f"utility-{key}.json"
+        if path.is_file():
+            return dict(read_json(path))
+        utility = self._utility(trained, info, bundle, seed)
+        atomic_write_json(path, utility)
+        return utility
+
+    def _attacks(
+        self,
+        trained: TrainedModel,
+        target: Target,
+        knowledge: Knowledge,
+        members: Split,
+        nonmembers: Split,
+        seed: int,
+    ) -> list[dict[str, Any]]:
+        """Every configured attack on one target; finished results come from ``state/``."""
+        results = []
+        for acfg in self.config.attacks:
+            key = stable_hash(
+                [
+                    __version__,
+                    trained.key,
+                    target.temperature,
+                    acfg.model_dump(),
+                    self.config.threat_model.model_dump(),
+                ]
+            )
+            path = self.out / "state" / f"attack-{key}.json"
+            if path.is_file():
+                results.append(read_json(path))
+                continue
+            task = self.progress.task(f"{acfg.display} on {target.info.name}", 1)
+            result = evaluate_attack(acfg, target, knowledge, members, nonmembers, seed)
+            task.done()
+            self.timings["attack_seconds"] += result["seconds"]
+            atomic_write_json(path, result)
+            results.append(result)
+        return results
+
     def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
-        multi = len(self.config.run_seeds()) > 1
-        label = f"{tcfg.name}/seed{seed}" if multi else tcfg.name
+        """Train (or load) one target, measure utility, and attack it at every temperature."""
+        label = f"{tcfg.name}/seed{seed}" if len(self.config.run_seeds()) > 1 else tcfg.name
         trained = self._train("target", bundle.members, bundle, tcfg, seed, label)
         save_model(
             trained.model,
@@ -207,67 +252,41 @@ class Runner:
             {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
         )
         info = self._info(label, bundle, trained)
-        state_key = stable_hash([trained.key, self.config.evaluation.model_dump(), info.eps])
-        utility_path = self.out / "state" / f"utility-{state_key}.json"
-        if utility_path.is_file():
-            utility = read_json(utility_path)
-        else:
-            utility = self._utility(trained, info, bundle, seed)
-            atomic_write_json(utility_path, utility)
+        utility = self._utility_cached(trained, info, bundle, seed)
         losses = loss_histogram(
             trained.model, bundle, self.config.evaluation.histogram_bins, self.device
         )
         m_eval, n_eval, m_known, n_known = split_reference(bundle, self.config, seed)
-        reference: list[LabelledQueries] = []
-        ref_kind = self.config.threat_model.reference
-        if ref_kind == "shadow" and self.config.attacks:
+        shadow: tuple[TrainedModel, TargetInfo, Split, Split] | None = None
+        if self.config.threat_model.reference == "shadow" and self.config.attacks:
             s_in, s_out = shadow_splits(bundle, seed)
-            shadow = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
-            shadow_info = self._info(f"{label} shadow", bundle, shadow)
+            model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
+            shadow = (model, self._info(f"{label} shadow", bundle, model), s_in, s_out)
+        several = len(tcfg.temperatures()) > 1
         entries = []
         for temperature in tcfg.temperatures():
+            name = f"{label}@T={temperature:g}" if several else label
             target = Target(
-                trained.model, info, self.access, device=self.device, temperature=temperature
+                trained.model,
+                replace(info, name=name),
+                self.access,
+                device=self.device,
+                temperature=temperature,
             )
-            if ref_kind == "shadow" and self.config.attacks:
-                shadow_target = Target(
-                    shadow.model,
-                    shadow_info,
-                    self.access,
-                    device=self.device,
-                    temperature=temperature,
+            reference: list[LabelledQueries] = []
+            if shadow is not None:
+                s_model, s_info, s_in, s_out = shadow
+                s_target = Target(
+                    s_model.model, s_info, self.access, device=self.device, temperature=temperature
                 )
-                reference = [LabelledQueries(shadow_target, s_in, s_out, "shadow")]
-            elif ref_kind == "known" and m_known is not None and n_known is not None:
+                reference = [LabelledQueries(s_target, s_in, s_out, "shadow")]
+            elif m_known is not None and n_known is not None:
                 reference = [LabelledQueries(target, m_known, n_known, "known")]
             knowledge = Knowledge(population=bundle.population, reference=tuple(reference))
-            name = label if len(tcfg.temperatures()) == 1 else f"{label}@T={temperature:g}"
-            attacks = []
-            for acfg in self.config.attacks:
-                key = stable_hash(
-                    [
-                        trained.key,
-                        temperature,
-                        acfg.model_dump(),
-                        self.config.threat_model.model_dump(),
-                    ]
-                )
-                path = self.out / "state" / f"attack-{key}.json"
-                if path.is_file():
-                    result = read_json(path)
-                else:
-                    task = self.progress.task(f"{acfg.display} on {name}", 1)
-                    result = evaluate_attack(acfg, target, knowledge, m_eval, n_eval, seed)
-                    task.done()
-                    self.timings["attack_seconds"] += result["seconds"]
-                    atomic_write_json(path, result)
-                attacks.append(result)
             entries.append(
                 {
                     "name": name,
-                    "base_name": tcfg.name
-                    if len(tcfg.temperatures()) == 1
-                    else f"{tcfg.name}@T={temperature:g}",
+                    "base_name": f"{tcfg.name}@T={temperature:g}" if several else tcfg.name,
                     "seed": seed,
                     "regime": tcfg.regime.name,
                     "regime_params": trained.regime.params(),
@@ -281,7 +300,7 @@ class Runner:
                     "utility": utility,
                     "privacy": trained.summary,
                     "losses": losses,
-                    "attacks": attacks,
+                    "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
                 }
             )
         return entries

@@ -74,7 +74,9 @@ class InferenceNetwork(MembershipAttack):
                 eps=eps,
                 steps=self.steps,
                 step_size=self.step_size,
-            ).float().cpu()
+            )
+            .float()
+            .cpu()
             for i in range(0, len(y), self.batch_size)
         ]
         return torch.cat(chunks)
