@@ -56,9 +56,9 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def describe(self, name: str) -> str:
-        """First line of the component's docstring."""
+        """First paragraph of the component's docstring, on one line."""
         doc = (self.get(name).__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n")[0].split())
 
     def __contains__(self, name: object) -> bool:
         _load_builtin_components()
