@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from privlab.training.perturbations import Norm, pgd
 
+Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-@torch.no_grad()
+
+def _fraction_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device | str,
+    perturb: Perturb | None = None,
+) -> float:
+    """Fraction of (optionally perturbed) examples whose arg-max prediction is the label."""
+    if len(y) == 0:
+        return float("nan")
+    model = model.to(device).eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        if perturb is not None:
+            xb = perturb(xb, yb)
+        with torch.no_grad():
+            correct += int((model(xb).argmax(dim=1) == yb).sum())
+    return correct / len(y)
+
+
 def accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -18,14 +43,7 @@ def accuracy(
     device: torch.device | str = "cpu",
 ) -> float:
     """Fraction of examples whose arg-max prediction equals the label."""
-    if len(y) == 0:
-        return float("nan")
-    model = model.to(device).eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        pred = model(x[i : i + batch_size].to(device)).argmax(dim=1)
-        correct += int((pred == y[i : i + batch_size].to(device)).sum())
-    return correct / len(y)
+    return _fraction_correct(model, x, y, batch_size, device)
 
 
 def adversarial_accuracy(
@@ -42,16 +60,11 @@ def adversarial_accuracy(
     device: torch.device | str = "cpu",
 ) -> float:
     """Accuracy under untargeted PGD (random start) inside the ε-ball: adv-train/adv-test acc."""
-    if len(y) == 0:
-        return float("nan")
-    model = model.to(device).eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        x_adv = pgd(model, xb, yb, eps=eps, steps=steps, step_size=step_size, norm=norm, clip=clip)
-        with torch.no_grad():
-            correct += int((model(x_adv).argmax(dim=1) == yb).sum())
-    return correct / len(y)
+
+    def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return pgd(model, xb, yb, eps=eps, steps=steps, step_size=step_size, norm=norm, clip=clip)
+
+    return _fraction_correct(model, x, y, batch_size, device, attack)
 
 
 @torch.no_grad()
