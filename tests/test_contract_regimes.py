@@ -121,3 +121,24 @@ def test_loop_rejects_bad_settings(tiny):
             REGIMES.build("natural"),
             TrainSpec(epochs=2, optimizer="sgd", lr=1e30),
         )
+
+
+def test_dist_at_penalty_limits_how_far_examples_move(tiny):
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[32]).eval()
+    x, y = tiny.members.x[:64], tiny.members.y[:64]
+    dist = {}
+    for gamma in (0.01, 1.0, 100.0):
+        regime = REGIMES.build("dist_at", gamma=gamma, steps=10, step_size=0.02)
+        dist[gamma] = (regime.perturb(model, x, y) - x).flatten(1).abs().amax(1).mean()
+    assert dist[0.01] > dist[1.0] > dist[100.0]
+
+
+def test_trades_robust_term_vanishes_without_perturbation(tiny):
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[16])
+    x, y = tiny.members.x[:32], tiny.members.y[:32]
+    plain = torch.nn.functional.cross_entropy(model(x), y)
+    no_ball = REGIMES.build("trades", eps=0.0, beta=6.0).loss(model, x, y)
+    assert torch.isclose(no_ball, plain, atol=1e-6)  # a zero ball leaves x, so KL = 0
+    assert REGIMES.build("trades", eps=0.2, beta=6.0).loss(model, x, y) > plain
