@@ -47,6 +47,9 @@ class InferenceNetwork(MembershipAttack):
     needs_reference = True
     decision_threshold = 0.5
     view: Literal["benign", "untargeted", "targeted"] = "targeted"
+    #: feed log F(x) instead of F(x): confident probabilities saturate at 1.0 in float32,
+    #: their logarithms do not (the paper feeds F(x))
+    log_probs: bool = False
     eps: float | None = None
     steps: int = 10
     step_size: float | None = None
@@ -60,9 +63,13 @@ class InferenceNetwork(MembershipAttack):
             raise ValueError(f"unknown view {self.view!r}; use benign, untargeted or targeted")
 
     def features(self, target: Target, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        probs = self._probs(target, x, y)
+        return (probs.clamp_min(1e-300).log() if self.log_probs else probs).float()
+
+    def _probs(self, target: Target, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.view == "benign":
             target.require(Access.PROBS, f"attack {self.name!r}")
-            return benign_probs(target, x).float().cpu()
+            return benign_probs(target, x).cpu()
         target.require(self.requires, f"attack {self.name!r} ({self.view})")
         eps = attack_budget(target, self.eps)
         fn = untargeted_probs if self.view == "untargeted" else targeted_probs
@@ -74,9 +81,7 @@ class InferenceNetwork(MembershipAttack):
                 eps=eps,
                 steps=self.steps,
                 step_size=self.step_size,
-            )
-            .float()
-            .cpu()
+            ).cpu()
             for i in range(0, len(y), self.batch_size)
         ]
         return torch.cat(chunks)
