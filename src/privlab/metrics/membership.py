@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
@@ -64,10 +64,16 @@ __all__ = [
     "tpr_at_fpr",
 ]
 
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
-IntArray = NDArray[np.int64]
-
+from privlab.metrics.inputs import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    as_membership,
+    check_both_classes,
+    check_same_length,
+    check_threshold,
+    validate,
+)
 
 # --------------------------------------------------------------------------- results
 
@@ -126,92 +132,6 @@ class TprAtFpr:
     ci_high: float
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _as_membership(values: ArrayLike, name: str) -> BoolArray:
-    """Convert a boolean-like 1-D array to ``bool``; raise ``ValueError`` otherwise."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; membership metrics need at least one example")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.bool_, copy=True)
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(
-            f"{name} must be boolean-like (bool, or numbers that are all 0 or 1), "
-            f"got dtype {arr.dtype}"
-        )
-    bad = ~((arr == 0) | (arr == 1))
-    if bad.any():
-        examples = np.unique(arr[bad])[:5].tolist()
-        raise ValueError(
-            f"{name} must be boolean-like (all values 0 or 1), but {int(bad.sum())} "
-            f"value(s) are not, e.g. {examples}"
-        )
-    return arr == 1
-
-
-def _as_scores(values: ArrayLike, name: str = "scores") -> FloatArray:
-    """Convert a real 1-D array to finite ``float64``; raise ``ValueError`` otherwise."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; membership metrics need at least one example")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    out = arr.astype(np.float64, copy=True)
-    n_nan = int(np.isnan(out).sum())
-    if n_nan:
-        raise ValueError(
-            f"{name} contains {n_nan} NaN value(s) out of {out.size}; "
-            "drop or impute them before computing membership metrics"
-        )
-    n_inf = int(np.isinf(out).sum())
-    if n_inf:
-        raise ValueError(
-            f"{name} contains {n_inf} infinite value(s) out of {out.size}; "
-            "clip them to finite values (thresholds use +/-inf as 'nobody'/'everybody')"
-        )
-    return out
-
-
-def _check_both_classes(is_member: BoolArray) -> tuple[int, int]:
-    n_pos = int(is_member.sum())
-    n_neg = int(is_member.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        present = "members" if n_pos else "non-members"
-        raise ValueError(
-            f"is_member contains only {present} ({is_member.size} examples); "
-            "membership metrics need both members and non-members"
-        )
-    return n_pos, n_neg
-
-
-def _check_same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same length, got {a.shape[0]} and {b.shape[0]}"
-        )
-
-
-def _validate(is_member: ArrayLike, scores: ArrayLike) -> tuple[BoolArray, FloatArray, int, int]:
-    member = _as_membership(is_member, "is_member")
-    score = _as_scores(scores, "scores")
-    _check_same_length(member, score, "is_member", "scores")
-    n_pos, n_neg = _check_both_classes(member)
-    return member, score, n_pos, n_neg
-
-
-def _check_threshold(threshold: float) -> float:
-    t = float(threshold)
-    if math.isnan(t):
-        raise ValueError("threshold is NaN; use a real number or +/-inf")
-    return t
-
-
 # --------------------------------------------------------------------------- core counts
 
 
@@ -266,7 +186,7 @@ def roc_curve(is_member: ArrayLike, scores: ArrayLike) -> RocCurve:
         ValueError: On empty or mismatched inputs, a single class, non-finite
             scores or labels that are not boolean-like.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
+    member, score, n_pos, n_neg = validate(is_member, scores)
     thresholds, tps, fps = _roc_counts(member, score)
     return RocCurve(fpr=fps / n_neg, tpr=tps / n_pos, thresholds=thresholds)
 
@@ -283,7 +203,7 @@ def auc(is_member: ArrayLike, scores: ArrayLike) -> float:
     Raises:
         ValueError: As :func:`roc_curve`.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
+    member, score, n_pos, n_neg = validate(is_member, scores)
     ranks = stats.rankdata(score, method="average")
     u = float(ranks[member].sum()) - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -306,10 +226,10 @@ def inference_accuracy(is_member: ArrayLike, predicted_member: ArrayLike) -> flo
         ValueError: On empty or mismatched inputs, a single class in
             ``is_member`` or labels that are not boolean-like.
     """
-    member = _as_membership(is_member, "is_member")
-    pred = _as_membership(predicted_member, "predicted_member")
-    _check_same_length(member, pred, "is_member", "predicted_member")
-    n_pos, n_neg = _check_both_classes(member)
+    member = as_membership(is_member, "is_member")
+    pred = as_membership(predicted_member, "predicted_member")
+    check_same_length(member, pred, "is_member", "predicted_member")
+    n_pos, n_neg = check_both_classes(member)
     tp = int(np.count_nonzero(pred & member))
     fp = int(np.count_nonzero(pred & ~member))
     return _accuracy_from_counts(tp, fp, n_pos, n_neg)
@@ -340,8 +260,8 @@ def accuracy_at_threshold(is_member: ArrayLike, scores: ArrayLike, threshold: fl
     Raises:
         ValueError: As :func:`roc_curve`, or if ``threshold`` is NaN.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
-    t = _check_threshold(threshold)
+    member, score, n_pos, n_neg = validate(is_member, scores)
+    t = check_threshold(threshold)
     pred = score >= t
     tp = int(np.count_nonzero(pred & member))
     fp = int(np.count_nonzero(pred & ~member))
@@ -372,7 +292,7 @@ def best_threshold(is_member: ArrayLike, scores: ArrayLike) -> ThresholdResult:
     Raises:
         ValueError: As :func:`roc_curve`.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
+    member, score, n_pos, n_neg = validate(is_member, scores)
     distinct, tps, fps = _roc_counts(member, score)
     # Same expression as _accuracy_from_counts, vectorised; only used for argmax.
     accs = tps / (2 * n_pos) + (n_neg - fps) / (2 * n_neg)
@@ -425,7 +345,7 @@ def tpr_at_fpr(is_member: ArrayLike, scores: ArrayLike, fpr: float) -> TprAtFpr:
     Raises:
         ValueError: As :func:`roc_curve`, or if ``fpr`` is not in ``[0, 1]``.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
+    member, score, n_pos, n_neg = validate(is_member, scores)
     target = float(fpr)
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"fpr must be in [0, 1], got {fpr!r}")
@@ -469,7 +389,7 @@ def membership_metrics(
     Raises:
         ValueError: As :func:`roc_curve`, or for an FPR outside ``[0, 1]``.
     """
-    member, score, n_pos, n_neg = _validate(is_member, scores)
+    member, score, n_pos, n_neg = validate(is_member, scores)
     best = best_threshold(member, score)
     tprs: dict[str, float] = {}
     cis: dict[str, list[float]] = {}
