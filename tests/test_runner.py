@@ -154,3 +154,21 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=str(tmp_path)):
         run_experiment(cfg, tmp_path / "out")
+
+
+def test_leave_out_sensitivity_retrains_without_one_member_per_class(tmp_path):
+    cfg = load_config_dict(tiny_config(
+        targets=[{"name": "natural", "regime": "natural"},
+                 {"name": "pgd_at", "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 2}}}],
+        train={"epochs": 40, "batch_size": 16}, attacks=[], threat_model={"reference": "none"},
+        sensitivity={"rounds": 2, "targets": ["natural"]}))
+    report = run_experiment(cfg, tmp_path)
+    natural, pgd = report["targets"]
+    s = natural["sensitivity"]
+    assert len(s["values"]) == 2 * 4 and s["values"] == sorted(s["values"])
+    assert s["mean"] > 0  # an overfit model is more confident on points it was trained on
+    assert pgd["sensitivity"] is None  # not selected
+    assert "Leave-out sensitivity" in (tmp_path / "report.html").read_text()
+    bad = tiny_config(sensitivity={"targets": ["nope"]})
+    with pytest.raises(ConfigError, match="sensitivity.targets.*nope"):
+        load_config_dict(bad)

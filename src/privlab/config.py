@@ -95,6 +95,13 @@ class EvaluationConfig(_Strict):
     histogram_bins: int = Field(40, ge=5)
 
 
+class SensitivityConfig(_Strict):
+    """Leave-out sensitivity analysis (Song et al. §5.2.1): retrain without a few members."""
+
+    rounds: int = Field(6, ge=1)  # each round removes one member per class and retrains
+    targets: list[str] | None = None  # target names to analyse (default: all)
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -108,6 +115,7 @@ class ExperimentConfig(_Strict):
     threat_model: ThreatModelConfig = ThreatModelConfig()
     attacks: list[AttackConfig] = Field(default_factory=list)
     evaluation: EvaluationConfig = EvaluationConfig()
+    sensitivity: SensitivityConfig | None = None
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -128,6 +136,9 @@ class ExperimentConfig(_Strict):
                 _check_name(MODELS, t.model.name, f"targets.{i}.model.name")
         for i, a in enumerate(self.attacks):
             _check_name(ATTACKS, a.name, f"attacks.{i}.name")
+        unknown = sorted(set((self.sensitivity and self.sensitivity.targets) or []) - set(names))
+        if unknown:
+            raise ValueError(f"sensitivity.targets: unknown target(s) {unknown}; known: {names}")
         return self
 
     def run_seeds(self) -> list[int]:

@@ -27,6 +27,7 @@ __all__ = [
     "loss_histogram_figure",
     "png_data_uri",
     "roc_figure",
+    "sensitivity_figure",
 ]
 
 DPI = 100
@@ -209,4 +210,26 @@ def advantage_bar_figure(report: Mapping[str, Any]) -> str:
         frameon=False,
         borderaxespad=0.2,
     )
+    return _b64(fig)
+
+
+def sensitivity_figure(report: Mapping[str, Any]) -> str:
+    """Song et al. Fig. 2: each target's leave-out sensitivities, sorted (base64 PNG)."""
+    curves = [
+        (str(t.get("name") or "?"), (t.get("sensitivity") or {}).get("values") or [])
+        for t in report.get("targets") or []
+        if isinstance(t, Mapping)
+    ]
+    curves = [(name, values) for name, values in curves if values]
+    if not curves:
+        return _placeholder("no sensitivity analysis")
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for name, values in curves:
+        ax.plot(range(1, len(values) + 1), values, marker=".", lw=1, label=name)
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("removed training point (sorted by sensitivity)")
+    ax.set_ylabel("confidence with − without the point")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
     return _b64(fig)

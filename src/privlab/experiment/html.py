@@ -19,6 +19,7 @@ from privlab.experiment.figures import (
     loss_histogram_figure,
     png_data_uri,
     roc_figure,
+    sensitivity_figure,
 )
 from privlab.experiment.html_format import (
     DASH,
@@ -241,6 +242,13 @@ def render_html(report: Mapping[str, Any]) -> str:
     if attack_labels(targets):
         parts.append("<h2>Membership advantage</h2>")
         parts.append(_figure(advantage_bar_figure, report, "advantage per target and attack"))
+    if any(t.get("sensitivity") for t in targets):
+        parts.append(
+            "<h2>Leave-out sensitivity</h2><p class=sub>Song et al. Fig. 2: "
+            "confidence on a training point with it in the training set minus "
+            "without it (retrained), sorted.</p>"
+        )
+        parts.append(_figure(sensitivity_figure, report, "sensitivity per removed point"))
     parts.append("<h2>Targets</h2>")
     parts += [_target_section(t) for t in targets] or [f"<p>{DASH}</p>"]
     parts.append(ABOUT)

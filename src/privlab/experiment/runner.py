@@ -22,6 +22,7 @@ from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.membership import build_attack, evaluate_attack
 from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_train
 from privlab.experiment.progress import Progress, SilentProgress
+from privlab.experiment.sensitivity import leave_out_sensitivity
 from privlab.experiment.store import atomic_write_json, read_json, save_model, stable_hash
 from privlab.metrics.utility import accuracy, adversarial_accuracy, per_example_loss
 from privlab.registry import DATASETS
@@ -242,6 +243,21 @@ class Runner:
             results.append(result)
         return results
 
+    def _sensitivity(
+        self, tcfg: TargetConfig, trained: TrainedModel, bundle: DataBundle, seed: int, label: str
+    ) -> dict[str, Any] | None:
+        cfg = self.config.sensitivity
+        if cfg is None or (cfg.targets is not None and tcfg.name not in cfg.targets):
+            return None
+
+        def retrain(data: Split, round_: int) -> torch.nn.Module:
+            name = f"{label} leave-out {round_ + 1}/{cfg.rounds}"
+            return self._train("leave_out", data, bundle, tcfg, seed, name).model
+
+        return leave_out_sensitivity(
+            trained.model, bundle.members, retrain, rounds=cfg.rounds, seed=seed, device=self.device
+        )
+
     def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
         """Train (or load) one target, measure utility, and attack it at every temperature."""
         label = f"{tcfg.name}/seed{seed}" if len(self.config.run_seeds()) > 1 else tcfg.name
@@ -262,6 +278,7 @@ class Runner:
             s_in, s_out = shadow_splits(bundle, seed)
             model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
             shadow = (model, self._info(f"{label} shadow", bundle, model), s_in, s_out)
+        sensitivity = self._sensitivity(tcfg, trained, bundle, seed, label)
         several = len(tcfg.temperatures()) > 1
         entries = []
         for temperature in tcfg.temperatures():
@@ -301,6 +318,7 @@ class Runner:
                     "privacy": trained.summary,
                     "losses": losses,
                     "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
+                    "sensitivity": sensitivity,
                 }
             )
         return entries
