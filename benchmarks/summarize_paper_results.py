@@ -12,13 +12,16 @@ from privlab.experiment.aggregate import aggregate_targets, format_pm, markdown_
 
 def advantage_table(report: dict) -> str:
     """Per target and attack: advantage, honest accuracy and AUC (mean ± std, %)."""
-    lines = ["| target | attack | advantage | honest A_inf | AUC | TPR@1% FPR |",
-             "| --- | --- | --: | --: | --: | --: |"]
+    lines = [
+        "| target | attack | advantage | honest A_inf | AUC | TPR@1% FPR |",
+        "| --- | --- | --: | --: | --: | --: |",
+    ]
     tpr: dict[tuple[str, str], list[float]] = {}
     for t in report["targets"]:
         for a in t["attacks"]:
             tpr.setdefault((t["base_name"], a["label"]), []).append(
-                a["metrics"]["tpr_at_fpr"]["0.01"])
+                a["metrics"]["tpr_at_fpr"]["0.01"]
+            )
     for row in aggregate_targets(report):
         for label, stats in row["attacks"].items():
             values = tpr.get((row["target"], label), [])
@@ -27,7 +30,8 @@ def advantage_table(report: dict) -> str:
                 f"| {row['target']} | {label} | {format_pm(stats['advantage'])} | "
                 f"{format_pm(stats['honest_accuracy'])} | "
                 f"{format_pm((stats['auc'][0], stats['auc'][1]))} | "
-                f"{'—' if mean_tpr is None else f'{100 * mean_tpr:.1f}'} |")
+                f"{'—' if mean_tpr is None else f'{100 * mean_tpr:.1f}'} |"
+            )
     return "\n".join(lines)
 
 

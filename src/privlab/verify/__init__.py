@@ -1,0 +1,6 @@
+"""Bound propagation over an L∞ ball clipped to the input range (used by verified training
+and the verified worst-case attack I_V)."""
+
+from privlab.verify.intervals import SUPPORTED_LAYERS, UnsupportedLayerError, interval_bounds
+
+__all__ = ["SUPPORTED_LAYERS", "UnsupportedLayerError", "interval_bounds"]

@@ -1,0 +1,90 @@
+"""Interval bound propagation (IBP; Gowal et al. 2018, Mirman et al.'s box domain).
+
+Bounds are carried as centre and radius: an affine layer maps the centre through the layer
+and the radius through its absolute weights, a monotone layer (ReLU, pooling) maps the lower
+and upper bounds directly. The input box is B_ε(x) ∩ [lo, hi], so the bounds are sound for
+every input the threat model allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Box = tuple[torch.Tensor, torch.Tensor]  # (lower, upper)
+
+SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d,
+    nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout,
+)  # fmt: skip
+
+
+class UnsupportedLayerError(TypeError):
+    """The verifier met a layer it cannot bound."""
+
+
+def _layers(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as a flat sequence of supported layers (nested Sequentials are unrolled)."""
+    if isinstance(model, nn.Sequential):
+        for child in model:
+            yield from _layers(child)
+        return
+    if not isinstance(model, SUPPORTED_LAYERS):
+        names = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
+        raise UnsupportedLayerError(
+            f"cannot propagate bounds through {type(model).__name__}; supported layers are "
+            f"{names} (composed with nn.Sequential)"
+        )
+    yield model
+
+
+def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
+    centre, radius = (upper + lower) / 2, (upper - lower) / 2
+    if isinstance(layer, nn.Linear):
+        centre = F.linear(centre, layer.weight, layer.bias)
+        radius = F.linear(radius, layer.weight.abs())
+    elif isinstance(layer, nn.Conv2d):
+        centre = layer(centre)
+        radius = F.conv2d(
+            radius,
+            layer.weight.abs(),
+            None,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+        )
+    else:  # eval-mode BatchNorm: a per-channel affine map
+        assert isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)
+        if layer.training:
+            raise UnsupportedLayerError("BatchNorm must be in eval mode to be bounded")
+        var = torch.as_tensor(layer.running_var)
+        gamma = layer.weight if layer.weight is not None else torch.ones_like(var)
+        scale = gamma / torch.sqrt(var + layer.eps)
+        shape = (1, -1) + (1,) * (centre.dim() - 2)
+        centre = layer(centre)
+        radius = radius * scale.abs().view(shape)
+    return centre - radius, centre + radius
+
+
+@torch.no_grad()
+def interval_bounds(
+    model: nn.Module, x: torch.Tensor, eps: float, clip: tuple[float, float] = (0.0, 1.0)
+) -> Box:
+    """Lower and upper bounds on ``model``'s outputs over B_ε(x) ∩ [clip] (L∞), per example."""
+    if eps < 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    layers = list(_layers(model))  # refuse unsupported models before any work
+    lower = (x - eps).clamp(*clip)
+    upper = (x + eps).clamp(*clip)
+    for layer in layers:
+        if isinstance(layer, nn.Linear | nn.Conv2d | nn.BatchNorm1d | nn.BatchNorm2d):
+            lower, upper = _affine(layer, lower, upper)
+        elif isinstance(layer, nn.Dropout | nn.Identity):
+            continue
+        else:  # monotone non-decreasing element- or window-wise maps
+            lower, upper = layer(lower), layer(upper)
+    return lower, upper

@@ -1,0 +1,76 @@
+"""Interval bound propagation: soundness against sampled inputs and clear refusals."""
+
+import pytest
+import torch
+from torch import nn
+
+from privlab.registry import MODELS
+from privlab.verify import UnsupportedLayerError, interval_bounds
+
+MODELS_TO_CHECK = [
+    ("mlp", {"hidden": [32, 16]}),
+    ("cnn_small", {"channels": [4, 8], "fc": 16}),
+    ("cnn_yale", {"scale": 1}),
+    ("vgg_small", {"channels": [4, 8], "fc": 16, "batch_norm": True}),
+]
+
+
+def _trained_bn(model):
+    """Give BatchNorm layers non-trivial running statistics, then switch to eval mode."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 1, 8, 8))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("name", "params"), MODELS_TO_CHECK)
+@pytest.mark.parametrize("eps", [0.0, 0.01, 0.1])
+def test_sampled_inputs_stay_inside_the_bounds(name, params, eps):
+    torch.manual_seed(0)
+    model = _trained_bn(MODELS.build(name, input_shape=(1, 8, 8), num_classes=5, **params))
+    x = torch.rand(6, 1, 8, 8)
+    lower, upper = interval_bounds(model, x, eps)
+    assert (lower <= upper + 1e-6).all()
+    for _ in range(30):
+        noise = (torch.rand_like(x) * 2 - 1) * eps
+        out = model((x + noise).clamp(0, 1))
+        assert (out >= lower - 1e-5).all() and (out <= upper + 1e-5).all()
+    corners = (x + eps * torch.sign(torch.randn_like(x))).clamp(0, 1)  # extreme points
+    out = model(corners)
+    assert (out >= lower - 1e-5).all() and (out <= upper + 1e-5).all()
+
+
+def test_zero_radius_gives_the_exact_output():
+    torch.manual_seed(1)
+    model = MODELS.build("cnn_small", input_shape=(1, 8, 8), num_classes=3).eval()
+    x = torch.rand(4, 1, 8, 8)
+    lower, upper = interval_bounds(model, x, 0.0)
+    assert torch.allclose(lower, model(x), atol=1e-5) and torch.allclose(upper, model(x), atol=1e-5)
+
+
+def test_bounds_widen_with_eps_and_respect_the_input_range():
+    torch.manual_seed(2)
+    model = MODELS.build("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=[8]).eval()
+    x = torch.rand(5, 1, 4, 4)
+    widths = [(u - l).mean() for l, u in (interval_bounds(model, x, e) for e in (0.01, 0.05, 0.2))]
+    assert widths[0] < widths[1] < widths[2]
+    # Clipping to [0, 1] makes a huge ball no looser than the whole input box.
+    l_big, u_big = interval_bounds(model, x, 10.0)
+    l_box, u_box = interval_bounds(model, torch.full_like(x, 0.5), 0.5)
+    assert torch.allclose(l_big, l_box, atol=1e-5) and torch.allclose(u_big, u_box, atol=1e-5)
+
+
+def test_unsupported_layer_is_named_with_the_supported_ones():
+    model = MODELS.build("wide_resnet", input_shape=(1, 8, 8), num_classes=3).eval()
+    with pytest.raises(
+        UnsupportedLayerError, match=r"WideResNet; supported layers are Linear, Conv2d"
+    ):
+        interval_bounds(model, torch.rand(2, 1, 8, 8), 0.1)
+    with pytest.raises(UnsupportedLayerError, match="Tanh"):
+        interval_bounds(
+            nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Tanh()), torch.rand(1, 4), 0.1
+        )
+    bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+    with pytest.raises(UnsupportedLayerError, match="eval mode"):
+        interval_bounds(bn, torch.rand(2, 4), 0.1)
