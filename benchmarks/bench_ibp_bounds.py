@@ -27,6 +27,7 @@ def main() -> int:
     for name, params in [("cnn_small", {}), ("cnn_fmnist", {"width": 0.125})]:
         torch.manual_seed(0)
         model = MODELS.build(name, input_shape=(1, 28, 28), num_classes=10, **params).eval()
+        torch.set_grad_enabled(False)
         interval_bounds(model, x[:10], 0.1)  # warm-up
         times = []
         for _ in range(5):

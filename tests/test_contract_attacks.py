@@ -29,7 +29,7 @@ def _model(bundle, data, epochs, seed=0, hidden=(256,)):
     ).model
 
 
-def _target(model, bundle, access=Access.PROBS | Access.INPUT_GRADIENTS):
+def _target(model, bundle, access=Access.PROBS | Access.INPUT_GRADIENTS | Access.WEIGHTS):
     info = TargetInfo("t", bundle.num_classes, bundle.input_shape, eps=0.1)
     return Target(model, info, access)
 

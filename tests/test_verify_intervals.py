@@ -74,3 +74,39 @@ def test_unsupported_layer_is_named_with_the_supported_ones():
     bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
     with pytest.raises(UnsupportedLayerError, match="eval mode"):
         interval_bounds(bn, torch.rand(2, 4), 0.1)
+
+
+def test_ibp_training_certifies_what_natural_training_cannot():
+    from privlab.metrics.utility import accuracy, verified_accuracy
+    from privlab.registry import DATASETS, REGIMES
+    from privlab.training.loop import TrainSpec, train
+
+    digits = DATASETS.build("digits", seed=0)
+    results = {}
+    for name, params in (("natural", {}), ("ibp", {"eps": 0.05, "warmup": 0.1, "ramp": 0.5})):
+        torch.manual_seed(0)
+        model = MODELS.build("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[128])
+        model = train(model, digits.members, REGIMES.build(name, **params),
+                      TrainSpec(epochs=15, batch_size=32), seed=0).model
+        x, y = digits.nonmembers.x, digits.nonmembers.y
+        results[name] = verified_accuracy(model, x, y, eps=0.05)
+        assert verified_accuracy(model, x, y, eps=0.0) == pytest.approx(accuracy(model, x, y))
+    assert results["ibp"] > results["natural"] + 0.3
+
+
+def test_verified_confidence_is_a_lower_bound_on_the_confidence_in_the_ball():
+    from privlab.registry import ATTACKS
+    from privlab.threat_model import Access, Target, TargetInfo
+
+    torch.manual_seed(3)
+    model = MODELS.build("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=[16]).eval()
+    target = Target(model, TargetInfo("t", 3, (1, 4, 4), eps=0.05), Access.PROBS | Access.WEIGHTS)
+    x, y = torch.rand(20, 1, 4, 4), torch.randint(0, 3, (20,))
+    worst = ATTACKS.build("verified_confidence").score(target, x, y)
+    for _ in range(20):
+        z = (x + (torch.rand_like(x) * 2 - 1) * 0.05).clamp(0, 1)
+        conf = target.predict_proba(z).gather(1, y[:, None]).squeeze(1).numpy()
+        assert (worst <= conf + 1e-9).all()
+    benign = ATTACKS.build("confidence").score(target, x, y)
+    exact = ATTACKS.build("verified_confidence", eps=0.0).score(target, x, y)
+    assert abs(exact - benign).max() < 1e-5

@@ -129,6 +129,15 @@ class Target:
         self.require(Access.INPUT_GRADIENTS, "input gradients")
         return self._logits(x)
 
+    @torch.no_grad()
+    def interval_bounds(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Verified logit bounds over B_ε(x) (IBP): needs the weights, so WEIGHTS access."""
+        from privlab.verify import interval_bounds
+
+        self.require(Access.WEIGHTS, "verified bounds")
+        lower, upper = interval_bounds(self._model, x.to(self.device), eps, self.info.value_range)
+        return lower / self.temperature, upper / self.temperature
+
     def parameters(self) -> dict[str, torch.Tensor]:
         self.require(Access.WEIGHTS, "parameters()")
         return {k: v.detach().clone() for k, v in self._model.state_dict().items()}

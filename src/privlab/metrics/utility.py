@@ -68,6 +68,31 @@ def adversarial_accuracy(
 
 
 @torch.no_grad()
+def verified_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    clip: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Fraction certified correct by interval bounds on B_ε(x): ver-train / ver-test accuracy."""
+    from privlab.verify import interval_bounds, worst_case_logits
+
+    if len(y) == 0:
+        return float("nan")
+    model = model.to(device).eval()
+    certified = 0
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        worst = worst_case_logits(*interval_bounds(model, xb, eps, clip), yb)
+        certified += int((worst.argmax(dim=1) == yb).sum())
+    return certified / len(y)
+
+
+@torch.no_grad()
 def per_example_loss(
     model: nn.Module,
     x: torch.Tensor,

@@ -70,11 +70,14 @@ def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
     return centre - radius, centre + radius
 
 
-@torch.no_grad()
 def interval_bounds(
     model: nn.Module, x: torch.Tensor, eps: float, clip: tuple[float, float] = (0.0, 1.0)
 ) -> Box:
-    """Lower and upper bounds on ``model``'s outputs over B_ε(x) ∩ [clip] (L∞), per example."""
+    """Lower and upper bounds on ``model``'s outputs over B_ε(x) ∩ [clip] (L∞), per example.
+
+    Differentiable in the model's parameters (verified training backpropagates through it);
+    wrap calls in ``torch.no_grad()`` when only the values are needed.
+    """
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
     layers = list(_layers(model))  # refuse unsupported models before any work
@@ -88,3 +91,9 @@ def interval_bounds(
         else:  # monotone non-decreasing element- or window-wise maps
             lower, upper = layer(lower), layer(upper)
     return lower, upper
+
+
+def worst_case_logits(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Logits of the verified worst case for label y: ẑ_y = lower_y, ẑ_j = upper_j (j ≠ y)."""
+    true = F.one_hot(y, lower.shape[1]).bool()
+    return torch.where(true, lower, upper)

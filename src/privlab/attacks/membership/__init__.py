@@ -5,4 +5,5 @@ from privlab.attacks.membership import (  # noqa: F401  (registration)
     confidence,
     inference_network,
     loss_threshold,
+    verified_confidence,
 )

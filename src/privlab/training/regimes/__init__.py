@@ -3,6 +3,7 @@
 from privlab.training.regimes import (  # noqa: F401  (registration)
     dist_at,
     dp_sgd,
+    ibp,
     label_smoothing,
     natural,
     pgd_at,
