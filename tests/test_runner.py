@@ -30,6 +30,7 @@ def test_report_has_the_stable_schema(run):
     for t in on_disk["targets"]:
         assert {"name", "regime", "model_sha256", "utility", "privacy", "attacks"} <= set(t)
         assert set(t["utility"]) >= {"train_acc", "test_acc", "adv_train_acc", "adv_test_acc"}
+        assert 0.0 <= t["utility"]["ver_test_acc"] <= t["utility"]["adv_test_acc"] + 1e-9
         for a in t["attacks"]:
             assert {"name", "family", "seconds", "metrics"} <= set(a)
             m = a["metrics"]

@@ -24,10 +24,16 @@ from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_tr
 from privlab.experiment.progress import Progress, SilentProgress
 from privlab.experiment.sensitivity import leave_out_sensitivity
 from privlab.experiment.store import atomic_write_json, read_json, save_model, stable_hash
-from privlab.metrics.utility import accuracy, adversarial_accuracy, per_example_loss
+from privlab.metrics.utility import (
+    accuracy,
+    adversarial_accuracy,
+    per_example_loss,
+    verified_accuracy,
+)
 from privlab.registry import DATASETS
 from privlab.threat_model import Access, Knowledge, LabelledQueries, Target, TargetInfo
 from privlab.training.perturbations import Norm
+from privlab.verify import UnsupportedLayerError
 
 SCHEMA_VERSION = 1
 
@@ -171,6 +177,21 @@ class Runner:
             norm=cast(Norm, norm if eps is not None else tm.norm),
         )
 
+    def _verified(
+        self, model: torch.nn.Module, info: TargetInfo, bundle: DataBundle
+    ) -> dict[str, float | None]:
+        """IBP-verified train/test accuracy (Song §3.4); None where IBP cannot bound the model."""
+        assert info.eps is not None
+        try:
+            return {
+                f"ver_{name}_acc": verified_accuracy(
+                    model, split.x, split.y, eps=info.eps, clip=info.value_range, device=self.device
+                )
+                for name, split in (("train", bundle.members), ("test", bundle.nonmembers))
+            }
+        except UnsupportedLayerError:
+            return {"ver_train_acc": None, "ver_test_acc": None}
+
     def _utility(
         self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
     ) -> dict[str, float | None]:
@@ -196,6 +217,7 @@ class Runner:
             out["adv_test_acc"] = adversarial_accuracy(
                 m, bundle.nonmembers.x, bundle.nonmembers.y, **kw
             )
+            out.update(self._verified(m, info, bundle))
         self.timings["utility_seconds"] += time.perf_counter() - start
         return out
 
