@@ -25,15 +25,10 @@ In addition the module provides threshold-free and low-FPR summaries that are
 standard in the later literature: the ROC curve, its area (AUC), and the TPR at
 a fixed FPR budget with an exact Clopper-Pearson confidence interval.
 
-Conventions shared by all functions:
-
-* ``is_member`` is a 1-D boolean-like array (``bool``, or integers/floats that
-  are all 0 or 1); ``True``/1 marks a member (``D_train``), ``False``/0 a
-  non-member (``D_test``).  Both classes must be present.
-* ``scores`` is a 1-D real array of the same length with finite values; it is
-  converted to ``float64`` before any comparison.
-* The decision rule is always ``scores >= threshold`` (Eq. 17).  Thresholds
-  may be ``+inf`` (predict nobody is a member) or ``-inf`` (predict everybody).
+Conventions: ``is_member`` is 1-D boolean-like (True/1 = member of ``D_train``), with both
+classes present; ``scores`` is 1-D, finite, compared in float64; the decision rule is always
+``scores >= threshold``, where ``+inf`` predicts nobody and ``-inf`` everybody a member.
+Validation lives in :mod:`privlab.metrics.inputs`.
 
 All functions are pure: they never modify their inputs and hold no state.
 """
@@ -50,19 +45,10 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
-    "RocCurve",
-    "ThresholdResult",
-    "TprAtFpr",
-    "accuracy_at_threshold",
-    "advantage",
-    "auc",
-    "best_threshold",
-    "clopper_pearson",
-    "inference_accuracy",
-    "membership_metrics",
-    "roc_curve",
-    "tpr_at_fpr",
-]
+    "RocCurve", "ThresholdResult", "TprAtFpr", "accuracy_at_threshold", "advantage", "auc",
+    "best_threshold", "clopper_pearson", "inference_accuracy", "membership_metrics",
+    "roc_curve", "tpr_at_fpr",
+]  # fmt: skip
 
 from privlab.metrics.inputs import (
     BoolArray,
