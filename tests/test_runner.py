@@ -158,11 +158,21 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path):
 
 
 def test_leave_out_sensitivity_retrains_without_one_member_per_class(tmp_path):
-    cfg = load_config_dict(tiny_config(
-        targets=[{"name": "natural", "regime": "natural"},
-                 {"name": "pgd_at", "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 2}}}],
-        train={"epochs": 40, "batch_size": 16}, attacks=[], threat_model={"reference": "none"},
-        sensitivity={"rounds": 2, "targets": ["natural"]}))
+    cfg = load_config_dict(
+        tiny_config(
+            targets=[
+                {"name": "natural", "regime": "natural"},
+                {
+                    "name": "pgd_at",
+                    "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 2}},
+                },
+            ],
+            train={"epochs": 40, "batch_size": 16},
+            attacks=[],
+            threat_model={"reference": "none"},
+            sensitivity={"rounds": 2, "targets": ["natural"]},
+        )
+    )
     report = run_experiment(cfg, tmp_path)
     natural, pgd = report["targets"]
     s = natural["sensitivity"]

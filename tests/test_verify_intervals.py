@@ -86,8 +86,13 @@ def test_ibp_training_certifies_what_natural_training_cannot():
     for name, params in (("natural", {}), ("ibp", {"eps": 0.05, "warmup": 0.1, "ramp": 0.5})):
         torch.manual_seed(0)
         model = MODELS.build("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[128])
-        model = train(model, digits.members, REGIMES.build(name, **params),
-                      TrainSpec(epochs=15, batch_size=32), seed=0).model
+        model = train(
+            model,
+            digits.members,
+            REGIMES.build(name, **params),
+            TrainSpec(epochs=15, batch_size=32),
+            seed=0,
+        ).model
         x, y = digits.nonmembers.x, digits.nonmembers.y
         results[name] = verified_accuracy(model, x, y, eps=0.05)
         assert verified_accuracy(model, x, y, eps=0.0) == pytest.approx(accuracy(model, x, y))
