@@ -20,8 +20,10 @@ __all__ = [
     "as_float",
     "attack_label",
     "attack_value",
+    "attacks_of",
     "markdown_summary",
     "mean_std",
+    "targets_of",
 ]
 
 UTILITY_KEYS = ("train_acc", "test_acc", "adv_train_acc", "adv_test_acc")
@@ -64,11 +66,13 @@ def attack_value(attack: Mapping[str, Any], key: str) -> Any:
     return metrics.get(key)
 
 
-def _targets(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def targets_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The report's target dicts, skipping malformed entries."""
     return [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
 
 
-def _attacks(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def attacks_of(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A target's attack dicts, skipping malformed entries."""
     return [a for a in target.get("attacks") or [] if isinstance(a, Mapping)]
 
 
@@ -86,7 +90,7 @@ def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     Groups keep the order of first appearance, as do attack labels within a group.
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
-    for t in _targets(report):
+    for t in targets_of(report):
         base = str(t.get("base_name") or t.get("name") or "?")
         groups.setdefault(base, []).append(t)
 
@@ -102,7 +106,7 @@ def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             row[key] = mean_std((t.get("utility") or {}).get(key) for t in members)
         per_label: dict[str, list[Mapping[str, Any]]] = {}
         for t in members:
-            for a in _attacks(t):
+            for a in attacks_of(t):
                 per_label.setdefault(attack_label(a), []).append(a)
         row["attacks"] = {
             label: {

@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from privlab.experiment.aggregate import as_float
+from privlab.experiment.aggregate import as_float, attack_label, attacks_of, targets_of
 
 __all__ = [
     "advantage_bar_figure",
@@ -79,15 +79,10 @@ def _float_list(values: Any) -> list[float] | None:
     return [float(v) for v in out if v is not None]
 
 
-def _attacks(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    attacks = target.get("attacks") or []
-    return [a for a in attacks if isinstance(a, Mapping)]
-
-
 def _fpr_floor(target: Mapping[str, Any]) -> float:
     """Lower axis limit: 1e-3, or 1/n when more non-members than that were evaluated."""
     ns = []
-    for attack in _attacks(target):
+    for attack in attacks_of(target):
         n = as_float((attack.get("n_eval") or {}).get("nonmembers"))
         if n and n > 0:
             ns.append(n)
@@ -100,7 +95,7 @@ def roc_figure(target: Mapping[str, Any]) -> str:
     """Log-log ROC curves, one per attack of ``target`` (base64 PNG)."""
     floor = _fpr_floor(target)
     curves = []
-    for attack in _attacks(target):
+    for attack in attacks_of(target):
         roc = attack.get("roc") or {}
         fpr, tpr = _float_list(roc.get("fpr")), _float_list(roc.get("tpr"))
         if not fpr or not tpr or len(fpr) != len(tpr):
@@ -166,19 +161,19 @@ def loss_histogram_figure(target: Mapping[str, Any]) -> str:
 
 def advantage_bar_figure(report: Mapping[str, Any]) -> str:
     """Grouped bars: membership advantage of each attack, per target (base64 PNG)."""
-    targets = [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
+    targets = targets_of(report)
     labels: list[str] = []
     for t in targets:
-        for a in _attacks(t):
-            lab = str(a.get("label") or a.get("name") or "attack")
+        for a in attacks_of(t):
+            lab = attack_label(a)
             if lab not in labels:
                 labels.append(lab)
     if not targets or not labels:
         return _placeholder("no attacks", 7.0, 3.0)
 
     def value(t: Mapping[str, Any], lab: str) -> float:
-        for a in _attacks(t):
-            if str(a.get("label") or a.get("name") or "attack") == lab:
+        for a in attacks_of(t):
+            if attack_label(a) == lab:
                 v = as_float((a.get("metrics") or {}).get("advantage"))
                 return math.nan if v is None else 100.0 * v
         return math.nan
@@ -217,8 +212,7 @@ def sensitivity_figure(report: Mapping[str, Any]) -> str:
     """Song et al. Fig. 2: each target's leave-out sensitivities, sorted (base64 PNG)."""
     curves = [
         (str(t.get("name") or "?"), (t.get("sensitivity") or {}).get("values") or [])
-        for t in report.get("targets") or []
-        if isinstance(t, Mapping)
+        for t in targets_of(report)
     ]
     curves = [(name, values) for name, values in curves if values]
     if not curves:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from privlab.experiment.aggregate import UTILITY_KEYS, aggregate_targets, as_float
+from privlab.experiment.aggregate import UTILITY_KEYS, aggregate_targets, as_float, targets_of
 from privlab.experiment.aggregate import format_pm as pm
 from privlab.experiment.figures import (
     advantage_bar_figure,
@@ -32,7 +32,6 @@ from privlab.experiment.html_format import (
     page,
     pct,
     sci,
-    targets_of,
 )
 from privlab.experiment.store import atomic_write_bytes
 

@@ -8,14 +8,13 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from privlab.experiment.aggregate import as_float, attack_label
+from privlab.experiment.aggregate import as_float, attack_label, attacks_of
 
 __all__ = [
     "CSS",
     "DASH",
     "TPR_FPRS",
     "attack_labels",
-    "attacks_of",
     "esc",
     "find_attack",
     "lookup_fpr",
@@ -23,7 +22,6 @@ __all__ = [
     "page",
     "pct",
     "sci",
-    "targets_of",
 ]
 
 DASH = "—"
@@ -74,14 +72,6 @@ def lookup_fpr(mapping: Any, fpr: float) -> Any:
         if k is not None and abs(k - fpr) <= 1e-9 * max(1.0, fpr):
             return value
     return None
-
-
-def targets_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
-
-
-def attacks_of(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [a for a in target.get("attacks") or [] if isinstance(a, Mapping)]
 
 
 def attack_labels(targets: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
