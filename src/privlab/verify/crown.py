@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from privlab.verify.intervals import Box, UnsupportedLayerError, interval_bounds
+from privlab.verify.intervals import Box, UnsupportedLayerError, interval_trace
 
 CROWN_LAYERS = (nn.Flatten, nn.Linear, nn.ReLU, nn.Identity, nn.Dropout)
 
@@ -78,23 +78,20 @@ def crown_bounds(
 ) -> Box:
     """CROWN lower and upper bounds on the outputs over B_ε(x) ∩ [clip] (L∞), per example."""
     layers = _linear_layers(model)
-    ibp_low, ibp_up = interval_bounds(model, x, eps, clip)
+    ibp = interval_trace(nn.Sequential(*layers), x, eps, clip)  # box after every layer
     x_low = (x - eps).clamp(*clip).flatten(1)
     x_up = (x + eps).clamp(*clip).flatten(1)
     relus: list[tuple[torch.Tensor, ...]] = []
-    prefix: list[nn.Module] = []
     lower = upper = x_low
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if isinstance(layer, nn.ReLU):
             relus.append(_relaxation(lower, upper))
-        prefix.append(layer)
-        if isinstance(layer, nn.Linear):
+        elif isinstance(layer, nn.Linear):
             eye = torch.eye(layer.out_features, dtype=x.dtype, device=x.device)
             eye = eye.expand(len(x), -1, -1)
-            lower = _backward(eye, prefix, relus, x_low, x_up)
-            upper = -_backward(-eye, prefix, relus, x_low, x_up)
-            if layer is layers[-1]:
-                break
-            ibp_mid = interval_bounds(nn.Sequential(*prefix), x, eps, clip)
-            lower, upper = torch.maximum(lower, ibp_mid[0]), torch.minimum(upper, ibp_mid[1])
-    return torch.maximum(lower, ibp_low), torch.minimum(upper, ibp_up)
+            prefix = layers[: i + 1]
+            lower = torch.maximum(_backward(eye, prefix, relus, x_low, x_up), ibp[i][0])
+            upper = torch.minimum(-_backward(-eye, prefix, relus, x_low, x_up), ibp[i][1])
+    if isinstance(layers[-1], nn.ReLU):  # bounds above are pre-activation; apply the ReLU
+        lower, upper = lower.clamp(min=0), upper.clamp(min=0)
+    return lower, upper

@@ -70,6 +70,25 @@ def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
     return centre - radius, centre + radius
 
 
+def interval_trace(
+    model: nn.Module, x: torch.Tensor, eps: float, clip: tuple[float, float] = (0.0, 1.0)
+) -> list[Box]:
+    """The box after every layer of ``model`` (nested Sequentials unrolled), in one pass."""
+    if eps < 0:
+        raise ValueError(f"eps must be non-negative, got {eps}")
+    layers = list(_layers(model))  # refuse unsupported models before any work
+    lower = (x - eps).clamp(*clip)
+    upper = (x + eps).clamp(*clip)
+    trace = []
+    for layer in layers:
+        if isinstance(layer, nn.Linear | nn.Conv2d | nn.BatchNorm1d | nn.BatchNorm2d):
+            lower, upper = _affine(layer, lower, upper)
+        elif not isinstance(layer, nn.Dropout | nn.Identity):
+            lower, upper = layer(lower), layer(upper)  # monotone non-decreasing maps
+        trace.append((lower, upper))
+    return trace
+
+
 def interval_bounds(
     model: nn.Module, x: torch.Tensor, eps: float, clip: tuple[float, float] = (0.0, 1.0)
 ) -> Box:
@@ -78,19 +97,10 @@ def interval_bounds(
     Differentiable in the model's parameters (verified training backpropagates through it);
     wrap calls in ``torch.no_grad()`` when only the values are needed.
     """
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative, got {eps}")
-    layers = list(_layers(model))  # refuse unsupported models before any work
-    lower = (x - eps).clamp(*clip)
-    upper = (x + eps).clamp(*clip)
-    for layer in layers:
-        if isinstance(layer, nn.Linear | nn.Conv2d | nn.BatchNorm1d | nn.BatchNorm2d):
-            lower, upper = _affine(layer, lower, upper)
-        elif isinstance(layer, nn.Dropout | nn.Identity):
-            continue
-        else:  # monotone non-decreasing element- or window-wise maps
-            lower, upper = layer(lower), layer(upper)
-    return lower, upper
+    trace = interval_trace(model, x, eps, clip)
+    if not trace:
+        return (x - eps).clamp(*clip), (x + eps).clamp(*clip)
+    return trace[-1]
 
 
 def worst_case_logits(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
