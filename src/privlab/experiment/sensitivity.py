@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from privlab.attacks.membership.features import true_class_confidence
 from privlab.data.bundle import Split
 
 Retrain = Callable[[Split, int], nn.Module]  # (training data, round) → trained model
 
 
 @torch.no_grad()
-def true_class_confidence(model: nn.Module, split: Split, device: torch.device) -> np.ndarray:
-    model = model.to(device).eval()
-    probs = model(split.x.to(device)).double().softmax(dim=1)
-    return probs.gather(1, split.y.to(device).view(-1, 1)).squeeze(1).cpu().numpy()
+def _confidence(model: nn.Module, split: Split, device: torch.device) -> np.ndarray:
+    probs = model.to(device).eval()(split.x.to(device)).double().softmax(dim=1)
+    return true_class_confidence(probs, split.y).cpu().numpy()
 
 
 def leave_out_sensitivity(
@@ -47,9 +47,7 @@ def leave_out_sensitivity(
         kept = np.setdiff1d(np.arange(len(labels)), removed)
         retrained = retrain(members.subset(kept), r)
         out = members.subset(removed)
-        delta = true_class_confidence(original, out, device) - true_class_confidence(
-            retrained, out, device
-        )
+        delta = _confidence(original, out, device) - _confidence(retrained, out, device)
         values.extend(delta.tolist())
     arr = np.sort(np.asarray(values))
     return {

@@ -52,7 +52,11 @@ class Regime:
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters as plain data (hashing, reports)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.name.startswith("_")
+        }  # private fields hold run state, not settings
 
 
 class attack_mode:

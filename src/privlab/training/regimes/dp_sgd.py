@@ -37,9 +37,6 @@ class DPSGD(Regime):
         if self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
 
-    def params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().params().items() if k != "_state"}
-
     def prepare(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
     ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:

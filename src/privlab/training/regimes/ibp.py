@@ -8,7 +8,6 @@ Gowal et al., ε ramps linearly from 0 to its target and κ from 1 to ``kappa`` 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +35,6 @@ class IntervalBoundTraining(Regime):
             raise ValueError(f"kappa must be in [0, 1], got {self.kappa}")
         if self.warmup < 0 or self.ramp < 0 or self.warmup + self.ramp > 1:
             raise ValueError("warmup and ramp are fractions of training with warmup + ramp ≤ 1")
-
-    def params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().params().items() if k != "_schedule"}
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         progress = (epoch / epochs - self.warmup) / self.ramp if self.ramp > 0 else 1.0
