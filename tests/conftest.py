@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from privlab.data.bundle import DataBundle
 from privlab.registry import DATASETS
+from privlab.threat_model import Knowledge, LabelledQueries, Target
+from trained import leaky_model, reference_models, small_target
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,6 +25,24 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
 def tiny() -> DataBundle:
     """4 classes of noisy 8×8 prototypes, 120 members / 120 non-members / 120 population."""
     return DATASETS.build("synthetic", n=360, num_classes=4, noise=0.7, seed=0)
+
+
+@pytest.fixture(scope="session")
+def overfit(tiny: DataBundle) -> tuple[Target, Knowledge]:
+    """A leaky target (small training set, many epochs), and what the attacker knows: a shadow
+    model and eight reference models trained the same way."""
+    target = small_target(leaky_model(tiny, tiny.members, epochs=60), tiny)
+    half = len(tiny.population) // 2
+    s_in, s_out = (
+        tiny.population.subset(np.arange(half)),
+        tiny.population.subset(np.arange(half, 2 * half)),
+    )
+    shadow = small_target(leaky_model(tiny, s_in, epochs=60, seed=1), tiny)
+    return target, Knowledge(
+        population=tiny.population,
+        reference=(LabelledQueries(shadow, s_in, s_out, "shadow"),),
+        reference_models=reference_models(tiny),
+    )
 
 
 def tiny_config(**overrides: object) -> dict:

@@ -10,43 +10,17 @@ from privlab.threat_model import (
     Access,
     AccessDenied,
     Knowledge,
-    LabelledQueries,
     Target,
     TargetInfo,
 )
 from privlab.training.loop import TrainSpec, train
+from trained import small_target
 
-FAST = {"adversarial_confidence": {"steps": 3}, "inference_network": {"steps": 3, "epochs": 50}}
-
-
-def _model(bundle, data, epochs, seed=0, hidden=(256,)):
-    torch.manual_seed(seed)
-    m = MODELS.build(
-        "mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes, hidden=list(hidden)
-    )
-    return train(
-        m, data, REGIMES.build("natural"), TrainSpec(epochs=epochs, batch_size=16), seed=seed
-    ).model
-
-
-def _target(model, bundle, access=Access.PROBS | Access.INPUT_GRADIENTS | Access.WEIGHTS):
-    info = TargetInfo("t", bundle.num_classes, bundle.input_shape, eps=0.1)
-    return Target(model, info, access)
-
-
-@pytest.fixture(scope="module")
-def overfit(tiny):
-    """A leaky target (small training set, many epochs) and a shadow trained the same way."""
-    target = _target(_model(tiny, tiny.members, epochs=60), tiny)
-    half = len(tiny.population) // 2
-    s_in, s_out = (
-        tiny.population.subset(np.arange(half)),
-        tiny.population.subset(np.arange(half, 2 * half)),
-    )
-    shadow = _target(_model(tiny, s_in, epochs=60, seed=1), tiny)
-    return target, Knowledge(
-        population=tiny.population, reference=(LabelledQueries(shadow, s_in, s_out, "shadow"),)
-    )
+FAST = {
+    "adversarial_confidence": {"steps": 3},
+    "inference_network": {"steps": 3, "epochs": 50},
+    "shokri": {"epochs": 50},
+}
 
 
 def _scores(name, target, knowledge, bundle, seed=0, **params):
@@ -85,7 +59,7 @@ def test_attack_is_deterministic_under_a_seed(name, overfit, tiny):
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_refuses_access_it_was_not_granted(name, overfit, tiny):
     model = overfit[0]._model
-    label_only = _target(model, tiny, Access.LABELS)
+    label_only = small_target(model, tiny, Access.LABELS)
     attack = ATTACKS.build(name, **FAST.get(name, {}))
     with pytest.raises(AccessDenied, match="needs access"):
         attack.score(label_only, tiny.members.x[:4], tiny.members.y[:4])
@@ -93,7 +67,7 @@ def test_attack_refuses_access_it_was_not_granted(name, overfit, tiny):
 
 @pytest.mark.parametrize("name", ["adversarial_confidence", "inference_network"])
 def test_white_box_attacks_need_input_gradients(name, overfit, tiny):
-    probs_only = _target(overfit[0]._model, tiny, Access.PROBS)
+    probs_only = small_target(overfit[0]._model, tiny, Access.PROBS)
     with pytest.raises(AccessDenied, match="input_gradients"):
         ATTACKS.build(name, **FAST.get(name, {})).score(
             probs_only, tiny.members.x[:4], tiny.members.y[:4]
@@ -111,7 +85,7 @@ def test_random_scores_and_an_untrained_model_give_chance(tiny):
     assert abs(auc(labels, rng.random(10_000)) - 0.5) < 0.02
     torch.manual_seed(0)
     fresh = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[16])
-    s_in, s_out = _scores("loss_threshold", _target(fresh, tiny), Knowledge(), tiny)
+    s_in, s_out = _scores("loss_threshold", small_target(fresh, tiny), Knowledge(), tiny)
     assert abs(auc(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out]) - 0.5) < 0.1
 
 
@@ -127,7 +101,7 @@ def test_loss_attack_loses_to_a_strong_dp_defence(tiny):
         seed=0,
     )
     assert dp.summary["epsilon"] < 1.0
-    s_in, s_out = _scores("loss_threshold", _target(dp.model, tiny), Knowledge(), tiny)
+    s_in, s_out = _scores("loss_threshold", small_target(dp.model, tiny), Knowledge(), tiny)
     assert (
         abs(auc(np.r_[np.ones(len(s_in)), np.zeros(len(s_out))], np.r_[s_in, s_out]) - 0.5) < 0.08
     )

@@ -34,7 +34,7 @@ def test_crown_is_strictly_tighter_than_ibp_on_deeper_networks():
     assert (upper - lower).mean() < 0.9 * (ibp_up - ibp_low).mean()
 
 
-def test_convolutions_are_refused_with_a_clear_error():
-    model = MODELS.build("cnn_small", input_shape=(1, 8, 8), num_classes=3).eval()
-    with pytest.raises(UnsupportedLayerError, match="CROWN cannot bound Conv2d yet"):
+def test_unsupported_models_are_refused_with_a_clear_error():
+    model = MODELS.build("wide_resnet", input_shape=(1, 8, 8), num_classes=3).eval()
+    with pytest.raises(UnsupportedLayerError, match="WideResNet; supported layers are Linear"):
         crown_bounds(model, torch.rand(2, 1, 8, 8), 0.1)

@@ -115,3 +115,24 @@ def test_verified_confidence_is_a_lower_bound_on_the_confidence_in_the_ball():
     benign = ATTACKS.build("confidence").score(target, x, y)
     exact = ATTACKS.build("verified_confidence", eps=0.0).score(target, x, y)
     assert abs(exact - benign).max() < 1e-5
+
+
+def test_in_place_relu_does_not_corrupt_the_trace_and_odd_padding_is_refused():
+    from privlab.verify.intervals import interval_trace
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    inplace = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(inplace=True), nn.Linear(8, 3))
+    inplace.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 1, 4, 4)
+    with torch.no_grad():
+        a, b = interval_trace(plain, x, 0.2), interval_trace(inplace, x, 0.2)
+    assert all(
+        torch.equal(p, q)
+        for box_a, box_b in zip(a, b, strict=True)
+        for p, q in zip(box_a, box_b, strict=True)
+    )
+    assert (a[1][0] < 0).any()  # the pre-activation box keeps its negative part
+    reflect = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(UnsupportedLayerError, match="padding_mode"):
+        interval_bounds(reflect, x, 0.1)

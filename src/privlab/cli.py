@@ -13,6 +13,7 @@ from rich.table import Table
 
 from privlab.config import ConfigError, load_config
 from privlab.data.bundle import DatasetError
+from privlab.experiment.aggregate import UTILITY_COLUMNS
 from privlab.experiment.store import ModelFileError, read_json
 from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, UnknownComponentError
 from privlab.threat_model import AccessDenied
@@ -80,7 +81,12 @@ def _print_summary(report: dict[str, Any]) -> None:
         title=f"{report['config']['name']}: membership inference accuracy "
         "(worst-case / honest threshold, %)"
     )
-    for col in ["target", "train", "test", "adv-train", "adv-test", *labels]:
+    keys = [  # utility columns with at least one value (verified accuracy needs a budget)
+        k
+        for k in UTILITY_COLUMNS
+        if any(t["utility"].get(k) is not None for t in report["targets"])
+    ]
+    for col in ["target", *(UTILITY_COLUMNS[k] for k in keys), *labels]:
         table.add_column(col, justify="left" if col == "target" else "right")
     for t in report["targets"]:
         u = t["utility"]
@@ -92,14 +98,7 @@ def _print_summary(report: dict[str, Any]) -> None:
             attack_cells.append(
                 "—" if m is None else f"{_pct(m['accuracy'])}/{_pct(honest.get('accuracy'))}"
             )
-        table.add_row(
-            t["name"],
-            _pct(u["train_acc"]),
-            _pct(u["test_acc"]),
-            _pct(u["adv_train_acc"]),
-            _pct(u["adv_test_acc"]),
-            *attack_cells,
-        )
+        table.add_row(t["name"], *(_pct(u.get(k)) for k in keys), *attack_cells)
     out_console.print(table)
 
 

@@ -79,6 +79,23 @@ class AttackConfig(Component):
         return self.label or self.name
 
 
+class ReferenceModelsConfig(_Strict):
+    """Reference (shadow) models the attacker trains itself (LiRA, RMIA, Shokri et al.).
+
+    Each example of the pool is in the training set of exactly ``fraction`` of the ``count``
+    models. ``online``: the pool holds the audited candidates as well as the attacker's
+    population (Carlini et al.'s online setting); otherwise the population only (offline).
+    ``recipe: target`` trains them like the target (architecture, regime and optimiser are
+    public, Kerckhoffs); ``natural`` trains them naturally whatever the target's regime.
+    """
+
+    count: int = Field(16, ge=2)
+    online: bool = True
+    fraction: float = Field(0.5, gt=0, lt=1)
+    recipe: Literal["target", "natural"] = "target"
+    chunk_size: int | None = Field(None, ge=1)  # models trained at once (memory)
+
+
 class ThreatModelConfig(_Strict):
     access: list[str] = Field(default_factory=lambda: ["probs", "input_gradients"])
     #: labelled data the attacker learns from: its own shadow model, revealed members, or none
@@ -87,6 +104,8 @@ class ThreatModelConfig(_Strict):
     #: perturbation budget assumed for targets trained without one (natural models)
     eps: float = Field(0.1, ge=0)
     norm: Literal["linf", "l2"] = "linf"
+    #: reference models for LiRA / RMIA / Shokri; defaults apply when such an attack is asked for
+    reference_models: ReferenceModelsConfig | None = None
 
 
 class EvaluationConfig(_Strict):

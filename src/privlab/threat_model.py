@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +42,14 @@ class Access(enum.Flag):
                 raise ValueError(f"unknown access {name!r}; valid: {valid}") from None
         return flag
 
+    @classmethod
+    def all(cls) -> Access:
+        """Every query (the attacker's own models)."""
+        flag = cls.NONE
+        for member in cls:
+            flag |= member
+        return flag
+
     def names(self) -> list[str]:
         return [m.name.lower() for m in Access if m.name and m in self and m is not Access.NONE]
 
@@ -59,6 +68,7 @@ class TargetInfo:
     value_range: tuple[float, float] = (0.0, 1.0)
     eps: float | None = None  # perturbation budget the model was trained for, if any
     norm: Literal["linf", "l2"] = "linf"
+    verifier: str | None = None  # bound propagation the model was trained with, if any
 
 
 class Target:
@@ -130,13 +140,23 @@ class Target:
         return self._logits(x)
 
     @torch.no_grad()
-    def interval_bounds(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Verified logit bounds over B_ε(x) (IBP): needs the weights, so WEIGHTS access."""
-        from privlab.verify import interval_bounds
+    def verified_worst_case_logits(
+        self, x: torch.Tensor, y: torch.Tensor, eps: float, verifier: str
+    ) -> torch.Tensor:
+        """ẑ_j = −lower(z_y − z_j) over B_ε(x) from ``verifier`` (temperature applied): the
+        logits of the verified worst case. Bound propagation needs the weights (WEIGHTS)."""
+        from privlab.verify.verifiers import verified_worst_case_logits
 
         self.require(Access.WEIGHTS, "verified bounds")
-        lower, upper = interval_bounds(self._model, x.to(self.device), eps, self.info.value_range)
-        return lower / self.temperature, upper / self.temperature
+        worst = verified_worst_case_logits(
+            self._model,
+            x.to(self.device),
+            y.to(self.device),
+            eps,
+            self.info.value_range,
+            verifier=verifier,
+        )
+        return worst / self.temperature
 
     def parameters(self) -> dict[str, torch.Tensor]:
         self.require(Access.WEIGHTS, "parameters()")
@@ -157,9 +177,62 @@ class LabelledQueries:
     source: Literal["known", "shadow"] = "shadow"
 
 
+class ReferenceModels:
+    """K models the attacker trained itself, with the membership of every pool example.
+
+    ``masks[k, i]`` says whether ``pool[i]`` was in model k's training set. ``online`` pools
+    hold the audited candidates too (each candidate is IN for some models and OUT for others);
+    offline pools hold only the attacker's population, so every candidate is OUT everywhere.
+    ``membership(x)`` looks queried examples up in the pool by content.
+    """
+
+    def __init__(
+        self, targets: list[Target], pool: Split, masks: np.ndarray, *, online: bool
+    ) -> None:
+        masks = np.asarray(masks, dtype=bool)
+        if masks.shape != (len(targets), len(pool)):
+            raise ValueError(
+                f"masks must have shape (models, pool) = {(len(targets), len(pool))}, "
+                f"got {masks.shape}"
+            )
+        self.targets = tuple(targets)
+        self.pool = pool
+        self.masks = masks
+        self.online = online
+        self._index: dict[bytes, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @staticmethod
+    def _key(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
+        rows = x.detach().cpu().float().reshape(len(x), -1).numpy()
+        labels = y.detach().cpu().numpy()
+        return [
+            r.tobytes() + int(c).to_bytes(4, "little") for r, c in zip(rows, labels, strict=True)
+        ]
+
+    def pool_index(self, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """Index of each (x, y) in the pool, −1 where the example is not in it."""
+        if self._index is None:
+            self._index = {}
+            for i, key in enumerate(self._key(self.pool.x, self.pool.y)):
+                self._index.setdefault(key, i)
+        return np.array([self._index.get(k, -1) for k in self._key(x, y)], dtype=np.int64)
+
+    def membership(self, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """K × n booleans: was example j in model k's training set (False outside the pool)."""
+        idx = self.pool_index(x, y)
+        out = np.zeros((len(self), len(idx)), dtype=bool)
+        found = idx >= 0
+        out[:, found] = self.masks[:, idx[found]]
+        return out
+
+
 @dataclass(frozen=True)
 class Knowledge:
     """What the attacker knows besides the target's answers."""
 
     population: Split | None = None
     reference: tuple[LabelledQueries, ...] = field(default=())
+    reference_models: ReferenceModels | None = None

@@ -24,6 +24,8 @@ class MembershipAttack:
     requires: ClassVar[Access] = Access.PROBS
     #: the attack cannot run without labelled reference data (it trains on it)
     needs_reference: ClassVar[bool] = False
+    #: the attack queries reference models the attacker trained itself (LiRA, RMIA, Shokri)
+    needs_reference_models: ClassVar[bool] = False
     #: a decision threshold the attack itself implies (e.g. P(member) ≥ 0.5); None = fit one
     decision_threshold: ClassVar[float | None] = None
     batch_size: int = 512
@@ -33,6 +35,10 @@ class MembershipAttack:
             raise ValueError(
                 f"attack {self.name!r} trains on labelled reference data: set "
                 "threat_model.reference to 'shadow' or 'known'"
+            )
+        if self.needs_reference_models and knowledge.reference_models is None:
+            raise ValueError(
+                f"attack {self.name!r} needs reference models; set threat_model.reference_models"
             )
         return self
 

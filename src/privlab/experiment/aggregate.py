@@ -26,8 +26,17 @@ __all__ = [
     "targets_of",
 ]
 
-UTILITY_KEYS = ("train_acc", "test_acc", "adv_train_acc", "adv_test_acc")
-ATTACK_STATS = ("accuracy", "advantage", "auc", "honest_accuracy")
+#: utility keys of a report and their column headers
+UTILITY_COLUMNS = {
+    "train_acc": "train",
+    "test_acc": "test",
+    "adv_train_acc": "adv-train",
+    "adv_test_acc": "adv-test",
+    "ver_train_acc": "ver-train",
+    "ver_test_acc": "ver-test",
+}
+UTILITY_KEYS = tuple(UTILITY_COLUMNS)
+ATTACK_STATS = ("accuracy", "advantage", "auc", "honest_accuracy", "tpr@0.001", "tpr@0.01")
 
 Stat = tuple[float | None, float | None]
 
@@ -59,10 +68,15 @@ def attack_label(attack: Mapping[str, Any]) -> str:
 
 
 def attack_value(attack: Mapping[str, Any], key: str) -> Any:
-    """One metric of an attack; ``honest_accuracy`` reads ``metrics.honest.accuracy``."""
+    """One metric of an attack; ``honest_accuracy`` reads ``metrics.honest.accuracy`` and
+    ``tpr@F`` the TPR at false-positive rate F."""
     metrics = attack.get("metrics") or {}
     if key == "honest_accuracy":
         return (metrics.get("honest") or {}).get("accuracy")
+    if key.startswith("tpr@"):
+        tprs = metrics.get("tpr_at_fpr") or {}
+        fpr = float(key[4:])
+        return next((v for k, v in tprs.items() if as_float(k) == fpr), None)
     return metrics.get(key)
 
 
@@ -134,14 +148,14 @@ def _md(text: Any) -> str:
 def markdown_summary(report: Mapping[str, Any]) -> str:
     """GitHub markdown table of :func:`aggregate_targets` (percent, ``mean ± std``).
 
-    Columns: target, n (seeds), train, test, adv-train, adv-test, then one column per
+    Columns: target, n (seeds), the utility columns (train … ver-test), then one column per
     attack label with its worst-case inference accuracy A_inf.
     """
     rows = aggregate_targets(report)
     labels: list[str] = []
     for row in rows:
         labels.extend(lab for lab in row["attacks"] if lab not in labels)
-    header = ["target", "n", "train", "test", "adv-train", "adv-test"]
+    header = ["target", "n", *UTILITY_COLUMNS.values()]
     header += [f"{_md(lab)} A_inf" for lab in labels]
     lines = [
         "| " + " | ".join(header) + " |",

@@ -23,6 +23,7 @@ from privlab.experiment.aggregate import as_float, attack_label, attacks_of, tar
 
 __all__ = [
     "advantage_bar_figure",
+    "exposure_figure",
     "figure_to_png",
     "loss_histogram_figure",
     "png_data_uri",
@@ -226,4 +227,51 @@ def sensitivity_figure(report: Mapping[str, Any]) -> str:
     ax.set_ylabel("confidence with − without the point")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+    return _b64(fig)
+
+
+def most_exposed_attack(target: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The attack with the highest TPR at 1% FPR (then AUC) that recorded exposed members."""
+    best, key = None, (-1.0, -1.0)
+    for attack in attacks_of(target):
+        if not attack.get("exposed"):
+            continue
+        metrics = attack.get("metrics") or {}
+        tprs = metrics.get("tpr_at_fpr") or {}
+        tpr = next((as_float(v) for k, v in tprs.items() if as_float(k) == 0.01), None)
+        candidate = (tpr or 0.0, as_float(metrics.get("auc")) or 0.0)
+        if candidate > key:
+            best, key = attack, candidate
+    return best
+
+
+def exposure_figure(target: Mapping[str, Any]) -> str:
+    """The training points the strongest attack singles out: image, class, and the FPR at
+    which a threshold on its score would catch it (base64 PNG)."""
+    attack = most_exposed_attack(target)
+    rows = [r for r in (attack or {}).get("exposed") or [] if isinstance(r, Mapping)]
+    images = [r for r in rows if isinstance(r.get("pixels"), list)]
+    if attack is None or not images:
+        return _placeholder("no per-example exposure recorded")
+    fig = _new_figure(width=1.3 * len(images), height=1.9, bottom=0.05, top=0.45)
+    for i, row in enumerate(images):
+        ax = fig.add_subplot(1, len(images), i + 1)
+        pixels = row["pixels"]
+        channels = len(pixels)
+        # C×H×W lists → H×W (grey) or H×W×C (colour)
+        img: Any = (
+            pixels[0]
+            if channels == 1
+            else [
+                [list(px) for px in zip(*rows, strict=True)] for rows in zip(*pixels, strict=True)
+            ]
+        )
+        ax.imshow(img, cmap="gray" if channels == 1 else None, vmin=0.0, vmax=1.0)
+        fpr = as_float(row.get("fpr"))
+        ax.set_title(
+            f"class {row.get('label')}\nFPR {'—' if fpr is None else f'{fpr:.2g}'}", fontsize=8
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"most exposed members under {attack_label(attack)}", fontsize=9)
     return _b64(fig)

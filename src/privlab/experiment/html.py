@@ -12,11 +12,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from privlab.experiment.aggregate import UTILITY_KEYS, aggregate_targets, as_float, targets_of
+from privlab.experiment.aggregate import (
+    UTILITY_COLUMNS,
+    UTILITY_KEYS,
+    aggregate_targets,
+    as_float,
+    targets_of,
+)
 from privlab.experiment.aggregate import format_pm as pm
 from privlab.experiment.figures import (
     advantage_bar_figure,
+    exposure_figure,
     loss_histogram_figure,
+    most_exposed_attack,
     png_data_uri,
     roc_figure,
     sensitivity_figure,
@@ -95,16 +103,7 @@ def _run_info(report: Mapping[str, Any]) -> str:
 def _utility_table(targets: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(
         f"<th>{h}</th>"
-        for h in (
-            "target",
-            "regime",
-            "seed",
-            "temperature",
-            "train",
-            "test",
-            "adv-train",
-            "adv-test",
-        )
+        for h in ("target", "regime", "seed", "temperature", *UTILITY_COLUMNS.values())
     )
     rows = []
     for t in targets:
@@ -181,6 +180,8 @@ def _target_section(t: Mapping[str, Any]) -> str:
     figs = _figure(roc_figure, t, "ROC (log-log)") + _figure(
         loss_histogram_figure, t, "loss: members vs non-members"
     )
+    if most_exposed_attack(t) is not None:
+        figs += _figure(exposure_figure, t, "most exposed training points")
     return f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
 
 
@@ -190,9 +191,7 @@ def _summary_table(report: Mapping[str, Any]) -> str:
     if not any(row["n"] > 1 for row in rows):
         return ""
     labels = list(dict.fromkeys(lab for row in rows for lab in row["attacks"]))
-    head = "".join(
-        f"<th>{esc(h)}</th>" for h in ["target", "n", "train", "test", "adv-train", "adv-test"]
-    )
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["target", "n", *UTILITY_COLUMNS.values()])
     head += "".join(
         f"<th>{esc(lab)}<br><span class=sub>A<sub>inf</sub> / honest</span></th>" for lab in labels
     )

@@ -17,6 +17,7 @@ from privlab.registry import ATTACKS
 from privlab.threat_model import Knowledge, Target
 
 ROC_GRID = np.concatenate([[0.0], np.logspace(-4, 0, 161)])
+EXPOSED = 8  # most exposed members kept per attack
 
 
 def compact_roc(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
@@ -25,6 +26,30 @@ def compact_roc(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[flo
     idx = np.searchsorted(curve.fpr, ROC_GRID, side="right") - 1
     tpr = np.maximum.accumulate(curve.tpr)[np.clip(idx, 0, None)]
     return {"fpr": ROC_GRID.round(6).tolist(), "tpr": tpr.round(6).tolist()}
+
+
+def exposure(
+    s_in: np.ndarray, s_out: np.ndarray, members: Split, top: int = EXPOSED
+) -> list[dict[str, Any]]:
+    """The ``top`` most exposed members: highest scores, each with the false-positive rate at
+    which a threshold on its score would catch it (share of non-members scoring as high) and,
+    for small images, its pixels (so the report can show which points leak)."""
+    order = np.argsort(-s_in, kind="stable")[:top]
+    out_sorted = np.sort(s_out)
+    small = members.x[0].numel() <= 3 * 32 * 32 if len(members) else False
+    rows = []
+    for i in order:
+        fpr = 1.0 - np.searchsorted(out_sorted, s_in[i], side="left") / max(len(s_out), 1)
+        row: dict[str, Any] = {
+            "index": int(i),
+            "label": int(members.y[i]),
+            "score": float(s_in[i]),
+            "fpr": float(fpr),
+        }
+        if small:
+            row["pixels"] = members.x[i].float().numpy().round(3).tolist()
+        rows.append(row)
+    return rows
 
 
 def build_attack(cfg: AttackConfig) -> MembershipAttack:
@@ -135,4 +160,5 @@ def evaluate_attack(
         "n_eval": {"members": len(s_in), "nonmembers": len(s_out)},
         "metrics": metrics,
         "roc": compact_roc(labels, scores),
+        "exposed": exposure(s_in, s_out, members),
     }

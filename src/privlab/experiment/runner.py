@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from privlab import __version__
-from privlab.config import ConfigError, ExperimentConfig, TargetConfig
+from privlab.config import ConfigError, ExperimentConfig, ReferenceModelsConfig, TargetConfig
 from privlab.data.bundle import DataBundle, Split, stratified_split
 from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.membership import build_attack, evaluate_attack
@@ -30,8 +30,15 @@ from privlab.metrics.utility import (
     per_example_loss,
     verified_accuracy,
 )
-from privlab.registry import DATASETS
-from privlab.threat_model import Access, Knowledge, LabelledQueries, Target, TargetInfo
+from privlab.registry import ATTACKS, DATASETS
+from privlab.threat_model import (
+    Access,
+    Knowledge,
+    LabelledQueries,
+    ReferenceModels,
+    Target,
+    TargetInfo,
+)
 from privlab.training.perturbations import Norm
 from privlab.verify import UnsupportedLayerError
 
@@ -69,7 +76,24 @@ def check_access(config: ExperimentConfig) -> Access:
                 f"attacks.{i} ({cfg.display}) trains on reference data; set "
                 "threat_model.reference to 'shadow' or 'known'"
             )
+        refs = reference_models_config(config)
+        if getattr(attack, "mode", None) == "online" and refs is not None and not refs.online:
+            raise ConfigError(
+                f"attacks.{i} ({cfg.display}) is online: it needs reference models trained on "
+                "the audited candidates; set threat_model.reference_models.online: true or the "
+                "attack's mode: offline"
+            )
     return access
+
+
+def reference_models_config(config: ExperimentConfig) -> ReferenceModelsConfig | None:
+    """The reference models to train: the configured ones, defaults when an attack needs them."""
+    if config.threat_model.reference_models is not None:
+        return config.threat_model.reference_models
+    needed = any(
+        getattr(ATTACKS.get(a.name), "needs_reference_models", False) for a in config.attacks
+    )
+    return ReferenceModelsConfig() if needed else None
 
 
 def split_reference(
@@ -175,17 +199,25 @@ class Runner:
             value_range=bundle.value_range,
             eps=eps if eps is not None else tm.eps,
             norm=cast(Norm, norm if eps is not None else tm.norm),
+            verifier=getattr(trained.regime, "verifier", None),
         )
 
     def _verified(
         self, model: torch.nn.Module, info: TargetInfo, bundle: DataBundle
     ) -> dict[str, float | None]:
-        """IBP-verified train/test accuracy (Song §3.4); None where IBP cannot bound the model."""
+        """Verified train/test accuracy (Song §3.4) with the model's own training verifier (IBP
+        for the others); None where the verifier cannot bound the model."""
         assert info.eps is not None
         try:
             return {
                 f"ver_{name}_acc": verified_accuracy(
-                    model, split.x, split.y, eps=info.eps, clip=info.value_range, device=self.device
+                    model,
+                    split.x,
+                    split.y,
+                    eps=info.eps,
+                    clip=info.value_range,
+                    verifier=info.verifier or "ibp",
+                    device=self.device,
                 )
                 for name, split in (("train", bundle.members), ("test", bundle.nonmembers))
             }
@@ -280,6 +312,31 @@ class Runner:
             trained.model, bundle.members, retrain, rounds=cfg.rounds, seed=seed, device=self.device
         )
 
+    def _references(
+        self, tcfg: TargetConfig, info: TargetInfo, bundle: DataBundle, seed: int, label: str
+    ) -> tuple[ReferenceModels | None, dict[str, Any] | None]:
+        cfg = reference_models_config(self.config)
+        if cfg is None:
+            return None, None
+        from privlab.experiment.reference_models import get_or_train_references
+
+        refs, summary = get_or_train_references(
+            cfg,
+            bundle=bundle,
+            info=replace(info, name=f"{label} reference"),
+            model_cfg=self.config.model_for(tcfg),
+            regime_cfg=tcfg.regime,
+            train_cfg=self.config.train_for(tcfg),
+            seed=seed,
+            device=self.device,
+            cache_dir=self.cache,
+            progress=self.progress,
+            label=label,
+        )
+        if not summary["cached"]:
+            self.timings["train_seconds"] += summary["train_seconds"]
+        return refs, summary
+
     def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
         """Train (or load) one target, measure utility, and attack it at every temperature."""
         label = f"{tcfg.name}/seed{seed}" if len(self.config.run_seeds()) > 1 else tcfg.name
@@ -301,6 +358,7 @@ class Runner:
             model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
             shadow = (model, self._info(f"{label} shadow", bundle, model), s_in, s_out)
         sensitivity = self._sensitivity(tcfg, trained, bundle, seed, label)
+        references, references_summary = self._references(tcfg, info, bundle, seed, label)
         several = len(tcfg.temperatures()) > 1
         entries = []
         for temperature in tcfg.temperatures():
@@ -321,7 +379,11 @@ class Runner:
                 reference = [LabelledQueries(s_target, s_in, s_out, "shadow")]
             elif m_known is not None and n_known is not None:
                 reference = [LabelledQueries(target, m_known, n_known, "known")]
-            knowledge = Knowledge(population=bundle.population, reference=tuple(reference))
+            knowledge = Knowledge(
+                population=bundle.population,
+                reference=tuple(reference),
+                reference_models=references,
+            )
             entries.append(
                 {
                     "name": name,
@@ -341,6 +403,7 @@ class Runner:
                     "losses": losses,
                     "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
                     "sensitivity": sensitivity,
+                    "reference_models": references_summary,
                 }
             )
         return entries

@@ -75,11 +75,13 @@ def verified_accuracy(
     *,
     eps: float,
     clip: tuple[float, float] = (0.0, 1.0),
+    verifier: str = "ibp",
     batch_size: int = 512,
     device: torch.device | str = "cpu",
 ) -> float:
-    """Fraction certified correct by interval bounds on B_ε(x): ver-train / ver-test accuracy."""
-    from privlab.verify import interval_bounds, worst_case_logits
+    """Fraction certified correct on B_ε(x) by ``verifier`` (ibp, crown_ibp, crown, zonotope):
+    ver-train / ver-test accuracy."""
+    from privlab.verify.verifiers import verified_worst_case_logits
 
     if len(y) == 0:
         return float("nan")
@@ -87,7 +89,7 @@ def verified_accuracy(
     certified = 0
     for i in range(0, len(y), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        worst = worst_case_logits(*interval_bounds(model, xb, eps, clip), yb)
+        worst = verified_worst_case_logits(model, xb, yb, eps, clip, verifier=verifier)
         certified += int((worst.argmax(dim=1) == yb).sum())
     return certified / len(y)
 

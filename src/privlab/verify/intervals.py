@@ -47,6 +47,10 @@ def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
         centre = F.linear(centre, layer.weight, layer.bias)
         radius = F.linear(radius, layer.weight.abs())
     elif isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros":
+            raise UnsupportedLayerError(
+                f"cannot bound Conv2d with padding_mode={layer.padding_mode!r}; only 'zeros'"
+            )
         centre = layer(centre)
         radius = F.conv2d(
             radius,
@@ -83,6 +87,8 @@ def interval_trace(
     for layer in layers:
         if isinstance(layer, nn.Linear | nn.Conv2d | nn.BatchNorm1d | nn.BatchNorm2d):
             lower, upper = _affine(layer, lower, upper)
+        elif isinstance(layer, nn.ReLU):  # not layer(): an in-place ReLU would edit the trace
+            lower, upper = F.relu(lower), F.relu(upper)
         elif not isinstance(layer, nn.Dropout | nn.Identity):
             lower, upper = layer(lower), layer(upper)  # monotone non-decreasing maps
         trace.append((lower, upper))

@@ -4,6 +4,9 @@ from privlab.attacks.membership import (  # noqa: F401  (registration)
     adversarial_confidence,
     confidence,
     inference_network,
+    lira,
     loss_threshold,
+    rmia,
+    shokri,
     verified_confidence,
 )

@@ -1,6 +1,7 @@
 """Training regimes, one per file, registered by their literature names."""
 
 from privlab.training.regimes import (  # noqa: F401  (registration)
+    crown_ibp,
     dist_at,
     dp_sgd,
     ibp,
@@ -8,4 +9,5 @@ from privlab.training.regimes import (  # noqa: F401  (registration)
     natural,
     pgd_at,
     trades,
+    zonotope,
 )

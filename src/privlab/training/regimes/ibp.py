@@ -8,6 +8,7 @@ Gowal et al., ε ramps linearly from 0 to its target and κ from 1 to ``kappa`` 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ class IntervalBoundTraining(Regime):
     """Verified training with interval bounds: natural CE mixed with worst-case-logit CE."""
 
     name = "ibp"
+    verifier: ClassVar[str] = "ibp"
     eps: float = 0.1
     kappa: float = 0.5  # final weight of the natural loss
     warmup: float = 0.1  # fraction of epochs with natural training only
@@ -39,7 +41,8 @@ class IntervalBoundTraining(Regime):
     def start_epoch(self, epoch: int, epochs: int) -> None:
         progress = (epoch / epochs - self.warmup) / self.ramp if self.ramp > 0 else 1.0
         t = min(max(progress, 0.0), 1.0) if epoch / epochs >= self.warmup else 0.0
-        self._schedule.update(eps=t * self.eps, kappa=1.0 - t * (1.0 - self.kappa))
+        # progress t ∈ [0, 1] of the ramp (subclasses schedule further weights by it)
+        self._schedule.update(progress=t, eps=t * self.eps, kappa=1.0 - t * (1.0 - self.kappa))
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         eps = self._schedule.get("eps", self.eps)
