@@ -28,7 +28,7 @@ def test_a_typo_in_a_train_override_names_it():
         (("data", "name"), "digitz", "unknown dataset 'digitz'.*digits"),
         (("model", "name"), "resnet", "unknown model 'resnet'.*mlp"),
         (("targets", 0, "regime"), "pgd", "unknown regime 'pgd'.*pgd_at"),
-        (("attacks", 0, "name"), "lira", "unknown attack 'lira'.*confidence"),
+        (("attacks", 0, "name"), "lira_v2", "unknown attack 'lira_v2'.*confidence"),
     ],
 )
 def test_unknown_component_names_list_the_valid_ones(path, value, message):

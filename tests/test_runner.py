@@ -183,3 +183,46 @@ def test_leave_out_sensitivity_retrains_without_one_member_per_class(tmp_path):
     bad = tiny_config(sensitivity={"targets": ["nope"]})
     with pytest.raises(ConfigError, match="sensitivity.targets.*nope"):
         load_config_dict(bad)
+
+
+def test_reference_model_attacks_run_end_to_end_and_resume(tmp_path, monkeypatch):
+    """LiRA, RMIA and Shokri's attack get one ensemble of reference models per target, cached."""
+    cfg = load_config_dict(
+        tiny_config(
+            cache_dir=str(tmp_path / "cache"),
+            targets=[{"name": "natural", "regime": "natural"}],
+            threat_model={"reference": "none", "reference_models": {"count": 4}},
+            attacks=[
+                {"name": "lira", "params": {"variance": "global"}},
+                {"name": "rmia"},
+                {"name": "shokri", "params": {"epochs": 20}},
+            ],
+        )
+    )
+    report = run_experiment(cfg, tmp_path / "run")
+    (target,) = report["targets"]
+    assert target["reference_models"]["count"] == 4 and target["reference_models"]["online"]
+    assert [a["name"] for a in target["attacks"]] == ["lira", "rmia", "shokri"]
+    for attack in target["attacks"]:
+        assert 0.0 <= attack["metrics"]["auc"] <= 1.0
+        top = attack["exposed"][0]
+        assert set(top) >= {"index", "label", "score", "fpr", "pixels"}
+    assert "most exposed" in (tmp_path / "run" / "report.html").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("reference models should come from the cache")
+
+    monkeypatch.setattr("privlab.training.ensembles.train_ensemble", no_training)
+    again = run_experiment(cfg, tmp_path / "run2")
+    assert again["targets"][0]["reference_models"]["cached"]
+
+
+def test_online_attack_with_offline_reference_models_is_refused_up_front(tmp_path):
+    cfg = load_config_dict(
+        tiny_config(
+            threat_model={"reference_models": {"count": 4, "online": False}},
+            attacks=[{"name": "lira"}],
+        )
+    )
+    with pytest.raises(ConfigError, match="online"):
+        run_experiment(cfg, tmp_path)

@@ -275,7 +275,7 @@ def test_aggregate_targets_hand_set_numbers() -> None:
 
     md = markdown_summary(rep)
     assert "±" in md
-    assert "| natural | 3 | 100.0 ± 0.0 | 92.0 ± 2.0 | — | — | 62.0 ± 2.0 |" in md
+    assert "| natural | 3 | 100.0 ± 0.0 | 92.0 ± 2.0 | — | — | — | — | 62.0 ± 2.0 |" in md
 
 
 def test_markdown_summary_on_report(report: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from privlab.experiment.models import build_model, build_regime
 from privlab.experiment.progress import Progress
 from privlab.experiment.store import read_json, save_model, stable_hash, try_load_cached
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
+from privlab.training.ensembles import train_ensemble
 from privlab.training.loop import TrainSpec
 
 
@@ -81,8 +82,6 @@ def get_or_train_references(
         meta = read_json(path.with_suffix(".json"))
         seconds, summaries = float(meta.get("seconds", 0.0)), meta.get("summaries", [])
     else:
-        from privlab.training.ensembles import train_ensemble  # TODO top-level
-
         task = progress.task(f"training {cfg.count} reference models for {label}", train_cfg.epochs)
         results = train_ensemble(
             lambda s: build_model(model_cfg, bundle, s),
