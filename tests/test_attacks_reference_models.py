@@ -10,7 +10,7 @@ from privlab.attacks.membership.queries import augmented, logit_scaled
 from privlab.metrics.membership import auc
 from privlab.registry import ATTACKS
 from privlab.threat_model import Knowledge, ReferenceModels
-from trained import reference_models
+from trained import reference_models, small_target
 
 
 def _auc(attack, target, bundle):
@@ -122,3 +122,34 @@ def test_logit_scaled_confidence_survives_saturated_probabilities(overfit, tiny)
     target, _ = overfit
     phi = logit_scaled(target, tiny.members.x, tiny.members.y, 1)
     assert np.isfinite(phi).all() and phi.max() > 10  # p_y ≈ 1 would give log(0) naively
+
+
+def test_lira_loses_to_a_strong_dp_defence(tiny):
+    """Target and reference models trained with heavy DP noise (ε < 1): LiRA is at chance."""
+    from privlab.experiment.reference_models import balanced_masks, reference_pool
+    from privlab.registry import MODELS, REGIMES
+    from privlab.training.ensembles import train_ensemble
+    from privlab.training.loop import TrainSpec, train
+
+    regime, spec = (
+        REGIMES.build("dp_sgd", noise_multiplier=8.0),
+        TrainSpec(epochs=15, batch_size=16),
+    )
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[64])
+
+    dp = train(make(0), tiny.members, regime, spec, seed=0)
+    assert dp.summary["epsilon"] < 1.0
+    pool = reference_pool(tiny, online=True)
+    masks = balanced_masks(len(pool), 8, 0.5, seed=3)
+    refs = train_ensemble(make, pool, masks, regime, spec, seeds=list(range(100, 108)))
+    knowledge = Knowledge(
+        population=tiny.population,
+        reference_models=ReferenceModels(
+            [small_target(r.model, tiny) for r in refs], pool, masks, online=True
+        ),
+    )
+    attack = ATTACKS.build("lira", variance="global").fit(knowledge)
+    assert abs(_auc(attack, small_target(dp.model, tiny), tiny) - 0.5) < 0.08
