@@ -22,6 +22,7 @@ from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.membership import build_attack, evaluate_attack
 from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_train
 from privlab.experiment.progress import Progress, SilentProgress
+from privlab.experiment.reference_models import get_or_train_references
 from privlab.experiment.sensitivity import leave_out_sensitivity
 from privlab.experiment.store import atomic_write_json, read_json, save_model, stable_hash
 from privlab.metrics.utility import (
@@ -169,21 +170,22 @@ class Runner:
         self.access = check_access(config)
         self.timings = {"train_seconds": 0.0, "attack_seconds": 0.0, "utility_seconds": 0.0}
 
+    def _recipe(self, tcfg: TargetConfig) -> dict[str, Any]:
+        """How a target is trained (shared by its shadow and reference models) and cached."""
+        return {
+            "model_cfg": self.config.model_for(tcfg),
+            "regime_cfg": tcfg.regime,
+            "train_cfg": self.config.train_for(tcfg),
+            "device": self.device,
+            "cache_dir": self.cache,
+            "progress": self.progress,
+        }
+
     def _train(
         self, role: str, data: Split, bundle: DataBundle, tcfg: TargetConfig, seed: int, label: str
     ) -> TrainedModel:
         trained = get_or_train(
-            role=role,
-            data=data,
-            bundle=bundle,
-            model_cfg=self.config.model_for(tcfg),
-            regime_cfg=tcfg.regime,
-            train_cfg=self.config.train_for(tcfg),
-            seed=seed,
-            device=self.device,
-            cache_dir=self.cache,
-            progress=self.progress,
-            label=label,
+            role=role, data=data, bundle=bundle, seed=seed, label=label, **self._recipe(tcfg)
         )
         if not trained.cached:
             self.timings["train_seconds"] += trained.seconds
@@ -318,20 +320,13 @@ class Runner:
         cfg = reference_models_config(self.config)
         if cfg is None:
             return None, None
-        from privlab.experiment.reference_models import get_or_train_references
-
         refs, summary = get_or_train_references(
             cfg,
             bundle=bundle,
             info=replace(info, name=f"{label} reference"),
-            model_cfg=self.config.model_for(tcfg),
-            regime_cfg=tcfg.regime,
-            train_cfg=self.config.train_for(tcfg),
             seed=seed,
-            device=self.device,
-            cache_dir=self.cache,
-            progress=self.progress,
             label=label,
+            **self._recipe(tcfg),
         )
         if not summary["cached"]:
             self.timings["train_seconds"] += summary["train_seconds"]

@@ -53,10 +53,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from privlab.verify.intervals import (
-    SUPPORTED_LAYERS,
     Box,
-    UnsupportedLayerError,
-    _layers,
+    flat_layers,
     interval_trace,
 )
 
@@ -67,28 +65,12 @@ _MIXING = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)  # not per-
 _CHUNK_NUMBERS = 2**25  # coefficient numbers per backward pass in full CROWN's identity specs
 
 
-def _unsupported(layer: nn.Module, why: str) -> UnsupportedLayerError:
-    names = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
-    return UnsupportedLayerError(
-        f"cannot propagate bounds through {type(layer).__name__} {why}; supported layers are "
-        f"{names} (composed with nn.Sequential)"
-    )
-
-
 def _crown_layers(model: nn.Module) -> list[nn.Module]:
     """The model's layers in order, without no-ops; refuses what CROWN cannot bound."""
     layers: list[nn.Module] = []
-    for layer in _layers(model):  # raises for unsupported layer types
+    for layer in flat_layers(model):  # raises for unsupported layers
         if isinstance(layer, nn.Identity | nn.Dropout):
             continue  # Dropout is the identity at inference (as in IBP)
-        if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d) and (
-            layer.training or layer.running_mean is None or layer.running_var is None
-        ):
-            raise _unsupported(layer, "in training mode (BatchNorm must be in eval mode)")
-        if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
-            raise _unsupported(layer, f"with padding_mode={layer.padding_mode!r}")
-        if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
-            raise _unsupported(layer, "with return_indices=True")
         if isinstance(layer, nn.ReLU) and layer.inplace:
             layer = nn.ReLU()  # bounds are reused after the layer: never overwrite them
         layers.append(layer)

@@ -26,18 +26,32 @@ class UnsupportedLayerError(TypeError):
     """The verifier met a layer it cannot bound."""
 
 
-def _layers(model: nn.Module) -> Iterator[nn.Module]:
-    """The model as a flat sequence of supported layers (nested Sequentials are unrolled)."""
+def unsupported(layer: nn.Module, why: str = "") -> UnsupportedLayerError:
+    """The error for a layer no verifier can bound, naming it and the supported layers."""
+    names = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
+    return UnsupportedLayerError(
+        f"cannot propagate bounds through {type(layer).__name__}{f' {why}' if why else ''}; "
+        f"supported layers are {names} (composed with nn.Sequential)"
+    )
+
+
+def flat_layers(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as a flat sequence of layers every verifier supports (nested Sequentials are
+    unrolled); raises :class:`UnsupportedLayerError` for anything else."""
     if isinstance(model, nn.Sequential):
         for child in model:
-            yield from _layers(child)
+            yield from flat_layers(child)
         return
     if not isinstance(model, SUPPORTED_LAYERS):
-        names = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
-        raise UnsupportedLayerError(
-            f"cannot propagate bounds through {type(model).__name__}; supported layers are "
-            f"{names} (composed with nn.Sequential)"
-        )
+        raise unsupported(model)
+    if isinstance(model, nn.BatchNorm1d | nn.BatchNorm2d) and (
+        model.training or model.running_mean is None or model.running_var is None
+    ):
+        raise unsupported(model, "in training mode (BatchNorm must be in eval mode)")
+    if isinstance(model, nn.Conv2d) and model.padding_mode != "zeros":
+        raise unsupported(model, f"with padding_mode={model.padding_mode!r}")
+    if isinstance(model, nn.MaxPool2d) and model.return_indices:
+        raise unsupported(model, "with return_indices=True")
     yield model
 
 
@@ -47,10 +61,6 @@ def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
         centre = F.linear(centre, layer.weight, layer.bias)
         radius = F.linear(radius, layer.weight.abs())
     elif isinstance(layer, nn.Conv2d):
-        if layer.padding_mode != "zeros":
-            raise UnsupportedLayerError(
-                f"cannot bound Conv2d with padding_mode={layer.padding_mode!r}; only 'zeros'"
-            )
         centre = layer(centre)
         radius = F.conv2d(
             radius,
@@ -63,8 +73,6 @@ def _affine(layer: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Box:
         )
     else:  # eval-mode BatchNorm: a per-channel affine map
         assert isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)
-        if layer.training:
-            raise UnsupportedLayerError("BatchNorm must be in eval mode to be bounded")
         var = torch.as_tensor(layer.running_var)
         gamma = layer.weight if layer.weight is not None else torch.ones_like(var)
         scale = gamma / torch.sqrt(var + layer.eps)
@@ -80,7 +88,7 @@ def interval_trace(
     """The box after every layer of ``model`` (nested Sequentials unrolled), in one pass."""
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    layers = list(_layers(model))  # refuse unsupported models before any work
+    layers = list(flat_layers(model))  # refuse unsupported models before any work
     lower = (x - eps).clamp(*clip)
     upper = (x + eps).clamp(*clip)
     trace = []

@@ -58,18 +58,13 @@ needs ≈ 9 MB per example, a 16-channel 28×28 convolution ≈ 39 MB per exampl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privlab.verify.intervals import Box, UnsupportedLayerError
-
-SUPPORTED_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d,
-    nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout,
-)  # fmt: skip
+from privlab.verify.intervals import Box, flat_layers
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,27 +111,6 @@ def _per_generator(fn: Map, generators: torch.Tensor) -> torch.Tensor:
         return generators.new_zeros(batch, 0, *out_shape)
     out = fn(generators.reshape(batch * n, *shape))
     return out.reshape(batch, n, *out.shape[1:])
-
-
-def _layers(model: nn.Module) -> Iterator[nn.Module]:
-    """The model as a flat sequence of supported layers (nested Sequentials are unrolled)."""
-    if isinstance(model, nn.Sequential):
-        for child in model:
-            yield from _layers(child)
-        return
-    if not isinstance(model, SUPPORTED_LAYERS):
-        names = ", ".join(t.__name__ for t in SUPPORTED_LAYERS)
-        raise UnsupportedLayerError(
-            f"the zonotope domain cannot propagate bounds through {type(model).__name__}; "
-            f"supported layers are {names} (composed with nn.Sequential)"
-        )
-    if isinstance(model, nn.BatchNorm1d | nn.BatchNorm2d) and (
-        model.training or model.running_var is None or model.running_mean is None
-    ):
-        raise UnsupportedLayerError(
-            "BatchNorm must be in eval mode with running statistics to be bounded"
-        )
-    yield model
 
 
 def _batch_norm(layer: nn.BatchNorm1d | nn.BatchNorm2d, z: HybridZonotope) -> HybridZonotope:
@@ -207,7 +181,7 @@ def zonotope_trace(
 def propagate(model: nn.Module, z: HybridZonotope) -> list[HybridZonotope]:
     """Push the hybrid zonotope ``z`` through ``model``: the zonotope after every layer, ``z``
     first."""
-    layers = list(_layers(model))  # refuse unsupported models before any work
+    layers = list(flat_layers(model))  # refuse unsupported models before any work
     trace = [z]
     for layer in layers:
         z = _step(layer, z)

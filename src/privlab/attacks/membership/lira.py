@@ -26,7 +26,7 @@ import torch
 from scipy import stats
 
 from privlab.attacks.base import MembershipAttack
-from privlab.attacks.membership.queries import logit_scaled
+from privlab.attacks.membership.queries import check_mode, logit_scaled, usable_reference_models
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access, Knowledge, ReferenceModels, Target
 
@@ -66,8 +66,7 @@ class LiRA(MembershipAttack):
     _global_std: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("online", "offline"):
-            raise ValueError(f"unknown mode {self.mode!r}; use online or offline")
+        check_mode(self.mode)
         if self.variance not in ("per_example", "global"):
             raise ValueError(f"unknown variance {self.variance!r}; use per_example or global")
         if self.queries < 1:
@@ -75,13 +74,7 @@ class LiRA(MembershipAttack):
 
     def fit(self, knowledge: Knowledge) -> LiRA:
         super().fit(knowledge)
-        refs = knowledge.reference_models
-        assert refs is not None
-        if self.mode == "online" and not refs.online:
-            raise ValueError(
-                "online LiRA needs reference models trained on the audited candidates; set "
-                "threat_model.reference_models.online: true or use mode: offline"
-            )
+        refs = usable_reference_models("LiRA", self.mode, knowledge)
         self._refs = refs
         self._global_std = self._pooled_std(refs) if self.variance == "global" else None
         return self

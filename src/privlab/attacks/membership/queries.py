@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from privlab.threat_model import Target
+from privlab.threat_model import Knowledge, ReferenceModels, Target
 
 _SHIFTS = [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1)]
 
@@ -75,3 +75,23 @@ def logit_scaled(
         p_rest = probs.masked_fill(true, 0.0).sum(dim=1)
         cols.append((p_true.clamp_min(1e-300).log() - p_rest.clamp_min(1e-300).log()).cpu().numpy())
     return np.stack(cols, axis=1)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ("online", "offline"):
+        raise ValueError(f"unknown mode {mode!r}; use online or offline")
+
+
+def usable_reference_models(attack: str, mode: str, knowledge: Knowledge) -> ReferenceModels:
+    """The attacker's reference models, refused when an online attack needs candidates IN."""
+    refs = knowledge.reference_models
+    if refs is None:
+        raise ValueError(
+            f"attack {attack!r} needs reference models; set threat_model.reference_models"
+        )
+    if mode == "online" and not refs.online:
+        raise ValueError(
+            f"online {attack} needs reference models trained on the audited candidates; set "
+            "threat_model.reference_models.online: true or use mode: offline"
+        )
+    return refs

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 
 from privlab.attacks.base import MembershipAttack
-from privlab.attacks.membership.queries import true_class_probs
+from privlab.attacks.membership.queries import (
+    check_mode,
+    true_class_probs,
+    usable_reference_models,
+)
 from privlab.data.bundle import Split
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access, Knowledge, ReferenceModels, Target
@@ -49,8 +53,7 @@ class RMIA(MembershipAttack):
     _z_ratio: dict[int, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("online", "offline"):
-            raise ValueError(f"unknown mode {self.mode!r}; use online or offline")
+        check_mode(self.mode)
         if not 0.0 <= self.a <= 1.0:
             raise ValueError(f"a must be in [0, 1], got {self.a}")
         if self.gamma <= 0 or self.num_z < 1 or self.queries < 1:
@@ -58,15 +61,9 @@ class RMIA(MembershipAttack):
 
     def fit(self, knowledge: Knowledge) -> RMIA:
         super().fit(knowledge)
-        refs = knowledge.reference_models
-        assert refs is not None
+        refs = usable_reference_models("RMIA", self.mode, knowledge)
         if knowledge.population is None or len(knowledge.population) == 0:
             raise ValueError("RMIA compares against population examples; the bundle has none")
-        if self.mode == "online" and not refs.online:
-            raise ValueError(
-                "online RMIA needs reference models trained on the audited candidates; set "
-                "threat_model.reference_models.online: true or use mode: offline"
-            )
         pop = knowledge.population
         rng = np.random.default_rng(self.seed)
         self._z = pop.subset(np.sort(rng.permutation(len(pop))[: self.num_z]))

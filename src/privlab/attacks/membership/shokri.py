@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from privlab.attacks.membership.inference_network import InferenceNetwork
+from privlab.attacks.membership.queries import usable_reference_models
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access, Knowledge, LabelledQueries
 
@@ -40,11 +41,7 @@ class ShokriShadowModels(InferenceNetwork):
             raise ValueError("the shadow-model attack reads prediction vectors (view: benign)")
 
     def fit(self, knowledge: Knowledge) -> ShokriShadowModels:
-        if knowledge.reference_models is None:
-            raise ValueError(
-                f"attack {self.name!r} needs reference models; set threat_model.reference_models"
-            )
-        refs = knowledge.reference_models
+        refs = usable_reference_models(self.name, "offline", knowledge)
         rng = np.random.default_rng(self.seed)
         shadows = []
         for shadow, mask in zip(refs.targets, refs.masks, strict=True):

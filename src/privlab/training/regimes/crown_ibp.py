@@ -57,18 +57,13 @@ class CrownIBPTraining(IntervalBoundTraining):
         t = self._schedule.get("progress", 1.0)
         return self.beta_start + t * (self.beta_end - self.beta_start)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        eps = self._schedule.get("eps", self.eps)
-        kappa = self._schedule.get("kappa", self.kappa)
-        logits = model(x)
-        natural = F.cross_entropy(logits, y)
-        if eps == 0 or kappa == 1.0:
-            return natural
-        spec = margin_spec(y, logits.shape[1])
+    def robust_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int
+    ) -> torch.Tensor:
+        spec = margin_spec(y, num_classes)
         margins, _ = interval_spec_bounds(model, x, eps, self.clip, spec=spec)
         beta = self.beta()
         if beta > 0:
             crown, _ = crown_ibp_bounds(model, x, eps, self.clip, spec=spec, lower_only=True)
             margins = beta * crown + (1.0 - beta) * margins
-        robust = F.cross_entropy(worst_case_from_margins(margins), y)
-        return kappa * natural + (1.0 - kappa) * robust
+        return F.cross_entropy(worst_case_from_margins(margins), y)

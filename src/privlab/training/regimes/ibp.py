@@ -47,9 +47,16 @@ class IntervalBoundTraining(Regime):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         eps = self._schedule.get("eps", self.eps)
         kappa = self._schedule.get("kappa", self.kappa)
-        natural = F.cross_entropy(model(x), y)
+        logits = model(x)
+        natural = F.cross_entropy(logits, y)
         if eps == 0 or kappa == 1.0:
             return natural
-        lower, upper = interval_bounds(model, x, eps, self.clip)
-        robust = F.cross_entropy(worst_case_logits(lower, upper, y), y)
+        robust = self.robust_loss(model, x, y, eps, logits.shape[1])
         return kappa * natural + (1.0 - kappa) * robust
+
+    def robust_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int
+    ) -> torch.Tensor:
+        """The verified loss over B_ε(x) (subclasses swap the verifier and the loss here)."""
+        lower, upper = interval_bounds(model, x, eps, self.clip)
+        return F.cross_entropy(worst_case_logits(lower, upper, y), y)

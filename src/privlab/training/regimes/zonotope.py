@@ -41,14 +41,9 @@ class ZonotopeTraining(IntervalBoundTraining):
     name = "zonotope"
     verifier: ClassVar[str] = "zonotope"
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        eps = self._schedule.get("eps", self.eps)
-        kappa = self._schedule.get("kappa", self.kappa)
-        logits = model(x)
-        natural = F.cross_entropy(logits, y)
-        if eps == 0 or kappa == 1.0:
-            return natural
-        lower, _ = zonotope_bounds(model, x, eps, self.clip, spec=margin_spec(y, logits.shape[1]))
-        rivals = (-lower).masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
-        robust = F.softplus(rivals.amax(dim=1)).mean()  # ub(z_y′ − z_y) = −lb(z_y − z_y′)
-        return kappa * natural + (1.0 - kappa) * robust
+    def robust_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int
+    ) -> torch.Tensor:
+        lower, _ = zonotope_bounds(model, x, eps, self.clip, spec=margin_spec(y, num_classes))
+        rivals = (-lower).masked_fill(F.one_hot(y, num_classes).bool(), float("-inf"))
+        return F.softplus(rivals.amax(dim=1)).mean()  # ub(z_y′ − z_y) = −lb(z_y − z_y′)
