@@ -11,7 +11,9 @@ if [ ${#names[@]} -eq 0 ]; then
   names=(song2019_table2_3_defences song2019_sec7_countermeasures song2019_table6_eps
          song2019_table5_adv_ratio song2019_fig3_capacity song2019_table7_per_class
          song2019_fig5_unknown_eps song2019_table3_mnist5k
-         song2019_table7_mnist5k song2019_fig2_sensitivity)
+         song2019_table7_mnist5k song2019_fig2_sensitivity
+         song2019_table8_verified_digits song2019_table10_small_train lira_rmia_robust_digits
+         song2019_table9_verified_mnist5k)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"
