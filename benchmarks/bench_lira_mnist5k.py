@@ -286,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
             ["LiRA online: fit + score 4,000 candidates", phases["lira_attack_s"]],
             ["utility (train/test accuracy)", phases["utility_s"]],
-            ["other in the runner (data, histograms, report)", phases["other_in_runner_s"]],
+            [
+                "other in the runner (load mnist5k, save models, histograms, report)",
+                phases["other_in_runner_s"],
+            ],
             ["**end to end (wall)**", phases["end_to_end_wall_s"]],
             ["end to end (CPU, all threads)", phases["end_to_end_cpu_s"]],
         ],

@@ -31,8 +31,9 @@ def test_lira_scores_are_the_gaussian_likelihood_ratio(overfit, tiny):
     target, knowledge = overfit
     refs = knowledge.reference_models
     x, y = tiny.members.x[:5], tiny.members.y[:5]
-    online = ATTACKS.build("lira").fit(knowledge).score(target, x, y)
-    offline = ATTACKS.build("lira", mode="offline").fit(knowledge).score(target, x, y)
+    online = ATTACKS.build("lira", variance="per_example").fit(knowledge).score(target, x, y)
+    offline = ATTACKS.build("lira", mode="offline", variance="per_example")
+    offline = offline.fit(knowledge).score(target, x, y)
     inside = refs.membership(x, y)
     for j in range(5):
         # independent: φ from logits (not from probabilities), statistics with numpy
@@ -153,3 +154,13 @@ def test_lira_loses_to_a_strong_dp_defence(tiny):
     )
     attack = ATTACKS.build("lira", variance="global").fit(knowledge)
     assert abs(_auc(attack, small_target(dp.model, tiny), tiny) - 0.5) < 0.08
+
+
+def test_lira_variance_auto_is_global_below_64_reference_models(overfit, tiny):
+    target, knowledge = overfit
+    x, y = tiny.members.x[:10], tiny.members.y[:10]
+    auto = ATTACKS.build("lira").fit(knowledge).score(target, x, y)
+    pooled = ATTACKS.build("lira", variance="global").fit(knowledge).score(target, x, y)
+    assert np.array_equal(auto, pooled)
+    with pytest.raises(ValueError, match="variance"):
+        ATTACKS.build("lira", variance="median")
