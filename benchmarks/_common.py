@@ -116,3 +116,16 @@ class Clock:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+
+
+def low_fpr_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """AUC, TPR at 0.1 % and 1 % FPR (with Clopper-Pearson intervals) and the oracle accuracy
+    of a ``membership_metrics`` result (its FPR keys must include 0.001 and 0.01)."""
+    return {
+        "auc": m["auc"],
+        "tpr_at_0.1%_fpr": m["tpr_at_fpr"]["0.001"],
+        "tpr_at_1%_fpr": m["tpr_at_fpr"]["0.01"],
+        "tpr_at_0.1%_fpr_ci": m["tpr_at_fpr_ci"]["0.001"],
+        "tpr_at_1%_fpr_ci": m["tpr_at_fpr_ci"]["0.01"],
+        "oracle_acc": m["accuracy"],
+    }

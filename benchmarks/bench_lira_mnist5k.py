@@ -48,7 +48,14 @@ from typing import Any
 
 import torch
 import yaml
-from _common import load_note, machine_info, markdown_table, set_threads, write_result
+from _common import (
+    load_note,
+    low_fpr_metrics,
+    machine_info,
+    markdown_table,
+    set_threads,
+    write_result,
+)
 
 from privlab.config import load_config_dict
 
@@ -136,12 +143,7 @@ def attack_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "attack": a["label"],
                 "name": a["name"],
                 "params": a["params"],
-                "auc": m["auc"],
-                "tpr_at_0.1%_fpr": m["tpr_at_fpr"]["0.001"],
-                "tpr_at_1%_fpr": m["tpr_at_fpr"]["0.01"],
-                "tpr_at_0.1%_fpr_ci": m["tpr_at_fpr_ci"]["0.001"],
-                "tpr_at_1%_fpr_ci": m["tpr_at_fpr_ci"]["0.01"],
-                "oracle_acc": m["accuracy"],
+                **low_fpr_metrics(m),
                 "seconds": a["seconds"],
                 "n_eval": a["n_eval"],
             }

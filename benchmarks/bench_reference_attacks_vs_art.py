@@ -71,7 +71,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import load_note, machine_info, markdown_table, set_threads, write_result
+from _common import (
+    load_note,
+    low_fpr_metrics,
+    machine_info,
+    markdown_table,
+    set_threads,
+    write_result,
+)
 from bench_art_comparison import accuracy, halves, labels
 from bench_art_comparison import train_target as train_digits_target
 from torch import nn
@@ -121,12 +128,7 @@ FPRS = (0.1, 0.01, 0.001)
 def metrics(is_member: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     m = membership_metrics(is_member, scores, fprs=FPRS)
     return {
-        "auc": m["auc"],
-        "tpr_at_0.1%_fpr": m["tpr_at_fpr"]["0.001"],
-        "tpr_at_1%_fpr": m["tpr_at_fpr"]["0.01"],
-        "tpr_at_0.1%_fpr_ci": m["tpr_at_fpr_ci"]["0.001"],
-        "tpr_at_1%_fpr_ci": m["tpr_at_fpr_ci"]["0.01"],
-        "oracle_acc": m["accuracy"],
+        **low_fpr_metrics(m),
         "n_members": m["n_members"],
         "n_nonmembers": m["n_nonmembers"],
     }
