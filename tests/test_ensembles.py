@@ -204,6 +204,32 @@ def test_chunking_does_not_change_any_model(tiny):
     assert _max_param_diff(whole[1].model, whole[3].model) > 1e-3  # same seed, other mask
 
 
+@pytest.mark.parametrize("regime_name", ["natural", "dp_sgd"])
+def test_parallel_workers_do_not_change_any_model(tiny, regime_name):
+    """Two groups in two threads (one torch thread each) train exactly the same models."""
+    make = _mlp_factory(tiny)
+    masks = _unequal_masks(len(tiny.members))
+    spec = TrainSpec(epochs=2, batch_size=16, lr=1e-2)
+    regime = REGIMES.build(regime_name)
+    calls = []
+    one = train_ensemble(make, tiny.members, masks, regime, spec, seeds=SEEDS, workers=1)
+    two = train_ensemble(
+        make,
+        tiny.members,
+        masks,
+        regime,
+        spec,
+        seeds=SEEDS,
+        workers=2,
+        on_epoch=lambda *a: calls.append(a),
+    )
+    for a, b in zip(one, two, strict=True):
+        assert _max_param_diff(a.model, b.model) < 1e-5
+        assert a.summary == b.summary
+    assert [c[:2] for c in calls] == [(1, 2), (2, 2)]  # the first group reports
+    assert torch.get_num_threads() == 1  # restored (this module runs single-threaded)
+
+
 def test_dp_sgd_ensemble_equals_opacus_and_reports_its_epsilon(tiny):
     make = _mlp_factory(tiny)
     masks = _unequal_masks(len(tiny.members))
