@@ -1,6 +1,7 @@
 """Training regimes, one per file, registered by their literature names."""
 
 from privlab.training.regimes import (  # noqa: F401  (registration)
+    atat,
     crown_ibp,
     dist_at,
     dp_sgd,
