@@ -108,3 +108,23 @@ def test_atat_learns_non_robust_features():
             )
     assert results["atat"][1] > results["natural"][1] + 0.15
     assert results["atat"][0] >= results["natural"][0] - 0.02
+
+
+def test_layer_hsic_reports_every_hidden_layer_and_bido_lowers_input_dependence(tiny):
+    from privlab.metrics.hsic import layer_hsic
+
+    x, y = tiny.members.x, tiny.members.y
+    measured = {}
+    for name in ("natural", "bido"):
+        torch.manual_seed(0)
+        model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[32, 32])
+        params = {"a1": 0.5, "a2": 0.05} if name == "bido" else {}
+        spec = TrainSpec(epochs=15, batch_size=60, lr=3e-3)
+        model = train(model, tiny.members, REGIMES.build(name, **params), spec, seed=0).model
+        rows = layer_hsic(model, x, y, num_classes=4, batch_size=60)
+        assert [r["layer"] for r in rows] == [0, 1]  # one row per ReLU
+        measured[name] = rows
+    # a strong a1 penalty lowers nHSIC(X, Z) on the last hidden layer
+    assert measured["bido"][-1]["hsic_xz"] < measured["natural"][-1]["hsic_xz"]
+    with pytest.raises(ValueError, match="full batch"):
+        layer_hsic(model, x[:10], y[:10], num_classes=4, batch_size=60)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 Kernel = Literal["gaussian", "linear"]
 EPSILON = 1e-5
@@ -56,6 +58,25 @@ def _normalised(k: torch.Tensor, eps: float) -> torch.Tensor:
     )
 
 
+def hsic_tensor(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    kernel_a: Kernel = "gaussian",
+    kernel_b: Kernel = "gaussian",
+    sigma: float | None = 5.0,
+    eps: float = EPSILON,
+) -> torch.Tensor:
+    """nHSIC(A, B) as a differentiable float64 scalar (BiDO trains through it)."""
+    if len(a) != len(b):
+        raise ValueError(f"a has {len(a)} rows but b has {len(b)}")
+    if len(a) < 2:
+        raise ValueError("nHSIC needs at least two examples")
+    r_a = _normalised(kernel_matrix(a, kernel_a, sigma), eps)
+    r_b = _normalised(kernel_matrix(b, kernel_b, sigma), eps)
+    return (r_a * r_b.T).sum()
+
+
 def normalized_hsic(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -66,10 +87,83 @@ def normalized_hsic(
     eps: float = EPSILON,
 ) -> float:
     """nHSIC(A, B) = tr(R_A R_B) of BiDO's normalised-CCA estimator (see the module docstring)."""
-    if len(a) != len(b):
-        raise ValueError(f"a has {len(a)} rows but b has {len(b)}")
-    if len(a) < 2:
-        raise ValueError("nHSIC needs at least two examples")
-    r_a = _normalised(kernel_matrix(a, kernel_a, sigma), eps)
-    r_b = _normalised(kernel_matrix(b, kernel_b, sigma), eps)
-    return float((r_a * r_b.T).sum())
+    with torch.no_grad():
+        value = hsic_tensor(a, b, kernel_a=kernel_a, kernel_b=kernel_b, sigma=sigma, eps=eps)
+    return float(value)
+
+
+def hidden_layers(model: nn.Module, which: Literal["penultimate", "relu"]) -> list[nn.Module]:
+    """The layers whose outputs count as hidden representations Z_l: every ReLU, or the module
+    feeding the last Linear layer (its input is the penultimate feature)."""
+    layers: list[nn.Module]
+    if which == "relu":
+        layers = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    elif which == "penultimate":
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        layers = layers[-1:]
+    else:
+        raise ValueError(f"unknown layers {which!r}; use penultimate or relu")
+    if not layers:
+        raise ValueError(f"the model has no {which} layer to measure")
+    return layers
+
+
+def capture_hidden(
+    model: nn.Module, x: torch.Tensor, which: Literal["penultimate", "relu"]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits and the hidden representations Z_l of ``x`` (graph kept: usable in a loss)."""
+    layers = hidden_layers(model, which)
+    captured: list[torch.Tensor] = []
+    if which == "penultimate":
+        hooks = [
+            layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+            for layer in layers
+        ]
+    else:
+        hooks = [
+            layer.register_forward_hook(lambda _m, _a, out: captured.append(out))
+            for layer in layers
+        ]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, captured
+
+
+@torch.no_grad()
+def layer_hsic(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    which: Literal["penultimate", "relu"] = "relu",
+    batch_size: int = 128,
+    sigma: float | None = 5.0,
+) -> list[dict[str, float]]:
+    """Per hidden layer, nHSIC(X, Z_l) and nHSIC(Y, Z_l) averaged over full batches (the
+    replication code's evaluation: Gaussian kernels, linear kernel on one-hot Y)."""
+    model = model.eval()
+    sums: list[list[float]] = []
+    batches = 0
+    for i in range(0, len(y) - batch_size + 1, batch_size):  # drop_last, as BiDO needs
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        _, hidden = capture_hidden(model, xb, which)
+        onehot = F.one_hot(yb, num_classes)
+        row = []
+        for z in hidden:
+            row += [
+                normalized_hsic(xb, z, sigma=sigma),
+                normalized_hsic(onehot, z, kernel_a="linear", sigma=sigma),
+            ]
+        sums = [row] if not sums else [[a + b for a, b in zip(sums[0], row, strict=True)]]
+        batches += 1
+    if batches == 0:
+        raise ValueError(f"need at least one full batch of {batch_size} examples")
+    values = [v / batches for v in sums[0]]
+    return [
+        {"layer": i, "hsic_xz": values[2 * i], "hsic_yz": values[2 * i + 1]}
+        for i in range(len(values) // 2)
+    ]

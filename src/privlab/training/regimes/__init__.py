@@ -2,6 +2,7 @@
 
 from privlab.training.regimes import (  # noqa: F401  (registration)
     atat,
+    bido,
     crown_ibp,
     dist_at,
     dp_sgd,
