@@ -128,3 +128,25 @@ def test_layer_hsic_reports_every_hidden_layer_and_bido_lowers_input_dependence(
     assert measured["bido"][-1]["hsic_xz"] < measured["natural"][-1]["hsic_xz"]
     with pytest.raises(ValueError, match="full batch"):
         layer_hsic(model, x[:10], y[:10], num_classes=4, batch_size=60)
+
+
+def test_neg_ls_schedule_is_the_replication_codes():
+    from privlab.training.regimes.neg_ls import neg_ls_alpha
+
+    alphas = [neg_ls_alpha(-0.05, e, 100, 0.5, 0.75) for e in range(1, 101)]
+    assert alphas[:49] == [0.0] * 49  # e < 50
+    assert alphas[49] == pytest.approx(-0.05 * 1 / 50)  # e = 50: α·(e + 1 − 50)/(E − 50)
+    assert alphas[73] == pytest.approx(-0.05 * 25 / 50)  # e = 74
+    assert alphas[74:] == [-0.05] * 26  # e ≥ 75
+    regime = REGIMES.build("neg_ls")
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=[8])
+    x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 3, (6,))
+    regime.start_epoch(0, 100)
+    assert torch.isclose(regime.loss(model, x, y), F.cross_entropy(model(x), y))
+    regime.start_epoch(99, 100)
+    log_p = F.log_softmax(model(x), dim=1)
+    expected = (1.05 * -log_p[torch.arange(6), y] + (-0.05) * -log_p.mean(dim=1)).mean()
+    assert torch.isclose(regime.loss(model, x, y), expected)
+    with pytest.raises(ValueError, match="start"):
+        REGIMES.build("neg_ls", start=0.8, full=0.5)

@@ -9,6 +9,7 @@ from privlab.training.regimes import (  # noqa: F401  (registration)
     ibp,
     label_smoothing,
     natural,
+    neg_ls,
     pgd_at,
     trades,
     zonotope,
