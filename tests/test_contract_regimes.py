@@ -28,12 +28,17 @@ def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
     return train(model, bundle.members, regime, spec, seed=seed)
 
 
+MEMORISE_ONLY = {"permuted_labels"}  # trains on permuted labels: held-out accuracy is chance
+
+
 @pytest.mark.parametrize("name", REGIMES.names())
 def test_regime_trains_a_plain_module_that_learns(name, tiny):
     result = _fit(name, tiny, epochs=4)
     assert isinstance(result.model, torch.nn.Sequential)  # unwrapped (no Opacus wrapper)
     assert not result.model.training
     assert len(result.history) == 4 and all(math.isfinite(h["loss"]) for h in result.history)
+    if name in MEMORISE_ONLY:
+        return  # learns nothing that generalises, by design (tested on its own)
     with torch.no_grad():
         acc = (result.model(tiny.nonmembers.x).argmax(1) == tiny.nonmembers.y).float().mean()
     assert acc > 1.5 / tiny.num_classes  # better than chance on held-out data

@@ -150,3 +150,17 @@ def test_neg_ls_schedule_is_the_replication_codes():
     assert torch.isclose(regime.loss(model, x, y), expected)
     with pytest.raises(ValueError, match="start"):
         REGIMES.build("neg_ls", start=0.8, full=0.5)
+
+
+def test_permuted_labels_memorise_without_generalising(tiny):
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[256])
+    spec = TrainSpec(epochs=60, batch_size=16, lr=3e-3)
+    model = train(model, tiny.members, REGIMES.build("permuted_labels"), spec, seed=0).model
+    gen = torch.Generator().manual_seed(0)
+    permuted = tiny.members.y[torch.randperm(len(tiny.members), generator=gen)]
+    with torch.no_grad():
+        fit = (model(tiny.members.x).argmax(1) == permuted).float().mean()
+        test = (model(tiny.nonmembers.x).argmax(1) == tiny.nonmembers.y).float().mean()
+    assert fit > 0.9  # the permuted labels are memorised
+    assert abs(float(test) - 0.25) < 0.12  # held-out accuracy stays at chance (4 classes)

@@ -10,6 +10,7 @@ from privlab.training.regimes import (  # noqa: F401  (registration)
     label_smoothing,
     natural,
     neg_ls,
+    permuted_labels,
     pgd_at,
     trades,
     zonotope,
