@@ -81,10 +81,14 @@ def _print_summary(report: dict[str, Any]) -> None:
         title=f"{report['config']['name']}: membership inference accuracy "
         "(worst-case / honest threshold, %)"
     )
-    keys = [  # utility columns with at least one value (verified accuracy needs a budget)
+    utilities = [t["utility"] for t in report["targets"]]
+    # utility columns with at least one informative value: verified accuracy needs a budget,
+    # and is left out when nothing was certified (models not trained to be verifiable)
+    keys = [
         k
         for k in UTILITY_COLUMNS
-        if any(t["utility"].get(k) is not None for t in report["targets"])
+        if any(u.get(k) is not None for u in utilities)
+        and (not k.startswith("ver_") or any(u.get(k) for u in utilities))
     ]
     for col in ["target", *(UTILITY_COLUMNS[k] for k in keys), *labels]:
         table.add_column(col, justify="left" if col == "target" else "right")
