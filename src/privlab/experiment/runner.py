@@ -61,6 +61,7 @@ def check_access(config: ExperimentConfig) -> Access:
         access = Access.parse(config.threat_model.access)
     except ValueError as err:
         raise ConfigError(f"threat_model.access: {err}") from None
+    refs = reference_models_config(config)
     for i, cfg in enumerate(config.attacks):
         try:
             attack = build_attack(cfg)
@@ -77,7 +78,6 @@ def check_access(config: ExperimentConfig) -> Access:
                 f"attacks.{i} ({cfg.display}) trains on reference data; set "
                 "threat_model.reference to 'shadow' or 'known'"
             )
-        refs = reference_models_config(config)
         if getattr(attack, "mode", None) == "online" and refs is not None and not refs.online:
             raise ConfigError(
                 f"attacks.{i} ({cfg.display}) is online: it needs reference models trained on "

@@ -18,8 +18,9 @@ label. Computed in float64; m × m inverses take milliseconds at a batch of 128.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,19 +78,11 @@ def hsic_tensor(
     return (r_a * r_b.T).sum()
 
 
-def normalized_hsic(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    kernel_a: Kernel = "gaussian",
-    kernel_b: Kernel = "gaussian",
-    sigma: float | None = 5.0,
-    eps: float = EPSILON,
-) -> float:
-    """nHSIC(A, B) = tr(R_A R_B) of BiDO's normalised-CCA estimator (see the module docstring)."""
-    with torch.no_grad():
-        value = hsic_tensor(a, b, kernel_a=kernel_a, kernel_b=kernel_b, sigma=sigma, eps=eps)
-    return float(value)
+@torch.no_grad()
+def normalized_hsic(a: torch.Tensor, b: torch.Tensor, **options: Any) -> float:
+    """nHSIC(A, B) = tr(R_A R_B) of BiDO's normalised-CCA estimator (see the module docstring);
+    ``options`` are those of :func:`hsic_tensor`."""
+    return float(hsic_tensor(a, b, **options))
 
 
 def hidden_layers(model: nn.Module, which: Literal["penultimate", "relu"]) -> list[nn.Module]:
@@ -146,24 +139,23 @@ def layer_hsic(
     """Per hidden layer, nHSIC(X, Z_l) and nHSIC(Y, Z_l) averaged over full batches (the
     replication code's evaluation: Gaussian kernels, linear kernel on one-hot Y)."""
     model = model.eval()
-    sums: list[list[float]] = []
-    batches = 0
-    for i in range(0, len(y) - batch_size + 1, batch_size):  # drop_last, as BiDO needs
+    rows = []  # per full batch (drop_last, as BiDO needs): layers × (X-Z, Y-Z)
+    for i in range(0, len(y) - batch_size + 1, batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         _, hidden = capture_hidden(model, xb, which)
         onehot = F.one_hot(yb, num_classes)
-        row = []
-        for z in hidden:
-            row += [
-                normalized_hsic(xb, z, sigma=sigma),
-                normalized_hsic(onehot, z, kernel_a="linear", sigma=sigma),
+        rows.append(
+            [
+                (
+                    normalized_hsic(xb, z, sigma=sigma),
+                    normalized_hsic(onehot, z, kernel_a="linear", sigma=sigma),
+                )
+                for z in hidden
             ]
-        sums = [row] if not sums else [[a + b for a, b in zip(sums[0], row, strict=True)]]
-        batches += 1
-    if batches == 0:
+        )
+    if not rows:
         raise ValueError(f"need at least one full batch of {batch_size} examples")
-    values = [v / batches for v in sums[0]]
+    means = np.mean(rows, axis=0)
     return [
-        {"layer": i, "hsic_xz": values[2 * i], "hsic_yz": values[2 * i + 1]}
-        for i in range(len(values) // 2)
+        {"layer": i, "hsic_xz": float(xz), "hsic_yz": float(yz)} for i, (xz, yz) in enumerate(means)
     ]

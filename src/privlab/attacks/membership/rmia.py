@@ -77,10 +77,9 @@ class RMIA(MembershipAttack):
         probs = np.stack(
             [true_class_probs(r, x, y, self.queries, flip=self.flip).mean(1) for r in refs.targets]
         )  # K × n
-        inside = refs.membership(x, y)
         if self.mode == "online":
             return probs.mean(axis=0)
-        out = ~inside
+        out = ~refs.membership(x, y)
         if out.sum(axis=0).min() == 0:
             raise ValueError("offline RMIA: some examples are IN for every reference model")
         p_out = (probs * out).sum(axis=0) / out.sum(axis=0)
