@@ -79,9 +79,7 @@ different semantics.
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -95,6 +93,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from privlab.data.bundle import Split
+from privlab.training.ensemble_batches import PoissonBatches, ShuffledBatches
+from privlab.training.ensemble_dp import dp_noisy_gradients, dp_settings, dp_summary
 from privlab.training.loop import EpochCallback, TrainResult, TrainSpec, train
 from privlab.training.perturbations import _flat_norm, project
 from privlab.training.regime import Regime
@@ -102,14 +102,15 @@ from privlab.training.regimes.dp_sgd import DPSGD
 from privlab.training.regimes.label_smoothing import LabelSmoothing
 from privlab.training.regimes.natural import Natural
 from privlab.training.regimes.pgd_at import PGDAdversarialTraining
+from privlab.training.stacked_optimizer import StackedOptimizer, learning_rates
 
 __all__ = ["can_vectorise", "dp_noisy_gradients", "train_ensemble"]
 
 _VECTORISED_REGIMES = (Natural, LabelSmoothing, PGDAdversarialTraining, DPSGD)
 _STATEFUL_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 _RANDOM_MODULES = (nn.modules.dropout._DropoutNd,)
-_ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, which make_optimizer uses
-_ADAM_EPS = 1e-8
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, which make_optimizer uses
+ADAM_EPS = 1e-8
 
 Params = dict[str, torch.Tensor]
 
@@ -231,49 +232,6 @@ def train_ensemble(
         torch.set_num_threads(threads)
 
 
-def dp_noisy_gradients(
-    grad_samples: Params,
-    weight: torch.Tensor,
-    *,
-    max_grad_norm: float,
-    expected_batch_size: torch.Tensor,
-    noise_std: float | Sequence[float] = 0.0,
-    generators: Sequence[torch.Generator | None] | None = None,
-) -> Params:
-    """One DP-SGD gradient per model from per-sample gradients, as Opacus' DPOptimizer.
-
-    ``grad_samples[name]`` is K×B×(parameter shape); ``weight`` K×B is 1 for the examples of
-    each model's batch and 0 for padding. Each sample's gradient is scaled by
-    min(1, C / (‖g‖₂ + 1e-6)), the norm taken over all parameters; the scaled gradients are
-    summed per model, N(0, std_k²) noise is added to model k's sum (``noise_std``: one std
-    for all or one per model) drawn from ``generators[k]`` (None: no noise for model k, as
-    for a model that skips the step), and the result is divided by ``expected_batch_size``
-    (K).
-    """
-    names = list(grad_samples)
-    k_count = len(weight)
-    per_param = [grad_samples[n].flatten(2).norm(2, dim=2) for n in names]  # each K×B
-    norms = torch.stack(per_param, dim=2).norm(2, dim=2)
-    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0) * weight
-    summed = {n: torch.einsum("kb,kb...->k...", factor, grad_samples[n]) for n in names}
-    stds = [float(noise_std)] * k_count if isinstance(noise_std, int | float) else list(noise_std)
-    if len(stds) != k_count:
-        raise ValueError(f"got {len(stds)} noise stds for {k_count} models")
-    if any(s > 0 for s in stds):
-        if generators is None or len(generators) != k_count:
-            raise ValueError("noise needs one generator (or None) per model")
-        noise = {n: torch.zeros_like(g) for n, g in summed.items()}
-        for k, (gen, std) in enumerate(zip(generators, stds, strict=True)):
-            if gen is None or std == 0:
-                continue
-            for n in names:  # Opacus' order: one draw per parameter
-                ref = noise[n][k]
-                noise[n][k] = torch.normal(0.0, std, ref.shape, generator=gen, device=ref.device)
-        summed = {n: summed[n] + noise[n] for n in names}
-    scale = expected_batch_size.to(weight.dtype)
-    return {n: g / scale.view(-1, *([1] * (g.dim() - 1))) for n, g in summed.items()}
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -331,147 +289,6 @@ def _trial_vmap(model: nn.Module, data: Split, device: torch.device) -> str | No
     except Exception as err:  # any failure means: train these models one by one
         return f"vmap of the functional model failed ({type(err).__name__}: {err})"
     return None
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def _base_seed_draw(gen: torch.Generator) -> None:
-    """The int64 each DataLoader iterator draws from the loader's generator (worker seed)."""
-    torch.empty((), dtype=torch.int64).random_(generator=gen)
-
-
-class _ShuffledBatches:
-    """Per epoch, every model's DataLoader(shuffle=True) batches as padded index tables."""
-
-    def __init__(self, members: list[torch.Tensor], batch_size: int, seeds: list[int]) -> None:
-        self.members = members
-        self.n = torch.tensor([len(m) for m in members])
-        self.b = self.n.clamp(max=batch_size)
-        self.steps_per_epoch = (self.n + self.b - 1) // self.b
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-
-    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index K×S×B into the pool, weight K×S×B) for one epoch."""
-        k_count, n_max = len(self.members), int(self.n.max())
-        table = torch.zeros(k_count, n_max, dtype=torch.long)
-        for k, (gen, mem) in enumerate(zip(self.gens, self.members, strict=True)):
-            _base_seed_draw(gen)
-            perm = torch.randperm(len(mem), generator=gen)
-            torch.randperm(len(mem), generator=gen)  # RandomSampler's (empty) remainder draw
-            table[k, : len(mem)] = mem[perm]
-        s_max, b_max = int(self.steps_per_epoch.max()), int(self.b.max())
-        j = torch.arange(b_max).view(1, 1, -1)
-        pos = torch.arange(s_max).view(1, -1, 1) * self.b.view(-1, 1, 1) + j
-        valid = (j < self.b.view(-1, 1, 1)) & (pos < self.n.view(-1, 1, 1))
-        idx = table.gather(1, pos.clamp(max=n_max - 1).view(k_count, -1)).view(pos.shape)
-        return torch.where(valid, idx, table[:, :1, None]), valid  # pad with a member
-
-
-class _PoissonBatches:
-    """Per epoch, every model's Opacus DPDataLoader batches (Poisson sampling)."""
-
-    def __init__(self, members: list[torch.Tensor], batch_size: int, seeds: list[int]) -> None:
-        self.members = members
-        self.n = [len(m) for m in members]
-        lengths = [math.ceil(n / min(batch_size, n)) for n in self.n]  # len(DataLoader)
-        self.sample_rate = [1.0 / length for length in lengths]
-        self.steps_per_epoch = [int(1 / q) for q in self.sample_rate]
-        self.expected_batch_size = torch.tensor(
-            [int(n * q) for n, q in zip(self.n, self.sample_rate, strict=True)]
-        )
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-
-    def epoch(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per step: (index K×B into the pool, weight K×B), B the step's largest batch."""
-        k_count, n_max, s_max = len(self.members), max(self.n), max(self.steps_per_epoch)
-        selected = torch.zeros(k_count, s_max, n_max, dtype=torch.bool)
-        table = torch.zeros(k_count, n_max, dtype=torch.long)
-        for k, gen in enumerate(self.gens):
-            n, q, steps = self.n[k], self.sample_rate[k], self.steps_per_epoch[k]
-            _base_seed_draw(gen)
-            selected[k, :steps, :n] = torch.rand(steps, n, generator=gen) < q
-            table[k, :n] = self.members[k]
-        counts = selected.sum(dim=2)  # K×S
-        order = torch.sort(selected.to(torch.int8), dim=2, descending=True, stable=True).indices
-        batches = []
-        for s, b in enumerate(counts.max(dim=0).values.tolist()):
-            pos = order[:, s, :b]
-            valid = torch.arange(b).view(1, -1) < counts[:, s].view(-1, 1)
-            idx = torch.where(valid, table.gather(1, pos), table[:, :1])  # pad with a member
-            batches.append((idx, valid))
-        return batches
-
-
-# --------------------------------------------------------------------------- optimiser
-
-
-class _StackedOptimizer:
-    """Adam / SGD(momentum) of torch.optim on K stacked models, with an active mask.
-
-    A model whose ``active`` entry is False at a step is left exactly as it was: no
-    parameter change, no moment decay, no step count.
-    """
-
-    def __init__(self, params: Params, spec: TrainSpec, k_count: int) -> None:
-        self.spec = spec
-        device = next(iter(params.values())).device
-        self.steps = torch.zeros(k_count, device=device)
-        self.state: dict[str, list[torch.Tensor]] = {}
-        for name, p in params.items():
-            if spec.optimizer == "adam":
-                self.state[name] = [torch.zeros_like(p), torch.zeros_like(p)]
-            elif spec.momentum != 0:
-                self.state[name] = [torch.zeros_like(p)]
-            else:
-                self.state[name] = []
-
-    @torch.no_grad()
-    def step(self, params: Params, grads: Params, active: torch.Tensor, lr: float) -> None:
-        spec = self.spec
-        act = active.to(self.steps.dtype)
-        first = self.steps == 0
-        self.steps += act
-        if spec.optimizer == "adam":
-            beta1, beta2 = _ADAM_BETAS
-            t = self.steps.clamp(min=1)
-            step_size = act * lr / (1 - beta1**t)
-            bc2_sqrt = (1 - beta2**t).sqrt()
-            w1, w2 = act * (1 - beta1), act * (1 - beta2)
-        else:
-            keep = torch.where(first, 0.0, spec.momentum) * act + (1 - act)
-            lr_k = act * lr
-        for name, p in params.items():
-            view = (-1,) + (1,) * (p.dim() - 1)
-            g = grads[name]
-            if spec.weight_decay:
-                g = g.add(p, alpha=spec.weight_decay)
-            if spec.optimizer == "adam":
-                m, v = self.state[name]
-                m.lerp_(g, w1.view(view))
-                v.mul_(1 - w2.view(view)).add_(g.square().mul_(w2.view(view)))
-                denom = (v.sqrt() / bc2_sqrt.view(view)).add_(_ADAM_EPS)
-                p.sub_(m.div(denom).mul_(step_size.view(view)))
-            elif spec.momentum != 0:
-                (buf,) = self.state[name]
-                buf.mul_(keep.view(view)).add_(g * act.view(view))
-                p.sub_(buf * lr_k.view(view))
-            else:
-                p.sub_(g * lr_k.view(view))
-
-
-def _learning_rates(spec: TrainSpec) -> list[float]:
-    """The learning rate of every epoch, from torch's own scheduler (bit-identical)."""
-    if spec.schedule != "cosine":
-        return [spec.lr] * spec.epochs
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=spec.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
-    rates = []
-    for _ in range(spec.epochs):
-        rates.append(float(opt.param_groups[0]["lr"]))
-        opt.step()
-        sched.step()
-    return rates
 
 
 # --------------------------------------------------------------------------- training
@@ -601,59 +418,6 @@ def _pgd_batch(
     return torch.where(adv, x_adv.detach().view_as(x), x)
 
 
-def _dp_settings(regime: DPSGD, batches: _PoissonBatches, epochs: int) -> list[dict[str, Any]]:
-    """σ, δ, q per model, as DPSGD.prepare / Opacus' make_private(_with_epsilon) set them."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    @functools.cache
-    def sigma_for(q: float, delta: float) -> float:
-        if regime.noise_multiplier is not None:
-            return float(regime.noise_multiplier)
-        with warnings.catch_warnings():  # as DPSGD.prepare: Opacus' notes are not for users
-            warnings.simplefilter("ignore")
-            return float(
-                get_noise_multiplier(
-                    target_epsilon=regime.target_epsilon,  # type: ignore[arg-type]
-                    target_delta=delta,
-                    sample_rate=q,
-                    epochs=epochs,
-                    accountant=regime.accountant,
-                )
-            )
-
-    settings = []
-    for n, q in zip(batches.n, batches.sample_rate, strict=True):
-        delta = regime.delta if regime.delta is not None else 1.0 / n**1.1
-        settings.append({"delta": delta, "sample_rate": q, "sigma": sigma_for(q, delta)})
-    return settings
-
-
-@functools.lru_cache(maxsize=1024)
-def _epsilon(accountant: str, sigma: float, sample_rate: float, steps: int, delta: float) -> float:
-    """ε after ``steps`` DP-SGD steps, from a fresh Opacus accountant (as PrivacyEngine's)."""
-    from opacus.accountants import create_accountant
-
-    if steps == 0:
-        return 0.0
-    acc = create_accountant(mechanism=accountant)
-    acc.history = [(sigma, sample_rate, steps)]
-    return float(acc.get_epsilon(delta=delta))
-
-
-def _dp_summary(regime: DPSGD, setting: dict[str, Any], steps: int) -> dict[str, Any]:
-    sigma, q, delta = setting["sigma"], setting["sample_rate"], setting["delta"]
-    return {
-        "mechanism": "dp_sgd",
-        "accountant": regime.accountant,
-        "epsilon": _epsilon(regime.accountant, sigma, q, int(steps), delta),
-        "delta": float(delta),
-        "noise_multiplier": float(sigma),
-        "max_grad_norm": regime.max_grad_norm,
-        "sample_rate": float(q),
-        "steps": int(steps),
-    }
-
-
 def _train_chunk(
     models: list[nn.Module],
     pool_x: torch.Tensor,
@@ -668,27 +432,27 @@ def _train_chunk(
     k_count = len(models)
     ens = _Ensemble(models, device)
     ens.base.train()
-    opt = _StackedOptimizer(ens.params, spec, k_count)
+    opt = StackedOptimizer(ens.params, spec, k_count)
     example_loss = _example_loss(regime)
     # the stream the loop's torch.manual_seed(seed) gives the global generator
     noise_gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     dp = regime if isinstance(regime, DPSGD) else None
     pgd = regime if isinstance(regime, PGDAdversarialTraining) else None
-    shuffled: _ShuffledBatches | None = None
-    poisson: _PoissonBatches | None = None
+    shuffled: ShuffledBatches | None = None
+    poisson: PoissonBatches | None = None
     if dp is not None:
-        poisson = _PoissonBatches(members, spec.batch_size, seeds)
-        settings = _dp_settings(dp, poisson, spec.epochs)
+        poisson = PoissonBatches(members, spec.batch_size, seeds)
+        settings = dp_settings(dp, poisson, spec.epochs)
         noise_stds = [s["sigma"] * dp.max_grad_norm for s in settings]
         expected = poisson.expected_batch_size.to(device)
         per_sample = _per_sample_grads(ens, example_loss)
     else:
-        shuffled = _ShuffledBatches(members, spec.batch_size, seeds)
+        shuffled = ShuffledBatches(members, spec.batch_size, seeds)
     dp_steps = torch.zeros(k_count, dtype=torch.long, device=device)
     histories: list[list[dict[str, float]]] = [[] for _ in range(k_count)]
     trainable = list(ens.params.values())
     start = time.perf_counter()
-    for epoch, lr in enumerate(_learning_rates(spec)):
+    for epoch, lr in enumerate(learning_rates(spec)):
         total = torch.zeros(k_count, device=device, dtype=torch.float64)
         count = torch.zeros(k_count, device=device, dtype=torch.float64)
         if shuffled is not None:
@@ -747,7 +511,7 @@ def _train_chunk(
     summaries: list[dict[str, Any]]
     if dp is not None:
         steps_done = dp_steps.tolist()
-        summaries = [_dp_summary(dp, settings[k], steps_done[k]) for k in range(k_count)]
+        summaries = [dp_summary(dp, settings[k], steps_done[k]) for k in range(k_count)]
     else:
         summaries = [regime.summary() for _ in range(k_count)]
     return [
