@@ -35,19 +35,29 @@ class TrainedModel:
     cached: bool
 
 
-def build_regime(component: Component, bundle: DataBundle) -> Regime:
+def build_regime(component: Component, bundle: DataBundle, public: Split | None = None) -> Regime:
+    """The regime with the bundle's value range, and public data when it pre-trains on some."""
     regime: Regime = REGIMES.build(component.name, **component.params)
+    if regime.uses_public_data:
+        public = public if public is not None else bundle.population
+        if len(public) == 0:
+            raise ValueError(f"regime {component.name!r} pre-trains on public data, but none is left")
+        return dataclasses.replace(regime, clip=bundle.value_range, _public=public)
     return dataclasses.replace(regime, clip=bundle.value_range)
 
 
-def build_model(component: Component, bundle: DataBundle, seed: int) -> nn.Module:
+def build_model(
+    component: Component, bundle: DataBundle, seed: int, regime: Regime | None = None
+) -> nn.Module:
+    """The architecture, initialised from ``seed``, adapted by the regime (VIB head, mask)."""
     torch.manual_seed(seed)  # initialisation is part of what the seed fixes
-    return MODELS.build(
+    model: nn.Module = MODELS.build(
         component.name,
         input_shape=bundle.input_shape,
         num_classes=bundle.num_classes,
         **component.params,
     )
+    return regime.adapt_model(model) if regime is not None else model
 
 
 def get_or_train(
@@ -63,9 +73,13 @@ def get_or_train(
     cache_dir: Path,
     progress: Progress,
     label: str,
+    public: Split | None = None,
 ) -> TrainedModel:
-    """Return a trained model, from cache when the exact same recipe and data were seen."""
-    regime = build_regime(regime_cfg, bundle)
+    """Return a trained model, from cache when the exact same recipe and data were seen.
+
+    ``public``: data a regime may pre-train on (TL-DMI); the bundle's population by default.
+    """
+    regime = build_regime(regime_cfg, bundle, public)
     recipe = {
         "role": role,
         "seed": seed,
@@ -75,9 +89,11 @@ def get_or_train(
         "train": train_cfg.model_dump(),
         "torch": torch.__version__.split("+")[0],
     }
+    if regime._public is not None:
+        recipe["public_sha256"] = regime._public.sha256()
     key = stable_hash(recipe)
     path = cache_dir / "models" / f"{key}.safetensors"
-    model = build_model(model_cfg, bundle, seed)
+    model = build_model(model_cfg, bundle, seed, regime)
     loaded = try_load_cached(model, path)
     if loaded is not None:
         meta = read_json(path.with_suffix(".json"))

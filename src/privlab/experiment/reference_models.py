@@ -74,7 +74,7 @@ def get_or_train_references(
     }
     key = stable_hash(recipe)
     path = cache_dir / "models" / f"reference-{key}.safetensors"
-    models = nn.ModuleList([build_model(model_cfg, bundle, s) for s in seeds])
+    models = nn.ModuleList([build_model(model_cfg, bundle, s, regime) for s in seeds])
     start = time.perf_counter()
     loaded = try_load_cached(models, path)
     if loaded is not None:
@@ -84,7 +84,7 @@ def get_or_train_references(
     else:
         task = progress.task(f"training {cfg.count} reference models for {label}", train_cfg.epochs)
         results = train_ensemble(
-            lambda s: build_model(model_cfg, bundle, s),
+            lambda s: build_model(model_cfg, bundle, s, regime),
             pool,
             masks,
             regime,

@@ -70,7 +70,7 @@ def train(
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {spec.epochs}, {spec.batch_size}")
     torch.manual_seed(seed)
     device = torch.device(device)
-    model = model.to(device).train()
+    model = regime.adapt_model(model).to(device).train()
     loader = DataLoader(
         TensorDataset(data.x.to(device), data.y.to(device)),
         batch_size=min(spec.batch_size, len(data)),
@@ -101,6 +101,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            regime.after_step(model)
             total += float(loss.detach()) * len(yb)
             count += len(yb)
         if scheduler is not None:

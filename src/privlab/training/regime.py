@@ -2,9 +2,12 @@
 
 A regime is a frozen dataclass of hyperparameters (keyword-only, paper defaults) with hooks:
 
+* ``adapt_model(model)`` changes the architecture (a VIB head, a pixel mask); ``train`` calls
+  it, and so does building a model to load cached weights into, so it must be idempotent;
 * ``prepare(model, optimizer, loader)`` may wrap all three (DP-SGD wraps them with Opacus);
 * ``start_epoch(epoch, epochs)`` sees the schedule (ramps, delayed smoothing);
 * ``loss(model, x, y)`` returns the batch loss to minimise (adversarial regimes perturb here);
+* ``after_step(model)`` runs after every optimiser step (hard thresholds, projections);
 * ``finalize(model)`` returns a plain ``nn.Module`` to store and attack;
 * ``summary()`` reports what the report's ``privacy`` block should show (e.g. DP's ε).
 """
@@ -19,12 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from privlab.data.bundle import Split
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Regime:
     name: ClassVar[str] = "regime"
     #: value range perturbed inputs are clipped to (the runner sets it from the bundle)
     clip: tuple[float, float] = (0.0, 1.0)
+    #: the regime pre-trains on public data (TL-DMI); the runner then passes it as ``_public``
+    uses_public_data: ClassVar[bool] = False
+    _public: Split | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def budget(self) -> tuple[float | None, str]:
         """(ε, norm) the model is trained to resist; ε is None for non-robust regimes.
@@ -32,6 +40,9 @@ class Regime:
         Regimes with a perturbation budget declare fields ``eps`` (and optionally ``norm``).
         """
         return getattr(self, "eps", None), getattr(self, "norm", "linf")
+
+    def adapt_model(self, model: nn.Module) -> nn.Module:
+        return model
 
     def prepare(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
@@ -43,6 +54,9 @@ class Regime:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x), y)
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
 
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
