@@ -1,5 +1,6 @@
 """Contract tests over every registered regime: trains, deterministic, reports its budget."""
 
+import dataclasses
 import math
 
 import pytest
@@ -15,7 +16,10 @@ FAST = {
     "dist_at": {"steps": 2},
     "dp_sgd": {"noise_multiplier": 0.3},
 }
-FAST_LR = {"dp_sgd": 0.01}  # clipped, noisy gradients need a larger step to learn in 4 epochs
+FAST_LR = {
+    "dp_sgd": 0.01,  # clipped, noisy gradients need a larger step to learn in 4 epochs
+    "tl_dmi": 0.01,  # the first layer is frozen: only the later ones learn the private data
+}
 
 
 def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
@@ -24,6 +28,10 @@ def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
         "mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes, hidden=hidden
     )
     regime = REGIMES.build(name, **{**FAST.get(name, {}), **params})
+    if regime.uses_public_data:  # TL-DMI pre-trains on the attacker-disjoint population
+        regime = dataclasses.replace(regime, _public=bundle.population)
+    if getattr(regime, "input_shape", ()) is None:  # the drop layer's mask needs the input shape
+        regime = dataclasses.replace(regime, input_shape=bundle.input_shape)
     spec = TrainSpec(epochs=epochs, batch_size=32, lr=FAST_LR.get(name, 1e-3))
     return train(model, bundle.members, regime, spec, seed=seed)
 

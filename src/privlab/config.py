@@ -38,6 +38,8 @@ class DataConfig(Component):
     members: float | None = None  # fraction (≤ 1) or count (> 1); dataset default if None
     nonmembers: float | None = None
     population: float | None = None
+    #: keep only these classes (relabelled 0..k−1 in this order), e.g. the private identities
+    classes: list[int] | None = Field(None, min_length=1)
 
 
 class TrainConfig(_Strict):
@@ -121,6 +123,52 @@ class SensitivityConfig(_Strict):
     targets: list[str] | None = None  # target names to analyse (default: all)
 
 
+class PriorConfig(_Strict):
+    """The attacker's generative prior (a VAE standing in for StyleGAN), trained on public data.
+
+    ``public_classes``: the dataset's classes the prior is trained on, all of their images
+    (they must be disjoint from ``data.classes``); None: the bundle's population, i.e. other
+    images of the private classes.
+    """
+
+    name: Literal["vae"] = "vae"
+    latent: int = Field(8, ge=1)
+    hidden: int = Field(400, ge=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    public_classes: list[int] | None = Field(None, min_length=1)
+
+
+class EvaluatorConfig(_Strict):
+    """The judge: a classifier of another architecture trained naturally on the private data."""
+
+    model: Component = Component(name="cnn_small")
+    train: TrainConfig = TrainConfig(epochs=20)
+
+
+class RobustnessConfig(_Strict):
+    """Robust test accuracy under an L∞ attack (AT-AT measures APGD-CE)."""
+
+    attack: Literal["apgd_ce", "pgd"] = "apgd_ce"
+    eps: float = Field(0.1, gt=0)
+    steps: int = Field(50, ge=1)
+    samples: int = Field(500, ge=1)  # test examples attacked
+
+
+class InversionConfig(_Strict):
+    """Model inversion of every target: attacks, prior, evaluator and the metrics around them."""
+
+    attacks: list[AttackConfig] = Field(min_length=1)
+    classes: list[int] | None = Field(None, min_length=1)  # attacked classes (default: all)
+    prior: PriorConfig = PriorConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    robustness: RobustnessConfig | None = RobustnessConfig()
+    hsic_samples: int = Field(512, ge=0)  # test examples for nHSIC per layer (0: skip)
+    hsic_batch: int = Field(128, ge=2)
+    grid_classes: int = Field(10, ge=0)  # classes shown in the report's image grid
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -135,6 +183,7 @@ class ExperimentConfig(_Strict):
     attacks: list[AttackConfig] = Field(default_factory=list)
     evaluation: EvaluationConfig = EvaluationConfig()
     sensitivity: SensitivityConfig | None = None
+    inversion: InversionConfig | None = None
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -154,7 +203,21 @@ class ExperimentConfig(_Strict):
             if t.model is not None:
                 _check_name(MODELS, t.model.name, f"targets.{i}.model.name")
         for i, a in enumerate(self.attacks):
-            _check_name(ATTACKS, a.name, f"attacks.{i}.name")
+            _check_family(a.name, "membership", f"attacks.{i}.name")
+        if self.inversion is not None:
+            for i, a in enumerate(self.inversion.attacks):
+                _check_family(a.name, "inversion", f"inversion.attacks.{i}.name")
+            labels = [a.display for a in self.inversion.attacks]
+            dupes = sorted({n for n in labels if labels.count(n) > 1})
+            if dupes:
+                raise ValueError(f"inversion attack labels must be unique; repeated: {dupes}")
+            public = set(self.inversion.prior.public_classes or [])
+            overlap = sorted(public & set(self.data.classes or []))
+            if overlap or (public and self.data.classes is None):
+                raise ValueError(
+                    "inversion.prior.public_classes must be disjoint from the private data.classes"
+                    + (f"; shared: {overlap}" if overlap else "; set data.classes")
+                )
         unknown = sorted(set((self.sensitivity and self.sensitivity.targets) or []) - set(names))
         if unknown:
             raise ValueError(f"sensitivity.targets: unknown target(s) {unknown}; known: {names}")
@@ -175,6 +238,13 @@ def _check_name(registry: Registry[Any], name: str, where: str) -> None:
         raise ValueError(
             f"{where}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}"
         )
+
+
+def _check_family(name: str, family: str, where: str) -> None:
+    _check_name(ATTACKS, name, where)
+    if getattr(ATTACKS.get(name), "family", "membership") != family:
+        valid = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "family", "") == family]
+        raise ValueError(f"{where}: {name!r} is not a {family} attack; {family} attacks: {valid}")
 
 
 def _format_errors(err: ValidationError) -> str:

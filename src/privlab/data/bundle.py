@@ -147,3 +147,31 @@ def make_bundle(
         value_range=value_range,
         class_names=class_names or tuple(str(c) for c in range(k)),
     )
+
+
+def class_subset(split: Split, classes: list[int]) -> Split:
+    """The examples of ``classes``, relabelled 0..k−1 in the order given."""
+    keep = torch.isin(split.y, torch.tensor(classes))
+    remap = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long)
+    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    return Split(split.x[keep], remap[split.y[keep]])
+
+
+def restrict_classes(bundle: DataBundle, classes: list[int]) -> DataBundle:
+    """Keep only ``classes`` of every split (relabelled in the order given)."""
+    bad = sorted({c for c in classes if not 0 <= c < bundle.num_classes})
+    if bad or len(set(classes)) != len(classes):
+        raise ValueError(
+            f"classes must be distinct and among 0–{bundle.num_classes - 1} "
+            f"({', '.join(bundle.class_names)}); got {classes}"
+        )
+    return DataBundle(
+        name=bundle.name,
+        members=class_subset(bundle.members, classes),
+        nonmembers=class_subset(bundle.nonmembers, classes),
+        population=class_subset(bundle.population, classes),
+        num_classes=len(classes),
+        input_shape=bundle.input_shape,
+        value_range=bundle.value_range,
+        class_names=tuple(bundle.class_names[c] for c in classes),
+    )

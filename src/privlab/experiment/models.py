@@ -38,10 +38,14 @@ class TrainedModel:
 def build_regime(component: Component, bundle: DataBundle, public: Split | None = None) -> Regime:
     """The regime with the bundle's value range, and public data when it pre-trains on some."""
     regime: Regime = REGIMES.build(component.name, **component.params)
+    if getattr(regime, "input_shape", ()) is None:  # a regime that shapes a layer to the input
+        regime = dataclasses.replace(regime, input_shape=bundle.input_shape)  # type: ignore[call-arg]
     if regime.uses_public_data:
         public = public if public is not None else bundle.population
         if len(public) == 0:
-            raise ValueError(f"regime {component.name!r} pre-trains on public data, but none is left")
+            raise ValueError(
+                f"regime {component.name!r} pre-trains on public data, but none is left"
+            )
         return dataclasses.replace(regime, clip=bundle.value_range, _public=public)
     return dataclasses.replace(regime, clip=bundle.value_range)
 

@@ -17,8 +17,9 @@ import torch
 
 from privlab import __version__
 from privlab.config import ConfigError, ExperimentConfig, ReferenceModelsConfig, TargetConfig
-from privlab.data.bundle import DataBundle, Split, stratified_split
+from privlab.data.bundle import DataBundle, Split, restrict_classes, stratified_split
 from privlab.experiment.environment import resolve_device, versions
+from privlab.experiment.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.experiment.membership import build_attack, evaluate_attack
 from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_train
 from privlab.experiment.progress import Progress, SilentProgress
@@ -52,7 +53,13 @@ def load_bundle(config: ExperimentConfig, seed: int) -> DataBundle:
         for k in ("members", "nonmembers", "population")
         if getattr(config.data, k) is not None
     }
-    return DATASETS.build(config.data.name, seed=seed, **split, **config.data.params)
+    bundle = DATASETS.build(config.data.name, seed=seed, **split, **config.data.params)
+    if config.data.classes is not None:
+        try:
+            bundle = restrict_classes(bundle, config.data.classes)
+        except ValueError as err:
+            raise ConfigError(f"data.classes: {err}") from None
+    return bundle
 
 
 def check_access(config: ExperimentConfig) -> Access:
@@ -84,6 +91,18 @@ def check_access(config: ExperimentConfig) -> Access:
                 "the audited candidates; set threat_model.reference_models.online: true or the "
                 "attack's mode: offline"
             )
+    if config.inversion is not None:
+        for i, cfg in enumerate(config.inversion.attacks):
+            try:
+                inv = ATTACKS.build(cfg.name, **cfg.params)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"inversion.attacks.{i} ({cfg.display}): {err}") from None
+            missing = inv.requires & ~access
+            if missing:
+                raise ConfigError(
+                    f"inversion.attacks.{i} ({cfg.display}) needs access {missing.names()} but "
+                    f"threat_model.access grants only {access.names()}"
+                )
     return access
 
 
@@ -169,6 +188,8 @@ class Runner:
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self.access = check_access(config)
         self.timings = {"train_seconds": 0.0, "attack_seconds": 0.0, "utility_seconds": 0.0}
+        #: the seed's inversion prior and evaluator (their public data also feeds TL-DMI)
+        self.inversion: InversionSetup | None = None
 
     def _recipe(self, tcfg: TargetConfig) -> dict[str, Any]:
         """How a target is trained (shared by its shadow and reference models) and cached."""
@@ -185,7 +206,13 @@ class Runner:
         self, role: str, data: Split, bundle: DataBundle, tcfg: TargetConfig, seed: int, label: str
     ) -> TrainedModel:
         trained = get_or_train(
-            role=role, data=data, bundle=bundle, seed=seed, label=label, **self._recipe(tcfg)
+            role=role,
+            data=data,
+            bundle=bundle,
+            seed=seed,
+            label=label,
+            public=self.inversion.public if self.inversion is not None else None,
+            **self._recipe(tcfg),
         )
         if not trained.cached:
             self.timings["train_seconds"] += trained.seconds
@@ -355,6 +382,21 @@ class Runner:
         sensitivity = self._sensitivity(tcfg, trained, bundle, seed, label)
         references, references_summary = self._references(tcfg, info, bundle, seed, label)
         several = len(tcfg.temperatures()) > 1
+        inversion = None
+        if self.inversion is not None:
+            plain = Target(trained.model, info, self.access, device=self.device)
+            inversion = evaluate_inversion(
+                trained,
+                plain,
+                self.inversion,
+                bundle,
+                self.config,
+                seed,
+                out_dir=self.out,
+                device=self.device,
+                progress=self.progress,
+            )
+            self.timings["attack_seconds"] += inversion["seconds"]
         entries = []
         for temperature in tcfg.temperatures():
             name = f"{label}@T={temperature:g}" if several else label
@@ -399,6 +441,7 @@ class Runner:
                     "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
                     "sensitivity": sensitivity,
                     "reference_models": references_summary,
+                    "inversion": inversion,
                 }
             )
         return entries
@@ -415,6 +458,22 @@ class Runner:
                 "population": len(bundle.population),
                 "sha256": bundle.hashes(),
             }
+            if self.config.inversion is not None:
+                self.inversion = inversion_setup(
+                    self.config,
+                    bundle,
+                    seed,
+                    device=self.device,
+                    cache_dir=self.cache,
+                    progress=self.progress,
+                )
+                splits[str(seed)]["inversion"] = {
+                    "public": len(self.inversion.public),
+                    "public_sha256": self.inversion.public.sha256(),
+                    "prior_key": self.inversion.prior_key,
+                    "evaluator_sha256": self.inversion.evaluator.sha256,
+                    "evaluator_test_acc": self.inversion.evaluator_test_acc,
+                }
             for tcfg in self.config.targets:
                 targets.extend(self.run_target(tcfg, bundle, seed))
         report = {

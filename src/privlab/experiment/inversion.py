@@ -1,0 +1,320 @@
+"""The model-inversion part of a run: public prior, evaluator, attacks and per-target metrics.
+
+Per seed, :func:`inversion_setup` trains (or loads) the attacker's generative prior on public
+data and the evaluation classifier on the private members. Per target,
+:func:`evaluate_inversion` runs every inversion attack (results cached in the run's
+``state/``) and measures what the AT-AT study puts next to attack success: test and robust
+accuracy, nHSIC per hidden layer and, for a pixel-masked model, whether masked pixels can
+influence the output at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privlab import __version__
+from privlab.config import AttackConfig, Component, ExperimentConfig, InversionConfig
+from privlab.data.bundle import DataBundle, Split, class_subset
+from privlab.experiment.models import TrainedModel, get_or_train
+from privlab.experiment.progress import Progress
+from privlab.experiment.store import (
+    atomic_write_json,
+    read_json,
+    save_model,
+    stable_hash,
+    try_load_cached,
+)
+from privlab.metrics.hsic import layer_hsic
+from privlab.metrics.inversion import inversion_metrics
+from privlab.models.vae import VAE, train_vae
+from privlab.registry import ATTACKS, DATASETS
+from privlab.threat_model import Target
+
+
+@dataclasses.dataclass
+class InversionSetup:
+    public: Split
+    prior: VAE
+    prior_key: str
+    evaluator: TrainedModel
+    evaluator_test_acc: float
+
+
+def public_data(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Split:
+    """The attacker's public images: other classes of the dataset, or the bundle's population."""
+    assert config.inversion is not None
+    classes = config.inversion.prior.public_classes
+    if classes is None:
+        return bundle.population
+    full = DATASETS.build(config.data.name, seed=seed, **config.data.params)
+    if max(classes) >= full.num_classes:
+        raise ValueError(
+            f"inversion.prior.public_classes {classes}: the dataset has classes "
+            f"0–{full.num_classes - 1}"
+        )
+    everything = Split(
+        torch.cat([full.members.x, full.nonmembers.x, full.population.x]),
+        torch.cat([full.members.y, full.nonmembers.y, full.population.y]),
+    )
+    return class_subset(everything, classes)
+
+
+def get_or_train_prior(
+    cfg: InversionConfig,
+    public: Split,
+    bundle: DataBundle,
+    *,
+    seed: int,
+    device: torch.device,
+    cache_dir: Path,
+    progress: Progress,
+) -> tuple[VAE, str]:
+    prior_cfg = cfg.prior
+    recipe = {
+        "role": "prior",
+        "prior": prior_cfg.model_dump(),
+        "seed": seed,
+        "public_sha256": public.sha256(),
+        "torch": torch.__version__.split("+")[0],
+    }
+    key = stable_hash(recipe)
+    path = cache_dir / "models" / f"prior-{key}.safetensors"
+    vae = VAE(
+        bundle.input_shape,
+        latent=prior_cfg.latent,
+        hidden=prior_cfg.hidden,
+        value_range=bundle.value_range,
+    )
+    if try_load_cached(vae, path) is not None:
+        progress.log(f"prior (seed {seed}): loaded from cache")
+        return vae.eval(), key
+    task = progress.task(f"training the VAE prior on {len(public)} public images", 1)
+    start = time.perf_counter()
+    history = train_vae(
+        vae,
+        public.x,
+        epochs=prior_cfg.epochs,
+        batch_size=prior_cfg.batch_size,
+        lr=prior_cfg.lr,
+        seed=seed + 40_000,
+        device=device,
+    )
+    task.done()
+    vae = vae.cpu()
+    save_model(
+        vae, path, {"recipe": recipe, "seconds": time.perf_counter() - start, "history": history}
+    )
+    return vae, key
+
+
+def inversion_setup(
+    config: ExperimentConfig,
+    bundle: DataBundle,
+    seed: int,
+    *,
+    device: torch.device,
+    cache_dir: Path,
+    progress: Progress,
+) -> InversionSetup:
+    cfg = config.inversion
+    assert cfg is not None
+    public = public_data(config, bundle, seed)
+    prior, prior_key = get_or_train_prior(
+        cfg, public, bundle, seed=seed, device=device, cache_dir=cache_dir, progress=progress
+    )
+    evaluator = get_or_train(
+        role="evaluator",
+        data=bundle.members,
+        bundle=bundle,
+        model_cfg=cfg.evaluator.model,
+        regime_cfg=Component(name="natural"),
+        train_cfg=cfg.evaluator.train,
+        seed=seed + 20_000,
+        device=device,
+        cache_dir=cache_dir,
+        progress=progress,
+        label=f"evaluator (seed {seed})",
+    )
+    from privlab.metrics.utility import accuracy
+
+    test_acc = accuracy(evaluator.model, bundle.nonmembers.x, bundle.nonmembers.y, device=device)
+    return InversionSetup(public, prior, prior_key, evaluator, test_acc)
+
+
+def _pixels(x: torch.Tensor, value_range: tuple[float, float]) -> list[Any]:
+    """An image as 0–255 integers (compact in JSON, enough for a figure)."""
+    lo, hi = value_range
+    unit = ((x - lo) / (hi - lo)).clamp(0, 1)
+    return (unit * 255).round().to(torch.uint8).tolist()
+
+
+def run_inversion_attack(
+    acfg: AttackConfig,
+    target: Target,
+    setup: InversionSetup,
+    bundle: DataBundle,
+    cfg: InversionConfig,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    attack = ATTACKS.build(acfg.name, **acfg.params)
+    recon = attack.invert(target, cfg.classes, prior=setup.prior, seed=seed + 60_000)
+    metrics = inversion_metrics(
+        setup.evaluator.model,
+        recon.images,
+        recon.labels,
+        bundle.members,
+        heldout=bundle.nonmembers,
+        num_classes=bundle.num_classes,
+        device=device,
+    )
+    grid = []
+    labels = recon.labels.tolist()
+    nearest = metrics.pop("nearest_private")
+    for c in sorted(set(labels))[: cfg.grid_classes]:
+        i = labels.index(c)  # the best image of the class (selection order)
+        grid.append(
+            {
+                "class": c,
+                "class_name": bundle.class_names[c] if bundle.class_names else str(c),
+                "image": _pixels(recon.images[i], bundle.value_range),
+                "nearest": _pixels(bundle.members.x[nearest[i]], bundle.value_range),
+                "knn_dist": metrics["image_knn_dist"][i],
+                "hit1": metrics["image_hit1"][i],
+            }
+        )
+    return {
+        "attack": acfg.name,
+        "label": acfg.display,
+        "params": attack.params(),
+        "seconds": recon.seconds,
+        "target_confidence": float(recon.confidence.mean()),
+        "images": len(recon.labels),
+        **{k: v for k, v in metrics.items() if not k.startswith("image_")},
+        "grid": grid,
+    }
+
+
+def masked_invariance(
+    model: nn.Module, x: torch.Tensor, trials: int = 8, seed: int = 0
+) -> dict[str, Any] | None:
+    """For a pixel-masked model: do inputs that differ only on masked pixels give identical
+    outputs? Returns the largest logit change over random rewrites of the masked pixels."""
+    from privlab.training.regimes.drop_layer import pixel_mask
+
+    kept = pixel_mask(model)
+    if kept is None:
+        return None
+    kept = kept.cpu().bool()
+    gen = torch.Generator().manual_seed(seed)
+    dropped = ~kept.expand_as(x[0])
+    largest = 0.0
+    with torch.no_grad():
+        base = model.cpu()(x)
+        for _ in range(trials):
+            noise = torch.rand(x.shape, generator=gen)
+            changed = torch.where(dropped, noise, x)
+            largest = max(largest, float((model(changed) - base).abs().max()))
+    return {
+        "pixels_kept": int(kept.sum()),
+        "pixels_total": int(kept.numel()),
+        "pixels_kept_fraction": float(kept.float().mean()),
+        "max_logit_change": largest,
+        "identical_outputs": largest == 0.0,
+    }
+
+
+def target_measurements(
+    model: nn.Module, bundle: DataBundle, cfg: InversionConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Robust accuracy, nHSIC per hidden layer and the masked-pixel check of one target."""
+    out: dict[str, Any] = {}
+    test = bundle.nonmembers
+    if cfg.robustness is not None:
+        from privlab.metrics.robustness import robust_accuracy
+
+        n = min(cfg.robustness.samples, len(test))
+        out["robustness"] = robust_accuracy(
+            model,
+            test.x[:n],
+            test.y[:n],
+            eps=cfg.robustness.eps,
+            attack=cfg.robustness.attack,
+            steps=cfg.robustness.steps,
+            clip=bundle.value_range,
+            device=device,
+            seed=seed,
+        )
+    if cfg.hsic_samples:
+        n = min(cfg.hsic_samples, len(test))
+        n -= n % cfg.hsic_batch
+        if n >= cfg.hsic_batch:
+            out["hsic"] = layer_hsic(
+                model.cpu(),
+                test.x[:n],
+                test.y[:n],
+                num_classes=bundle.num_classes,
+                batch_size=cfg.hsic_batch,
+            )
+    masked = masked_invariance(model.cpu(), test.x[:256], seed=seed)
+    if masked is not None:
+        out["masked_pixels"] = masked
+    return out
+
+
+def evaluate_inversion(
+    trained: TrainedModel,
+    target: Target,
+    setup: InversionSetup,
+    bundle: DataBundle,
+    config: ExperimentConfig,
+    seed: int,
+    *,
+    out_dir: Path,
+    device: torch.device,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Every inversion attack on one target plus its measurements; finished parts from state/."""
+    cfg = config.inversion
+    assert cfg is not None
+    key = stable_hash(
+        [__version__, trained.key, setup.prior_key, setup.evaluator.key, cfg.model_dump()]
+    )
+    path = out_dir / "state" / f"inversion-{key}.json"
+    if path.is_file():
+        return dict(read_json(path))
+    start = time.perf_counter()
+    attacks = []
+    for acfg in cfg.attacks:
+        task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
+        attacks.append(run_inversion_attack(acfg, target, setup, bundle, cfg, seed, device))
+        task.done()
+    result = {
+        "attacks": attacks,
+        **target_measurements(trained.model, bundle, cfg, seed, device),
+        "evaluator_test_acc": setup.evaluator_test_acc,
+        "seconds": time.perf_counter() - start,
+    }
+    atomic_write_json(path, result)
+    return result
+
+
+def summary_rows(result: dict[str, Any]) -> dict[str, float]:
+    """Flat numbers of one target's inversion result (tables, aggregation)."""
+    row: dict[str, float] = {}
+    for a in result.get("attacks", []):
+        for k in ("acc1", "acc5", "knn_dist"):
+            row[f"{a['label']}:{k}"] = a[k]
+    if "robustness" in result:
+        row["robust_acc"] = result["robustness"]["robust_acc"]
+    if "hsic" in result:
+        row["hsic_xz"] = float(np.mean([h["hsic_xz"] for h in result["hsic"]]))
+        row["hsic_yz"] = float(np.mean([h["hsic_yz"] for h in result["hsic"]]))
+    return row
