@@ -77,10 +77,8 @@ def _pct(value: Any) -> str:
 
 def _print_summary(report: dict[str, Any]) -> None:
     labels = list(dict.fromkeys(a["label"] for t in report["targets"] for a in t["attacks"]))
-    table = Table(
-        title=f"{report['config']['name']}: membership inference accuracy "
-        "(worst-case / honest threshold, %)"
-    )
+    title = "membership inference accuracy (worst-case / honest threshold, %)"
+    table = Table(title=f"{report['config']['name']}: {title if labels else 'accuracy (%)'}")
     utilities = [t["utility"] for t in report["targets"]]
     # utility columns with at least one informative value: verified accuracy needs a budget,
     # and is left out when nothing was certified (models not trained to be verifiable)
@@ -103,6 +101,23 @@ def _print_summary(report: dict[str, Any]) -> None:
                 "—" if m is None else f"{_pct(m['accuracy'])}/{_pct(honest.get('accuracy'))}"
             )
         table.add_row(t["name"], *(_pct(u.get(k)) for k in keys), *attack_cells)
+    out_console.print(table)
+    _print_inversion(report)
+
+
+def _print_inversion(report: dict[str, Any]) -> None:
+    from privlab.experiment.inversion_report import inversion_table
+
+    header, cells = inversion_table(report)
+    if not cells:
+        return
+    # the terminal shows Acc@1 and the KNN distance; report.html has every column
+    keep = [i for i, h in enumerate(header) if not h.endswith(("Acc@5", "1-NN acc", "(Y,Z)"))]
+    table = Table(title=f"{report['config']['name']}: model inversion (%, KNN distance)")
+    for i in keep:
+        table.add_column(header[i], justify="left" if i == 0 else "right")
+    for row in cells:
+        table.add_row(*(row[i] for i in keep))
     out_console.print(table)
 
 

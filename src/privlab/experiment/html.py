@@ -212,6 +212,38 @@ def _summary_table(report: Mapping[str, Any]) -> str:
     )
 
 
+def _inversion_section(report: Mapping[str, Any]) -> str:
+    """Model inversion: metrics table, trade-off figure, masked-pixel check, image grids."""
+    from privlab.experiment.inversion_report import (
+        first_seed_grids,
+        grid_figure,
+        inversion_table,
+        masked_note,
+        tradeoff_figure,
+    )
+
+    header, cells = inversion_table(report)
+    if not cells:
+        return ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in cells
+    )
+    parts = [
+        "<h2>Model inversion</h2><p class=sub>Evaluator Acc@1 / Acc@5 and 1-NN accuracy of the "
+        "reconstructions (%), KNN distance to the nearest private image of the class in the "
+        "evaluator's feature space (lower = closer = more leakage), robust accuracy under the "
+        "configured L∞ attack, mean nHSIC over hidden layers; mean ± std over seeds.</p>",
+        f"<table><tr>{head}</tr>{body}</table>",
+        *(f"<p class=sub>{esc(line)}</p>" for line in masked_note(report)),
+        _figure(tradeoff_figure, report, "attack success against robust accuracy"),
+    ]
+    for name, attack in first_seed_grids(report):
+        parts.append(f"<h3>{esc(name)} · {esc(attack.get('label'))}</h3>")
+        parts.append(_figure(grid_figure, attack, "reconstructions and nearest private images"))
+    return "\n".join(parts)
+
+
 ABOUT = """<h2>About the numbers</h2><p><b>Worst-case</b> A<sub>inf</sub> is the
 membership inference accuracy with the threshold chosen by an oracle on the evaluation
 members and non-members themselves &mdash; the metric reported by Song, Shokri &amp;
@@ -247,6 +279,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             "without it (retrained), sorted.</p>"
         )
         parts.append(_figure(sensitivity_figure, report, "sensitivity per removed point"))
+    parts.append(_inversion_section(report))
     parts.append("<h2>Targets</h2>")
     parts += [_target_section(t) for t in targets] or [f"<p>{DASH}</p>"]
     parts.append(ABOUT)

@@ -158,6 +158,7 @@ def _pixels(x: torch.Tensor, value_range: tuple[float, float]) -> list[Any]:
 def run_inversion_attack(
     acfg: AttackConfig,
     target: Target,
+    private: Split,
     setup: InversionSetup,
     bundle: DataBundle,
     cfg: InversionConfig,
@@ -170,7 +171,7 @@ def run_inversion_attack(
         setup.evaluator.model,
         recon.images,
         recon.labels,
-        bundle.members,
+        private,
         heldout=bundle.nonmembers,
         num_classes=bundle.num_classes,
         device=device,
@@ -185,7 +186,7 @@ def run_inversion_attack(
                 "class": c,
                 "class_name": bundle.class_names[c] if bundle.class_names else str(c),
                 "image": _pixels(recon.images[i], bundle.value_range),
-                "nearest": _pixels(bundle.members.x[nearest[i]], bundle.value_range),
+                "nearest": _pixels(private.x[nearest[i]], bundle.value_range),
                 "knn_dist": metrics["image_knn_dist"][i],
                 "hit1": metrics["image_hit1"][i],
             }
@@ -291,13 +292,22 @@ def evaluate_inversion(
     if path.is_file():
         return dict(read_json(path))
     start = time.perf_counter()
+    # a class's private images are those the model was trained to call that class (permuted
+    # labels: the members given that label)
+    private = Split(bundle.members.x, trained.regime.train_labels(bundle.members.y))
     attacks = []
     for acfg in cfg.attacks:
         task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
-        attacks.append(run_inversion_attack(acfg, target, setup, bundle, cfg, seed, device))
+        attacks.append(
+            run_inversion_attack(acfg, target, private, setup, bundle, cfg, seed, device)
+        )
         task.done()
+    from privlab.metrics.utility import accuracy
+
     result = {
         "attacks": attacks,
+        # accuracy on the labels it was trained on (permuted labels: memorisation)
+        "train_label_acc": accuracy(trained.model, private.x, private.y, device=device),
         **target_measurements(trained.model, bundle, cfg, seed, device),
         "evaluator_test_acc": setup.evaluator_test_acc,
         "seconds": time.perf_counter() - start,
@@ -310,7 +320,7 @@ def summary_rows(result: dict[str, Any]) -> dict[str, float]:
     """Flat numbers of one target's inversion result (tables, aggregation)."""
     row: dict[str, float] = {}
     for a in result.get("attacks", []):
-        for k in ("acc1", "acc5", "knn_dist"):
+        for k in ("acc1", "acc5", "nn_acc1", "knn_dist"):
             row[f"{a['label']}:{k}"] = a[k]
     if "robustness" in result:
         row["robust_acc"] = result["robustness"]["robust_acc"]

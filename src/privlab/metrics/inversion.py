@@ -86,12 +86,17 @@ def inversion_metrics(
     hit1 = (top[:, 0] == labels).numpy()
     hit5 = (top == labels[:, None]).any(1).numpy()
     dist, nearest = nearest_private(feats, labels, private_feats, private.y)
+    # 1-NN oracle: the class of the nearest private image of any class (needs no evaluator head,
+    # so it also judges models trained on permuted labels against their own training labels)
+    overall = torch.cdist(feats.double(), private_feats.double()).argmin(1)
+    nn_hit = (private.y[overall] == labels).numpy()
     conf = logits.softmax(1).gather(1, labels[:, None])[:, 0].numpy()
     classes = sorted(int(c) for c in labels.unique())
     lab = labels.numpy()
     out: dict[str, Any] = {
         "acc1": float(hit1.mean()),
         "acc5": float(hit5.mean()),
+        "nn_acc1": float(nn_hit.mean()),
         "knn_dist": float(dist.mean()),
         "eval_confidence": float(conf.mean()),
         "per_class": {

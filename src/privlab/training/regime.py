@@ -58,6 +58,10 @@ class Regime:
     def after_step(self, model: nn.Module) -> None:
         pass
 
+    def train_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """The labels the model is actually trained on for training labels ``y`` (in order)."""
+        return y
+
     def finalize(self, model: nn.Module) -> nn.Module:
         return model
 

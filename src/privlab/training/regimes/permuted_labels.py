@@ -26,6 +26,10 @@ class PermutedLabels(Regime):
     name = "permuted_labels"
     permutation_seed: int = 0
 
+    def train_labels(self, y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.permutation_seed)
+        return y[torch.randperm(len(y), generator=gen).to(y.device)]
+
     def prepare(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
     ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
@@ -33,8 +37,7 @@ class PermutedLabels(Regime):
         if not isinstance(dataset, TensorDataset):
             raise TypeError("permuted_labels needs the training loop's TensorDataset loader")
         x, y = dataset.tensors
-        gen = torch.Generator().manual_seed(self.permutation_seed)
-        permuted = y[torch.randperm(len(y), generator=gen).to(y.device)]
+        permuted = self.train_labels(y)
         relabelled = DataLoader(
             TensorDataset(x, permuted),
             batch_size=loader.batch_size,
