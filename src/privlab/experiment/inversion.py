@@ -148,11 +148,12 @@ def inversion_setup(
     return InversionSetup(public, prior, prior_key, evaluator, test_acc)
 
 
-def _pixels(x: torch.Tensor, value_range: tuple[float, float]) -> list[Any]:
-    """An image as 0–255 integers (compact in JSON, enough for a figure)."""
+def _pixels(x: torch.Tensor, value_range: tuple[float, float]) -> dict[str, Any]:
+    """An image as 0–255 bytes in hex with its shape (compact in JSON, enough for a figure)."""
     lo, hi = value_range
     unit = ((x - lo) / (hi - lo)).clamp(0, 1)
-    return (unit * 255).round().to(torch.uint8).tolist()
+    data = (unit * 255).round().to(torch.uint8).cpu().numpy()
+    return {"shape": list(data.shape), "hex": data.tobytes().hex()}
 
 
 def run_inversion_attack(
@@ -164,6 +165,7 @@ def run_inversion_attack(
     cfg: InversionConfig,
     seed: int,
     device: torch.device,
+    grid_seed: int,
 ) -> dict[str, Any]:
     attack = ATTACKS.build(acfg.name, **acfg.params)
     recon = attack.invert(target, cfg.classes, prior=setup.prior, seed=seed + 60_000)
@@ -179,7 +181,8 @@ def run_inversion_attack(
     grid = []
     labels = recon.labels.tolist()
     nearest = metrics.pop("nearest_private")
-    for c in sorted(set(labels))[: cfg.grid_classes]:
+    shown = cfg.grid_classes if seed == grid_seed else 0  # grids of the first seed only
+    for c in sorted(set(labels))[:shown]:
         i = labels.index(c)  # the best image of the class (selection order)
         grid.append(
             {
@@ -299,7 +302,9 @@ def evaluate_inversion(
     for acfg in cfg.attacks:
         task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
         attacks.append(
-            run_inversion_attack(acfg, target, private, setup, bundle, cfg, seed, device)
+            run_inversion_attack(
+                acfg, target, private, setup, bundle, cfg, seed, device, config.run_seeds()[0]
+            )
         )
         task.done()
     from privlab.metrics.utility import accuracy

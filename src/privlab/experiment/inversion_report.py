@@ -124,8 +124,10 @@ def tradeoff_figure(report: Mapping[str, Any], attack: str | None = None) -> str
     return _b64(fig)
 
 
-def _image(pixels: Any) -> Any:
-    arr = np.asarray(pixels, dtype=float) / 255.0
+def _image(pixels: Mapping[str, Any]) -> Any:
+    """{shape, hex} (C×H×W bytes) → an H×W or H×W×C array in [0, 1]."""
+    raw = np.frombuffer(bytes.fromhex(pixels["hex"]), dtype=np.uint8)
+    arr = raw.reshape(pixels["shape"]).astype(float) / 255.0
     return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
 
 
