@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from privlab.experiment.aggregate import aggregate_targets, format_pm, markdown_summary
+from privlab.experiment.inversion_report import inversion_markdown
 
 
 def advantage_table(report: dict) -> str:
@@ -32,6 +33,9 @@ def main(root: Path = Path("results/paper")) -> None:
     for path in sorted(root.glob("*/report.json")):
         report = json.loads(path.read_text())
         print(f"## {path.parent.name}\n")
+        if (report.get("config") or {}).get("inversion"):
+            print(inversion_markdown(report))
+            continue
         print(markdown_summary(report))
         print(advantage_table(report) + "\n")
 

@@ -62,7 +62,14 @@ def _attack(world, digits, name, which):
     )
 
 
-@pytest.mark.parametrize("name", ["ppa", "gmi", "mi_face"])
+INVERSION = [n for n in ATTACKS.names() if ATTACKS.get(n).family == "inversion"]
+
+
+def test_every_inversion_attack_has_fast_settings_and_a_strength():
+    assert sorted(FAST) == sorted(STRENGTH) == INVERSION
+
+
+@pytest.mark.parametrize("name", INVERSION)
 def test_attack_recovers_classes_of_a_leaky_model_and_fails_on_permuted_labels(world, digits, name):
     recon, leaky = _attack(world, digits, name, "natural")
     assert recon.images.shape == (30, *digits.input_shape)
@@ -149,7 +156,7 @@ def test_unknown_class_names_the_valid_ones(world):
 def test_missing_access_is_named(world):
     prior, _, natural, _ = world
     labels_only = Target(natural._model, natural.info, Access.LABELS)
-    for name in ("ppa", "mi_face"):
+    for name in INVERSION:
         with pytest.raises(AccessDenied, match="input_gradients"):
             ATTACKS.build(name).invert(labels_only, prior=prior)
 
