@@ -50,6 +50,18 @@ class TrainConfig(_Strict):
     momentum: float = 0.9
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
+    #: stop at the first epoch whose accuracy on a held-out ``validation`` fraction of the
+    #: training data reaches this: defences compared at matched accuracy (AT-AT replication)
+    stop_at_accuracy: float | None = Field(None, gt=0, le=1)
+    validation: float = Field(0.2, gt=0, lt=1)
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings as cache-key data (early-stopping keys only when it is on, so models
+        cached before it existed keep their keys)."""
+        data = self.model_dump()
+        if self.stop_at_accuracy is None:
+            del data["stop_at_accuracy"], data["validation"]
+        return data
 
 
 class TargetConfig(_Strict):

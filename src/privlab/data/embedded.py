@@ -48,7 +48,9 @@ def pseudo_identities(x: np.ndarray, y: np.ndarray, per_class: int) -> np.ndarra
     out = np.empty_like(y)
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
-        feats = PCA(n_components=min(20, len(rows), x.shape[1]), random_state=0).fit_transform(x[rows])
+        feats = PCA(n_components=min(20, len(rows), x.shape[1]), random_state=0).fit_transform(
+            x[rows]
+        )
         km = KMeans(n_clusters=per_class, n_init=4, random_state=0).fit(feats)
         order = np.argsort(-np.bincount(km.labels_, minlength=per_class), kind="stable")
         rank = np.empty(per_class, dtype=np.int64)

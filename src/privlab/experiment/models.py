@@ -90,7 +90,7 @@ def get_or_train(
         "data_sha256": data.sha256(),
         "model": model_cfg.model_dump(),
         "regime": {"name": regime_cfg.name, **regime.params()},
-        "train": train_cfg.model_dump(),
+        "train": train_cfg.recipe(),
         "torch": torch.__version__.split("+")[0],
     }
     if regime._public is not None:

@@ -69,7 +69,7 @@ def get_or_train_references(
         "masks": stable_hash(masks.tobytes().hex()),
         "model": model_cfg.model_dump(),
         "regime": {"name": regime_cfg.name, **regime.params()},
-        "train": train_cfg.model_dump(),
+        "train": train_cfg.recipe(),
         "torch": torch.__version__.split("+")[0],
     }
     key = stable_hash(recipe)

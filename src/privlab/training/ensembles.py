@@ -181,6 +181,8 @@ def train_ensemble(
     device = torch.device(device)
     first = make_model(seed_list[0])
     reason = can_vectorise(first, regime)
+    if reason is None and spec.stop_at_accuracy is not None:
+        reason = "early stopping at a validation accuracy is per model"
     if reason is None:
         reason = _trial_vmap(first, data, device)
     if reason is not None:

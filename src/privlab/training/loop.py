@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privlab.data.bundle import Split
+from privlab.data.bundle import Split, stratified_split
 from privlab.training.regime import Regime
 
 
@@ -26,6 +26,10 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
+    #: stop after the first epoch whose validation accuracy reaches this (the AT-AT replication
+    #: code's matched-accuracy checkpoints); ``validation`` of the data is held out for it
+    stop_at_accuracy: float | None = None
+    validation: float = 0.2
 
 
 @dataclasses.dataclass
@@ -70,6 +74,7 @@ def train(
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {spec.epochs}, {spec.batch_size}")
     torch.manual_seed(seed)
     device = torch.device(device)
+    data, held_out = _validation_split(data, spec, seed)
     model = regime.adapt_model(model).to(device).train()
     loader = DataLoader(
         TensorDataset(data.x.to(device), data.y.to(device)),
@@ -85,6 +90,7 @@ def train(
         else None
     )
     history: list[dict[str, float]] = []
+    stopped: dict[str, Any] = {}
     start = time.perf_counter()
     for epoch in range(spec.epochs):
         regime.start_epoch(epoch, spec.epochs)
@@ -110,7 +116,42 @@ def train(
         history.append({"epoch": float(epoch), "loss": mean_loss})
         if on_epoch is not None:
             on_epoch(epoch + 1, spec.epochs, mean_loss)
+        if held_out is not None and spec.stop_at_accuracy is not None:
+            val_acc = _accuracy(model, held_out, device)
+            history[-1]["val_acc"] = val_acc
+            stopped = {"epochs_trained": epoch + 1, "val_acc": val_acc}
+            if val_acc >= spec.stop_at_accuracy:
+                break
     model = regime.finalize(model).eval()
+    summary = regime.summary()
+    if stopped:
+        reached = stopped["val_acc"] >= (spec.stop_at_accuracy or 0.0)
+        summary = {**summary, "early_stop": {**stopped, "reached": reached}}
     return TrainResult(
-        model=model, seconds=time.perf_counter() - start, history=history, summary=regime.summary()
+        model=model, seconds=time.perf_counter() - start, history=history, summary=summary
     )
+
+
+def _validation_split(data: Split, spec: TrainSpec, seed: int) -> tuple[Split, Split | None]:
+    """(training part, validation part) when training stops at an accuracy, else (data, None)."""
+    if spec.stop_at_accuracy is None:
+        return data, None
+    if not 0 < spec.validation < 1:
+        raise ValueError(f"validation must be a fraction in (0, 1), got {spec.validation}")
+    n_val = max(1, round(spec.validation * len(data)))
+    if n_val >= len(data):
+        raise ValueError(f"{len(data)} examples are too few to hold out a validation set")
+    val, fit = stratified_split(data.y.numpy(), [n_val, len(data) - n_val], seed=seed + 90_000)
+    return data.subset(fit), data.subset(val)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, data: Split, device: torch.device) -> float:
+    was_training = model.training
+    model.eval()
+    correct = sum(
+        int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
+        for xb, yb in zip(data.x.split(512), data.y.split(512), strict=True)
+    )
+    model.train(was_training)
+    return correct / max(len(data), 1)
