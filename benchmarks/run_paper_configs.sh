@@ -13,7 +13,8 @@ if [ ${#names[@]} -eq 0 ]; then
          song2019_fig5_unknown_eps song2019_table3_mnist5k
          song2019_table7_mnist5k song2019_fig2_sensitivity
          song2019_table8_verified_digits song2019_table10_small_train lira_rmia_robust_digits
-         song2019_table9_verified_mnist5k atat2026_defence_grid)
+         song2019_table9_verified_mnist5k atat2026_defence_grid
+         atat2026_matched_accuracy)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"
