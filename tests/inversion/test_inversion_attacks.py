@@ -183,3 +183,17 @@ def test_one_nearest_neighbour_accuracy_uses_the_given_labels(world, digits):
     own = inversion_metrics(evaluator, x, y, digits.members, num_classes=10)
     other = inversion_metrics(evaluator, x, y, shuffled, num_classes=10)
     assert own["nn_acc1"] == 1.0 and other["nn_acc1"] < 0.3
+
+
+def test_prior_initialisation_is_fixed_by_its_seed_alone():
+    torch.manual_seed(1)
+    a = VAE((1, 8, 8), latent=4, hidden=16, seed=3)
+    state = torch.get_rng_state()
+    torch.manual_seed(2)
+    b = VAE((1, 8, 8), latent=4, hidden=16, seed=3)
+    c = VAE((1, 8, 8), latent=4, hidden=16, seed=4)
+    assert all(torch.equal(u, v) for u, v in zip(a.parameters(), b.parameters(), strict=True))
+    assert not all(torch.equal(u, v) for u, v in zip(a.parameters(), c.parameters(), strict=True))
+    torch.manual_seed(1)
+    VAE((1, 8, 8), seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone

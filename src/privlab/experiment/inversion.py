@@ -82,6 +82,7 @@ def get_or_train_prior(
         "prior": prior_cfg.model_dump(),
         "seed": seed,
         "public_sha256": public.sha256(),
+        "init": "seeded",
         "torch": torch.__version__.split("+")[0],
     }
     key = stable_hash(recipe)
@@ -91,6 +92,7 @@ def get_or_train_prior(
         latent=prior_cfg.latent,
         hidden=prior_cfg.hidden,
         value_range=bundle.value_range,
+        seed=seed + 40_000,
     )
     if try_load_cached(vae, path) is not None:
         progress.log(f"prior (seed {seed}): loaded from cache")

@@ -26,6 +26,7 @@ class VAE(nn.Module):
         latent: int = 8,
         hidden: int = 400,
         value_range: tuple[float, float] = (0.0, 1.0),
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if latent < 1 or hidden < 1:
@@ -33,7 +34,11 @@ class VAE(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.latent = int(latent)
         self.value_range = (float(value_range[0]), float(value_range[1]))
-        d = math.prod(self.input_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the initialisation is fixed by the seed, not global state
+            self._build(math.prod(self.input_shape), latent, hidden)
+
+    def _build(self, d: int, latent: int, hidden: int) -> None:
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU())
         self.to_stats = nn.Linear(hidden, 2 * latent)
         self.decoder = nn.Sequential(
