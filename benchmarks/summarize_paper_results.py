@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 from privlab.experiment.aggregate import aggregate_targets, format_pm, markdown_summary
-from privlab.experiment.inversion_report import inversion_markdown
+from privlab.experiment.inversion_report import (
+    inversion_markdown,
+    inversion_rows,
+    robustness_correlation,
+)
 
 
 def advantage_table(report: dict) -> str:
@@ -29,12 +33,29 @@ def advantage_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def correlation_lines(report: dict) -> str:
+    """Spearman ρ(robust accuracy, attack success) per inversion attack, without the targets
+    that learned nothing about their classes (permuted labels)."""
+    labels = list(dict.fromkeys(lab for r in inversion_rows(report) for lab in r["attacks"]))
+    lines = []
+    for label in labels:
+        corr = robustness_correlation(report, label, exclude=("permuted_labels",))
+        cells = [
+            f"{key} ρ = {c['rho']:+.2f} (p = {c['p']:.3f})"
+            for key in ("acc1", "knn_dist")
+            if (c := corr[key]) is not None
+        ]
+        lines.append(f"- {label}, over {len(corr['targets'])} targets: " + ", ".join(cells))
+    return "\n".join(lines) + "\n"
+
+
 def main(root: Path = Path("results/paper")) -> None:
     for path in sorted(root.glob("*/report.json")):
         report = json.loads(path.read_text())
         print(f"## {path.parent.name}\n")
         if (report.get("config") or {}).get("inversion"):
             print(inversion_markdown(report))
+            print(correlation_lines(report))
             continue
         print(markdown_summary(report))
         print(advantage_table(report) + "\n")

@@ -104,3 +104,30 @@ def test_unknown_private_class_names_the_valid_ones(tmp_path):
     cfg["data"]["classes"] = [0, 7]
     with pytest.raises(ConfigError, match="data.classes.*0–3"):
         run_experiment(load_config_dict(cfg), tmp_path / "out")
+
+
+def test_robustness_correlation_against_scipy_free_ranks():
+    from privlab.experiment.inversion_report import robustness_correlation
+
+    def target(name, robust, acc1, knn):
+        attack = {"label": "ppa", "acc1": acc1, "acc5": 1.0, "nn_acc1": acc1, "knn_dist": knn}
+        return {
+            "name": name,
+            "utility": {"test_acc": 0.9},
+            "inversion": {"attacks": [attack], "robustness": {"robust_acc": robust}},
+        }
+
+    report = {
+        "targets": [
+            target("a", 0.1, 0.2, 40.0),
+            target("b", 0.3, 0.5, 30.0),
+            target("c", 0.5, 0.6, 35.0),
+            target("d", 0.7, 0.9, 10.0),
+            target("perm", 0.0, 0.9, 99.0),
+        ]
+    }
+    corr = robustness_correlation(report, "ppa", exclude=("perm",))
+    assert corr["targets"] == ["a", "b", "c", "d"]
+    assert corr["acc1"]["rho"] == pytest.approx(1.0)
+    # ranks of knn: 4, 2, 3, 1 against 1, 2, 3, 4: Σd² = 9 + 0 + 0 + 9, ρ = 1 − 6·Σd²/(n(n²−1))
+    assert corr["knn_dist"]["rho"] == pytest.approx(1 - 6 * 18 / 60)

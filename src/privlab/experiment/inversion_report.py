@@ -99,6 +99,31 @@ def inversion_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def robustness_correlation(
+    report: Mapping[str, Any], attack: str, *, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Spearman ρ across targets (means over seeds) between robust accuracy and the attack's
+    Acc@1 and KNN distance: the AT-AT paper's privacy–robustness trade-off (C0.4) predicts
+    ρ > 0 for Acc@1 and ρ < 0 for the KNN distance."""
+    from scipy.stats import spearmanr
+
+    rows = [
+        r
+        for r in inversion_rows(report)
+        if r["target"] not in exclude and r["robust_acc"][0] is not None and attack in r["attacks"]
+    ]
+    robust = [r["robust_acc"][0] for r in rows]
+    out: dict[str, Any] = {"attack": attack, "targets": [r["target"] for r in rows]}
+    for key in ("acc1", "knn_dist"):
+        values = [r["attacks"][attack][key][0] for r in rows]
+        if len(rows) < 3 or len(set(values)) < 2 or len(set(robust)) < 2:
+            out[key] = None
+            continue
+        rho, p = spearmanr(robust, values)
+        out[key] = {"rho": float(rho), "p": float(p)}
+    return out
+
+
 def tradeoff_figure(report: Mapping[str, Any], attack: str | None = None) -> str:
     """Attack success (evaluator Acc@1 and KNN distance) against robust accuracy per target."""
     rows = [r for r in inversion_rows(report) if r["robust_acc"][0] is not None]
@@ -190,5 +215,6 @@ __all__ = [
     "inversion_rows",
     "inversion_table",
     "masked_note",
+    "robustness_correlation",
     "tradeoff_figure",
 ]
