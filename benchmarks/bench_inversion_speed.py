@@ -26,11 +26,9 @@ own PASS/FAIL for information. The attacks are deterministic given the seed, so 
 returns the same images; the first run's are judged by the evaluator (Acc@1, Acc@5, 1-NN
 accuracy, KNN distance with ``inversion_metrics``, held-out KNN reference), so that speed is
 not bought by weakness. (``privlab run`` seeds the attacks with ``seed + 60_000``; here the
-seed is 0. The benchmark also seeds torch before the prior is built: privlab's
-``get_or_train_prior`` constructs the VAE before ``train_vae`` seeds, so in ``privlab run``
-the prior's initial weights depend on the process's random torch seed.) On the digits
-setting the demo's own attack settings (``ppa`` search 1,000, 60 steps; ``mi_face`` 200
-steps) are timed too, for information.
+seed is 0. The prior is initialised from ``seed + 40_000`` by ``get_or_train_prior``, so it
+is the same in every process.) On the digits setting the demo's own attack settings
+(``ppa`` search 1,000, 60 steps; ``mi_face`` 200 steps) are timed too, for information.
 
 Usage: .venv/bin/python benchmarks/bench_inversion_speed.py [--quick] [--repeats N]
        [--settings mnist5k_ids digits] [--threads 2]
@@ -155,10 +153,6 @@ def prepare(setting: str, *, quick: bool, cache_dir: Path) -> Prepared:
     with Clock() as c_data:
         bundle = load_bundle(config, seed)
         public = public_data(config, bundle, seed)
-    # get_or_train_prior builds the VAE before train_vae seeds torch, so its initial weights
-    # come from the process's torch seed (random per process with this torch build): seed it
-    # here so the benchmark's prior, and the PPA/GMI numbers, are reproducible
-    torch.manual_seed(seed + 40_000)
     with Clock() as c_prior:
         prior, _ = get_or_train_prior(
             inv,

@@ -106,7 +106,7 @@ def test_unknown_private_class_names_the_valid_ones(tmp_path):
         run_experiment(load_config_dict(cfg), tmp_path / "out")
 
 
-def test_robustness_correlation_against_scipy_free_ranks():
+def test_robustness_correlation_matches_hand_computed_ranks():
     from privlab.experiment.inversion_report import robustness_correlation
 
     def target(name, robust, acc1, knn):
