@@ -287,40 +287,65 @@ def evaluate_inversion(
     device: torch.device,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Every inversion attack on one target plus its measurements; finished parts from state/."""
+    """Every inversion attack on one target plus its measurements. Each attack result and the
+    measurements are cached in state/ under keys holding everything they depend on (the
+    attack's resolved hyperparameters included), so an interrupted run resumes per attack."""
     cfg = config.inversion
     assert cfg is not None
-    key = stable_hash(
-        [__version__, trained.key, setup.prior_key, setup.evaluator.key, cfg.model_dump()]
-    )
-    path = out_dir / "state" / f"inversion-{key}.json"
-    if path.is_file():
-        return dict(read_json(path))
     start = time.perf_counter()
     # a class's private images are those the model was trained to call that class (permuted
     # labels: the members given that label)
     private = Split(bundle.members.x, trained.regime.train_labels(bundle.members.y))
+    grid_seed = config.run_seeds()[0]
+    common = [__version__, trained.key, setup.prior_key, setup.evaluator.key, cfg.classes]
     attacks = []
     for acfg in cfg.attacks:
-        task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
-        attacks.append(
-            run_inversion_attack(
-                acfg, target, private, setup, bundle, cfg, seed, device, config.run_seeds()[0]
+        resolved = ATTACKS.build(acfg.name, **acfg.params).params()
+        shown = cfg.grid_classes if seed == grid_seed else 0
+        key = stable_hash([*common, acfg.name, acfg.display, resolved, shown])
+
+        def run(acfg: AttackConfig = acfg) -> dict[str, Any]:
+            task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
+            result = run_inversion_attack(
+                acfg, target, private, setup, bundle, cfg, seed, device, grid_seed
             )
-        )
-        task.done()
+            task.done()
+            return result
+
+        attacks.append(_cached(out_dir / "state" / f"inversion-{key}.json", run))
     from privlab.metrics.utility import accuracy
 
-    result = {
+    measure_key = stable_hash(
+        [
+            __version__,
+            trained.key,
+            cfg.robustness and cfg.robustness.model_dump(),
+            cfg.hsic_samples,
+            cfg.hsic_batch,
+        ]
+    )
+    measurements = _cached(
+        out_dir / "state" / f"measurements-{measure_key}.json",
+        lambda: {
+            # accuracy on the labels it was trained on (permuted labels: memorisation)
+            "train_label_acc": accuracy(trained.model, private.x, private.y, device=device),
+            **target_measurements(trained.model, bundle, cfg, seed, device),
+        },
+    )
+    return {
         "attacks": attacks,
-        # accuracy on the labels it was trained on (permuted labels: memorisation)
-        "train_label_acc": accuracy(trained.model, private.x, private.y, device=device),
-        **target_measurements(trained.model, bundle, cfg, seed, device),
+        **measurements,
         "evaluator_test_acc": setup.evaluator_test_acc,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _cached(path: Path, compute: Any) -> dict[str, Any]:
+    if path.is_file():
+        return dict(read_json(path))
+    result = compute()
     atomic_write_json(path, result)
-    return result
+    return dict(result)
 
 
 def summary_rows(result: dict[str, Any]) -> dict[str, float]:
