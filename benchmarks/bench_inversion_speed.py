@@ -56,9 +56,9 @@ import yaml
 from _common import Clock, load_note, machine_info, markdown_table, set_threads, write_result
 from torch import nn
 
-from privlab.config import Component, ExperimentConfig, load_config_dict
+from privlab.config import ExperimentConfig, load_config_dict
 from privlab.data.bundle import DataBundle, Split
-from privlab.experiment.inversion import get_or_train_prior, public_data
+from privlab.experiment.inversion import get_or_train_evaluator, get_or_train_prior, public_data
 from privlab.experiment.models import TrainedModel, get_or_train
 from privlab.experiment.progress import SilentProgress
 from privlab.experiment.runner import load_bundle
@@ -164,18 +164,8 @@ def prepare(setting: str, *, quick: bool, cache_dir: Path) -> Prepared:
             progress=progress,
         )
     with Clock() as c_eval:
-        evaluator = get_or_train(
-            role="evaluator",
-            data=bundle.members,
-            bundle=bundle,
-            model_cfg=inv.evaluator.model,
-            regime_cfg=Component(name="natural"),
-            train_cfg=inv.evaluator.train,
-            seed=seed + 20_000,
-            device=device,
-            cache_dir=cache_dir,
-            progress=progress,
-            label="evaluator",
+        evaluator = get_or_train_evaluator(
+            inv, bundle, seed=seed, device=device, cache_dir=cache_dir, progress=progress
         )
     tcfg = config.targets[0]
     with Clock() as c_target:

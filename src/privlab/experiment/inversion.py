@@ -116,6 +116,31 @@ def get_or_train_prior(
     return vae, key
 
 
+def get_or_train_evaluator(
+    cfg: InversionConfig,
+    bundle: DataBundle,
+    *,
+    seed: int,
+    device: torch.device,
+    cache_dir: Path,
+    progress: Progress,
+) -> TrainedModel:
+    """The judge: ``cfg.evaluator.model`` trained naturally on the private members."""
+    return get_or_train(
+        role="evaluator",
+        data=bundle.members,
+        bundle=bundle,
+        model_cfg=cfg.evaluator.model,
+        regime_cfg=Component(name="natural"),
+        train_cfg=cfg.evaluator.train,
+        seed=seed + 20_000,
+        device=device,
+        cache_dir=cache_dir,
+        progress=progress,
+        label=f"evaluator (seed {seed})",
+    )
+
+
 def inversion_setup(
     config: ExperimentConfig,
     bundle: DataBundle,
@@ -131,18 +156,8 @@ def inversion_setup(
     prior, prior_key = get_or_train_prior(
         cfg, public, bundle, seed=seed, device=device, cache_dir=cache_dir, progress=progress
     )
-    evaluator = get_or_train(
-        role="evaluator",
-        data=bundle.members,
-        bundle=bundle,
-        model_cfg=cfg.evaluator.model,
-        regime_cfg=Component(name="natural"),
-        train_cfg=cfg.evaluator.train,
-        seed=seed + 20_000,
-        device=device,
-        cache_dir=cache_dir,
-        progress=progress,
-        label=f"evaluator (seed {seed})",
+    evaluator = get_or_train_evaluator(
+        cfg, bundle, seed=seed, device=device, cache_dir=cache_dir, progress=progress
     )
     from privlab.metrics.utility import accuracy
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from privlab import __version__
-from privlab.config import ConfigError, ExperimentConfig, ReferenceModelsConfig, TargetConfig
+from privlab.config import (
+    AttackConfig,
+    ConfigError,
+    ExperimentConfig,
+    ReferenceModelsConfig,
+    TargetConfig,
+)
 from privlab.data.bundle import DataBundle, Split, restrict_classes, stratified_split
 from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.inversion import InversionSetup, evaluate_inversion, inversion_setup
@@ -70,16 +76,7 @@ def check_access(config: ExperimentConfig) -> Access:
         raise ConfigError(f"threat_model.access: {err}") from None
     refs = reference_models_config(config)
     for i, cfg in enumerate(config.attacks):
-        try:
-            attack = build_attack(cfg)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"attacks.{i} ({cfg.display}): {err}") from None
-        missing = attack.requires & ~access
-        if missing:
-            raise ConfigError(
-                f"attacks.{i} ({cfg.display}) needs access {missing.names()} but "
-                f"threat_model.access grants only {access.names()}"
-            )
+        attack = _granted(cfg, f"attacks.{i}", access)
         if attack.needs_reference and config.threat_model.reference == "none":
             raise ConfigError(
                 f"attacks.{i} ({cfg.display}) trains on reference data; set "
@@ -91,19 +88,24 @@ def check_access(config: ExperimentConfig) -> Access:
                 "the audited candidates; set threat_model.reference_models.online: true or the "
                 "attack's mode: offline"
             )
-    if config.inversion is not None:
-        for i, cfg in enumerate(config.inversion.attacks):
-            try:
-                inv = ATTACKS.build(cfg.name, **cfg.params)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"inversion.attacks.{i} ({cfg.display}): {err}") from None
-            missing = inv.requires & ~access
-            if missing:
-                raise ConfigError(
-                    f"inversion.attacks.{i} ({cfg.display}) needs access {missing.names()} but "
-                    f"threat_model.access grants only {access.names()}"
-                )
+    for i, cfg in enumerate(config.inversion.attacks if config.inversion else []):
+        _granted(cfg, f"inversion.attacks.{i}", access)
     return access
+
+
+def _granted(cfg: AttackConfig, where: str, access: Access) -> Any:
+    """Build the attack of ``cfg``; a bad parameter or missing access is a ConfigError."""
+    try:
+        attack = build_attack(cfg)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({cfg.display}): {err}") from None
+    missing = attack.requires & ~access
+    if missing:
+        raise ConfigError(
+            f"{where} ({cfg.display}) needs access {missing.names()} but "
+            f"threat_model.access grants only {access.names()}"
+        )
+    return attack
 
 
 def reference_models_config(config: ExperimentConfig) -> ReferenceModelsConfig | None:
