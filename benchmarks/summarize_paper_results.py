@@ -3,6 +3,7 @@ docs/reproductions.md. Usage: .venv/bin/python benchmarks/summarize_paper_result
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ from privlab.experiment.inversion_report import (
     inversion_markdown,
     inversion_rows,
     robustness_correlation,
+    tradeoff_figure,
 )
+
+FIGURES = Path("docs/figures")
 
 
 def advantage_table(report: dict) -> str:
@@ -56,6 +60,10 @@ def main(root: Path = Path("results/paper")) -> None:
         if (report.get("config") or {}).get("inversion"):
             print(inversion_markdown(report))
             print(correlation_lines(report))
+            FIGURES.mkdir(parents=True, exist_ok=True)
+            figure = FIGURES / f"{path.parent.name}_tradeoff.png"
+            figure.write_bytes(base64.b64decode(tradeoff_figure(report)))
+            print(f"![privacy–robustness trade-off]({figure.relative_to('docs')})\n")
             continue
         print(markdown_summary(report))
         print(advantage_table(report) + "\n")

@@ -111,8 +111,15 @@ def _print_inversion(report: dict[str, Any]) -> None:
     header, cells = inversion_table(report)
     if not cells:
         return
-    # the terminal shows Acc@1 and the KNN distance; report.html has every column
-    keep = [i for i, h in enumerate(header) if not h.endswith(("Acc@5", "1-NN acc", "(Y,Z)"))]
+    # the terminal shows accuracy, robustness, Acc@1 and the KNN distance; report.html has all
+    several = any(row[1] != "1" for row in cells)
+    keep = [
+        i
+        for i, h in enumerate(header)
+        if h in ("target", "test acc", "robust acc")
+        or (h == "n" and several)
+        or h.endswith(("Acc@1", "KNN dist"))
+    ]
     table = Table(title=f"{report['config']['name']}: model inversion (%, KNN distance)")
     for i in keep:
         table.add_column(header[i], justify="left" if i == 0 else "right")
