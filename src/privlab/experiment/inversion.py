@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -361,17 +360,3 @@ def _cached(path: Path, compute: Any) -> dict[str, Any]:
     result = compute()
     atomic_write_json(path, result)
     return dict(result)
-
-
-def summary_rows(result: dict[str, Any]) -> dict[str, float]:
-    """Flat numbers of one target's inversion result (tables, aggregation)."""
-    row: dict[str, float] = {}
-    for a in result.get("attacks", []):
-        for k in ("acc1", "acc5", "nn_acc1", "knn_dist"):
-            row[f"{a['label']}:{k}"] = a[k]
-    if "robustness" in result:
-        row["robust_acc"] = result["robustness"]["robust_acc"]
-    if "hsic" in result:
-        row["hsic_xz"] = float(np.mean([h["hsic_xz"] for h in result["hsic"]]))
-        row["hsic_yz"] = float(np.mean([h["hsic_yz"] for h in result["hsic"]]))
-    return row

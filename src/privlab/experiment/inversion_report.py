@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from privlab.experiment.aggregate import Stat, as_float, format_pm, mean_std, targets_of
+from privlab.experiment.aggregate import Stat, format_pm, mean_std, targets_of
 from privlab.experiment.figures import _b64, _new_figure, _placeholder
 
 #: per-target measurements next to attack success (key → column header)
@@ -208,7 +208,6 @@ def first_seed_grids(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, 
 
 
 __all__ = [
-    "as_float",
     "first_seed_grids",
     "grid_figure",
     "inversion_markdown",
