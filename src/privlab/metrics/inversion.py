@@ -16,13 +16,7 @@ import torch
 from torch import nn
 
 from privlab.data.bundle import Split
-
-
-def _last_linear(model: nn.Module) -> nn.Linear:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the evaluation model has no Linear output layer to take features from")
-    return linears[-1]
+from privlab.models.surgery import last_linear
 
 
 @torch.no_grad()
@@ -32,7 +26,7 @@ def evaluator_outputs(
     """(logits, penultimate features): the input of the model's last Linear layer."""
     model = model.to(device).eval()
     captured: list[torch.Tensor] = []
-    hook = _last_linear(model).register_forward_hook(
+    hook = last_linear(model)[1].register_forward_hook(
         lambda _m, inp, _out: captured.append(inp[0].flatten(1).cpu())
     )
     try:

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privlab.models.surgery import last_linear, set_module
 from privlab.registry import REGIMES
 from privlab.training.regime import Regime
-from privlab.training.regimes.mid import last_linear, set_module
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

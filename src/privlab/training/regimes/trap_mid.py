@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privlab.models.surgery import last_linear, set_module
 from privlab.registry import REGIMES
 from privlab.training.regime import Regime, attack_mode
-from privlab.training.regimes.mid import last_linear, set_module
 
 
 def random_affine(x: torch.Tensor, *, flip: bool = False, p: float = 0.5) -> torch.Tensor:
