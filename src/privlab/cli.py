@@ -145,7 +145,8 @@ def demo(
     out: OutOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None
 ) -> None:
     """The main job: natural vs PGD-AT, TRADES and distributional AT on digits, attacked by
-    loss, I_B, I_A and targeted model-infer (Song et al. 2019 in miniature)."""
+    loss, I_B, I_A and targeted model-infer (Song et al. 2019 in miniature), then inverted by
+    PPA and MI-Face (the AT-AT study in miniature)."""
     with resources.as_file(resources.files("privlab") / "configs" / "demo.yaml") as path:
         _execute(path, out or Path("runs") / "demo", set_ or [], device, seed)
 
@@ -158,7 +159,9 @@ def list_components() -> None:
         table.add_column("name", style="bold")
         table.add_column("description")
         for name in registry.names():
-            table.add_row(name, registry.describe(name))
+            family = getattr(registry.get(name), "family", None)
+            described = registry.describe(name)
+            table.add_row(name, f"({family}) {described}" if family else described)
         out_console.print(table)
 
 
