@@ -59,6 +59,7 @@ def test_report_has_inversion_results_for_every_target(run):
     assert inv_split["public"] > 0 and len(inv_split["public_sha256"]) == 64
     html = (out / "report.html").read_text()
     assert "Model inversion" in html and "nearest private image" in html
+    assert "per-class reconstruction rate" in html
     rows = inversion_rows(on_disk)
     assert [r["target"] for r in rows] == ["natural", "mask", "tl_dmi"]
     assert "ppa KNN dist" in inversion_markdown(on_disk)

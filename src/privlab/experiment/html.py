@@ -219,6 +219,7 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
         grid_figure,
         inversion_table,
         masked_note,
+        per_class_figure,
         tradeoff_figure,
     )
 
@@ -237,6 +238,7 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
         f"<table><tr>{head}</tr>{body}</table>",
         *(f"<p class=sub>{esc(line)}</p>" for line in masked_note(report)),
         _figure(tradeoff_figure, report, "attack success against robust accuracy"),
+        _figure(per_class_figure, report, "per-class reconstruction rate"),
     ]
     for name, attack in first_seed_grids(report):
         parts.append(f"<h3>{esc(name)} · {esc(attack.get('label'))}</h3>")

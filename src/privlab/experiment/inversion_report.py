@@ -149,6 +149,38 @@ def tradeoff_figure(report: Mapping[str, Any], attack: str | None = None) -> str
     return _b64(fig)
 
 
+def per_class_figure(report: Mapping[str, Any], attack: str | None = None) -> str:
+    """Heat map of the per-class reconstruction rate (evaluator Acc@1 of each class's images,
+    mean over seeds): one row per target, one column per attacked class."""
+    rates: dict[str, dict[str, list[float]]] = {}
+    for t in targets_of(report):
+        for a in (t.get("inversion") or {}).get("attacks") or []:
+            attack = attack or str(a.get("label"))
+            if a.get("label") != attack:
+                continue
+            row = rates.setdefault(str(t.get("base_name") or t.get("name")), {})
+            for c, stats in (a.get("per_class") or {}).items():
+                row.setdefault(c, []).append(float(stats["acc1"]))
+    if not rates:
+        return _placeholder("no per-class rates recorded")
+    classes = sorted({c for row in rates.values() for c in row}, key=int)
+    grid = np.array(
+        [[np.mean(row.get(c, [np.nan])) for c in classes] for row in rates.values()], dtype=float
+    )
+    fig = _new_figure(
+        width=min(14.0, 2.5 + 0.22 * len(classes)), height=1.2 + 0.28 * len(rates), top=0.4
+    )
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(rates)), list(rates), fontsize=7)
+    ax.set_xticks(range(len(classes)), classes, fontsize=6)
+    ax.set_xlabel("attacked class")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=1 - 0.7 / fig.get_figwidth())
+    fig.suptitle(f"{attack}: per-class reconstruction rate (evaluator Acc@1)", fontsize=9)
+    return _b64(fig)
+
+
 def _image(pixels: Mapping[str, Any]) -> Any:
     """{shape, hex} (C×H×W bytes) → an H×W or H×W×C array in [0, 1]."""
     raw = np.frombuffer(bytes.fromhex(pixels["hex"]), dtype=np.uint8)
@@ -214,6 +246,7 @@ __all__ = [
     "inversion_rows",
     "inversion_table",
     "masked_note",
+    "per_class_figure",
     "robustness_correlation",
     "tradeoff_figure",
 ]
