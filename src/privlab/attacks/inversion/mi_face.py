@@ -9,6 +9,8 @@ Defaults (measured on the AT-AT grid's natural MLP, benchmarks/bench_inversion_v
 random starts are *faint* noise (10% of the range): full-range noise starts converge to
 confident adversarial patterns, which the selection then prefers (KNN distance ×6). A mild TV
 prior (0.001) gave the closest reconstructions; stronger TV/L2 (0.005/0.001) halved Acc@1.
+The default cost is the paper's 1 − f_t(x); ``loss="ce"`` (−log f_t(x), which keeps pulling
+once the softmax saturates) measured stronger there (Acc@1 0.88 vs 0.81, KNN 1,815 vs 2,115).
 """
 
 from __future__ import annotations
