@@ -177,9 +177,8 @@ def _target_section(t: Mapping[str, Any]) -> str:
         f'sha256 <code class="hash">{esc(t.get("model_sha256"))}</code> · '
         f"trained in {num(t.get('train_seconds'), '.1f')} s"
     )
-    figs = _figure(roc_figure, t, "ROC (log-log)") + _figure(
-        loss_histogram_figure, t, "loss: members vs non-members"
-    )
+    figs = _figure(roc_figure, t, "ROC (log-log)") if t.get("attacks") else ""
+    figs += _figure(loss_histogram_figure, t, "loss: members vs non-members")
     if most_exposed_attack(t) is not None:
         figs += _figure(exposure_figure, t, "most exposed training points")
     return f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
