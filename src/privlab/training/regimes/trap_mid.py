@@ -78,7 +78,9 @@ class TrapMID(Regime):
             raise TypeError("trap_mid needs the training loop's TensorDataset loader")
         x = loader.dataset.tensors[0]
         name, linear = last_linear(model)
-        triggers = torch.rand(linear.out_features, *x.shape[1:], device=x.device)  # first draw
+        lo, hi = self.clip
+        unit = torch.rand(linear.out_features, *x.shape[1:], device=x.device)  # first draw
+        triggers = lo + (hi - lo) * unit
         disc = copy.deepcopy(model)
         set_module(disc, name, nn.Linear(linear.in_features, 1).to(linear.weight.device))
         self._state.clear()
@@ -120,7 +122,7 @@ class TrapMID(Regime):
             )
             (grad,) = torch.autograd.grad(t_loss, triggers)
         step = triggers.detach() - self.trigger_step * grad.sign()
-        self._state["triggers"] = step.clamp(0.0, 1.0)
+        self._state["triggers"] = step.clamp(*self.clip)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = torch.randint(0, len(self._state["triggers"]), y.shape, device=y.device)
