@@ -57,6 +57,7 @@ def train_to_optimum(
         line_search_fn="strong_wolfe",
     )
     linear = model[-1]
+    assert isinstance(linear, nn.Linear)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
