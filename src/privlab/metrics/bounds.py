@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from privlab.metrics.reconstruction import pairwise_mse
+
 
 def _check_kappa(kappa: float) -> None:
     if not 0 < kappa <= 1:
@@ -111,11 +113,6 @@ def empirical_kappa(
     within MSE ≤ η."""
     if len(pool) == 0:
         raise ValueError("the prior's pool is empty")
-    flat = pool.reshape(len(pool), -1).double()
-    guesses = (
-        torch.cat([flat, flat.mean(0, keepdim=True)])
-        if candidates is None
-        else candidates.reshape(len(candidates), -1).double()
-    )
-    mse = torch.cdist(guesses, flat).pow(2) / flat.shape[1]
+    guesses = torch.cat([pool, pool.mean(0, keepdim=True)]) if candidates is None else candidates
+    mse = pairwise_mse(guesses, pool)
     return float((mse <= eta).double().mean(1).max())
