@@ -73,7 +73,10 @@ def balanced_sets(
         members = (labels == c).nonzero()[:, 0]
         if len(members) < per:
             raise ValueError(f"class {c} has {len(members)} pool examples, sets need {per}")
-        order = torch.rand(k, len(members), generator=generator).argsort(dim=1)[:, :per]
+        # the per smallest of k·|class| uniform keys: a uniform draw without replacement
+        order = (
+            torch.rand(k, len(members), generator=generator).topk(per, dim=1, largest=False).indices
+        )
         parts.append(members[order])
     return torch.cat(parts, dim=1)
 
