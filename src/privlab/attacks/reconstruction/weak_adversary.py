@@ -1,0 +1,223 @@
+"""The weak adversary (Maciazek & Allison): learn to map released head weights to training images.
+
+It knows the architecture, the training recipe and the data prior, not the training set. It
+trains many shadow heads on its own sets from the prior (Algorithm 1, :mod:`privlab.experiment.
+shadow_heads`), then a reconstructor network from (normalised weights ⊕ class) to an image of
+that class in the head's training set, with the soft-min loss of Eq. 3 and early stopping on
+validation shadows trained on a disjoint part of the prior.
+
+Success is a hypothesis test (:mod:`privlab.metrics.reconstruction`): on a validation head, a
+reconstruction of class c is a true positive when it lies within τ (MSE) of one of the head's
+class-c training images; false positives compare reconstructions from *null* weights, drawn
+from N(θ̄, Cov_θ) of the shadow heads (the paper's way), with the same images. Shards are read
+one at a time: memory stays bounded by the shard size.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privlab.attacks.reconstruction.reconstructor import (
+    MLPReconstructor,
+    ResidualGenerator,
+    WeightNormaliser,
+    soft_min_loss,
+)
+from privlab.experiment.shadow_heads import ShadowJob, iter_shards
+from privlab.metrics.reconstruction import rates_at, tpr_at_fpr
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReconstructorConfig:
+    kind: Literal["residual", "mlp"] = "mlp"
+    width: int = 512  # MLP width, or S of the residual generator (the paper: 256 for MNIST)
+    blocks: int = 2
+    conditional: bool = True
+    lr: float = 2e-4
+    batch_size: int = 32
+    epochs: int = 1  # passes over the training shards
+    alpha: float = 100.0
+    eval_every: int = 500  # steps between validation checks
+    patience: int = 5  # checks without improvement before stopping
+
+
+def _theta(shard: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat(
+        [v.reshape(len(v), -1).float() for k, v in sorted(shard.items()) if k.startswith("param.")],
+        dim=1,
+    )
+
+
+def fit_normaliser(job: ShadowJob, shard_dir: str | Path) -> WeightNormaliser:
+    norm = WeightNormaliser()
+    for shard in iter_shards(job, shard_dir):
+        norm.update(_theta(shard))
+    return norm
+
+
+@dataclasses.dataclass
+class Reconstructor:
+    """A trained reconstructor with its weight normaliser and class count."""
+
+    model: nn.Module
+    normaliser: WeightNormaliser
+    classes: int
+    conditional: bool
+    history: list[dict[str, float]]
+
+    @torch.no_grad()
+    def __call__(self, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model(_inputs(self.normaliser(theta), classes, self.classes, self.conditional))
+
+
+def _inputs(
+    theta: torch.Tensor, classes: torch.Tensor, count: int, conditional: bool
+) -> torch.Tensor:
+    if not conditional:
+        return theta
+    return torch.cat([theta, F.one_hot(classes, count).float()], dim=1)
+
+
+def _batches(
+    shard: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    batch_size: int,
+    gen: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(θ, class, candidates) batches of one shard: candidates are the head's class members."""
+    theta, idx = _theta(shard), shard["indices"].long()
+    order = torch.randperm(len(theta), generator=gen)
+    for lo in range(0, len(order), batch_size):
+        rows = order[lo : lo + batch_size]
+        c = torch.randint(0, classes, (len(rows),), generator=gen)
+        sets = idx[rows]  # B × N
+        members = labels[sets] == c[:, None]
+        per = int(members.sum(1).min())
+        pick = members.float().argsort(dim=1, descending=True, stable=True)[:, :per]
+        yield theta[rows], c, images[sets.gather(1, pick)]
+
+
+def train_reconstructor(
+    job: ShadowJob,
+    train_dir: str | Path,
+    val_job: ShadowJob,
+    val_dir: str | Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    cfg: ReconstructorConfig,
+    *,
+    seed: int = 0,
+) -> Reconstructor:
+    """Train on the shards of ``job`` (pool ``images`` in [−1, 1]); early stopping on the
+    validation shards' soft-min loss. Memory: one shard and the model."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    classes = max(job.spec.outputs, 2)
+    normaliser = fit_normaliser(job, train_dir)
+    in_dim = int(normaliser.mean.numel()) + (classes if cfg.conditional else 0)  # type: ignore[union-attr]
+    shape = tuple(images.shape[1:])
+    model: nn.Module = (
+        ResidualGenerator(in_dim, shape, width=cfg.width, blocks=cfg.blocks)  # type: ignore[arg-type]
+        if cfg.kind == "residual"
+        else MLPReconstructor(in_dim, shape, width=cfg.width)  # type: ignore[arg-type]
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    def val_loss() -> float:
+        model.eval()
+        total, count = 0.0, 0
+        vgen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for shard in iter_shards(val_job, val_dir):
+                for theta, c, cands in _batches(shard, val_images, val_labels, classes, 256, vgen):
+                    out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
+                    total += float(soft_min_loss(out, cands, alpha=cfg.alpha).sum())
+                    count += len(c)
+        model.train()
+        return total / max(count, 1)
+
+    history: list[dict[str, float]] = []
+    best, best_state, since, step = float("inf"), copy.deepcopy(model.state_dict()), 0, 0
+    model.train()
+    for _ in range(cfg.epochs):
+        for shard in iter_shards(job, train_dir):
+            for theta, c, cands in _batches(shard, images, labels, classes, cfg.batch_size, gen):
+                out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
+                loss = soft_min_loss(out, cands, alpha=cfg.alpha).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if step % cfg.eval_every == 0:
+                    v = val_loss()
+                    history.append({"step": float(step), "train": loss.item(), "val": v})
+                    if v < best:
+                        best, best_state, since = v, copy.deepcopy(model.state_dict()), 0
+                    else:
+                        since += 1
+                    if since >= cfg.patience:
+                        model.load_state_dict(best_state)
+                        return Reconstructor(model, normaliser, classes, cfg.conditional, history)
+    v = val_loss()
+    history.append({"step": float(step), "val": v})
+    if v > best:
+        model.load_state_dict(best_state)
+    return Reconstructor(model, normaliser, classes, cfg.conditional, history)
+
+
+def evaluate_reconstructor(
+    recon: Reconstructor,
+    val_job: ShadowJob,
+    val_dir: str | Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    tau: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """TPR / FPR at τ, TPR at FPR = 0.01 and the ROC inputs over every validation head × class.
+
+    Null weights for the FPR are drawn from a Gaussian with the shadow heads' per-coordinate
+    mean and variance (the normaliser's statistics; the paper uses the full covariance)."""
+    gen = torch.Generator().manual_seed(seed)
+    classes = recon.classes
+    pos: list[float] = []
+    neg: list[float] = []
+    mean, std = recon.normaliser.mean, recon.normaliser.std()
+    assert mean is not None
+    for shard in iter_shards(val_job, val_dir):
+        theta, idx = _theta(shard), shard["indices"].long()
+        null = (
+            mean + std * torch.randn(len(theta), len(mean), generator=gen, dtype=torch.float64)
+        ).float()
+        for c in range(classes):
+            cs = torch.full((len(theta),), c)
+            members = labels[idx] == c
+            for weights, out in ((theta, pos), (null, neg)):
+                r = recon(weights, cs)
+                mse = (images[idx] - r[:, None]).pow(2).flatten(2).mean(2)
+                mse = mse.masked_fill(~members, float("inf")).min(1).values
+                out.extend(mse.tolist())
+    tpr, fpr = rates_at(np.array(pos), np.array(neg), tau)
+    return {
+        "tau": tau,
+        "tpr": tpr,
+        "fpr": fpr,
+        "tpr_at_fpr_0.01": tpr_at_fpr(np.array(pos), np.array(neg), 0.01),
+        "min_mse_trained_on": pos,
+        "min_mse_null": neg,
+    }
