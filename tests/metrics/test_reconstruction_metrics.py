@@ -53,3 +53,15 @@ def test_constant_guess_succeeds_more_often_on_larger_training_sets():
     assert constant_guess_tpr(0.01, 1) == pytest.approx(0.01)
     assert constant_guess_tpr(0.01, 40) == pytest.approx(1 - 0.99**40)
     assert constant_guess_tpr(0.01, 10) < constant_guess_tpr(0.01, 40) < 1
+
+
+def test_likelihood_ratio_roc_dominates_the_threshold_roc_when_variances_differ():
+    from privlab.metrics.reconstruction import likelihood_ratio_roc
+
+    rng = np.random.default_rng(1)
+    # trained-on values are *more spread out*: small and large values both point to it
+    pos, neg = rng.normal(0.10, 0.05, 20_000), rng.normal(0.12, 0.01, 20_000)
+    tpr, fpr = likelihood_ratio_roc(pos, neg)
+    assert tpr[0] == fpr[0] == 0 and tpr[-1] == fpr[-1] == 1
+    lr_at = tpr[fpr <= 0.01].max()
+    assert lr_at > tpr_at_fpr(pos, neg, 0.01) + 0.1

@@ -36,9 +36,10 @@ def test_soft_min_loss_interpolates_between_min_and_mean():
 
 def test_streaming_normaliser_matches_the_batch_statistics():
     theta = torch.randn(1000, 7) * torch.arange(1, 8) + 3
-    norm = WeightNormaliser()
+    norm = WeightNormaliser(covariance=True)
     for part in theta.split(137):
         norm.update(part)
+    assert torch.allclose(norm.covariance(), torch.cov(theta.double().T, correction=0))
     assert torch.allclose(norm.mean, theta.double().mean(0))
     assert torch.allclose(norm.std(), theta.double().std(0, unbiased=False))
     z = norm(theta)

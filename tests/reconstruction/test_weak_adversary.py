@@ -6,6 +6,7 @@ import torch
 from privlab.attacks.reconstruction.weak_adversary import (
     ReconstructorConfig,
     evaluate_reconstructor,
+    fit_normaliser,
     train_reconstructor,
 )
 from privlab.experiment.shadow_heads import ShadowJob, generate_shadow_heads
@@ -46,10 +47,14 @@ def test_reconstructions_are_closer_to_the_training_set_than_null_weights_give(t
     recon, jobs, root, pools = trained
     vi, vl, _ = pools["val"]
     tau = nn_mse_threshold(pools["train"][0], vi)
-    result = evaluate_reconstructor(recon, jobs["val"], root / "val", vi, vl, tau=tau)
-    assert len(result["min_mse_trained_on"]) == 200 * 4
+    full = fit_normaliser(jobs["train"], root / "train", covariance=True)
+    result = evaluate_reconstructor(recon, jobs["val"], root / "val", vi, vl, tau=tau, null=full)
+    assert len(result["min_mse"]["trained_on"]) == 200 * 4
     assert result["tpr"] > result["fpr"] + 0.15
     assert result["tpr_at_fpr_0.01"] > 0.05  # five times the rate of a blind guess
+    # other heads' training sets and random draws from the prior are matched less often
+    assert result["held_out"]["fpr"] < result["tpr"] - 0.1
+    assert result["prior_draw_tpr"] < result["tpr"]
     assert min(h["val"] for h in recon.history) < recon.history[0]["val"]  # it learned
 
 

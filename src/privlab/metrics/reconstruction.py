@@ -73,6 +73,28 @@ def tpr_at_fpr(trained_on: np.ndarray, not_trained_on: np.ndarray, fpr: float = 
     return float(tprs[fprs <= fpr].max())
 
 
+def likelihood_ratio_roc(
+    trained_on: np.ndarray, not_trained_on: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(TPR, FPR) of the Neyman–Pearson test on the min-MSE (App. A.1): fit N(μ₀, σ₀²) to the
+    trained-on values and N(μ₁, σ₁²) to the others, and reject "not trained on" when the
+    likelihood ratio exceeds a threshold, swept over every observed value. With σ₀ ≠ σ₁ the
+    acceptance region is an interval, not a half-line, so this ROC dominates the threshold one."""
+    pos, neg = np.asarray(trained_on, float), np.asarray(not_trained_on, float)
+    mu0, s0, mu1, s1 = pos.mean(), pos.std() + 1e-12, neg.mean(), neg.std() + 1e-12
+
+    def log_lr(v: np.ndarray) -> np.ndarray:
+        return (
+            -0.5 * ((v - mu0) / s0) ** 2 - math.log(s0) + 0.5 * ((v - mu1) / s1) ** 2 + math.log(s1)
+        )
+
+    lp, ln = log_lr(pos), log_lr(neg)
+    cuts = np.unique(np.r_[lp, ln, np.inf])[::-1]
+    tpr = np.array([np.mean(lp >= c) for c in cuts])
+    fpr = np.array([np.mean(ln >= c) for c in cuts])
+    return tpr, fpr
+
+
 def gaussian_roc_tpr(fpr: np.ndarray | float, mu0: float, sigma0: float, mu1: float, sigma1: float):
     """Eq. 6: TPR = ½ − ½·erf((μ₀ − μ₁)/(√2σ₀) + (σ₁/σ₀)·erf⁻¹(1 − 2·FPR))."""
     f = np.asarray(fpr, dtype=float)

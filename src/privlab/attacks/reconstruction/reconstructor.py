@@ -103,30 +103,42 @@ def soft_min_loss(
 
 
 class WeightNormaliser:
-    """Per-coordinate mean and standard deviation of shadow parameters, accumulated in a
-    streaming pass (Chan et al.'s parallel variance), then θ ↦ (θ − mean)/std."""
+    """Per-coordinate mean and standard deviation (and optionally the full covariance) of shadow
+    parameters, accumulated in a streaming pass (Chan et al.'s parallel update), then
+    θ ↦ (θ − mean)/std."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, covariance: bool = False) -> None:
         self.count = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
+        self.comoment: torch.Tensor | None = None
+        self.track_covariance = covariance
 
     def update(self, theta: torch.Tensor) -> None:
         theta = theta.double()
         n, mean = len(theta), theta.mean(0)
-        m2 = (theta - mean).pow(2).sum(0)
+        centred = theta - mean
+        m2 = centred.pow(2).sum(0)
+        co = centred.T @ centred if self.track_covariance else None
         if self.mean is None or self.m2 is None:
-            self.count, self.mean, self.m2 = n, mean, m2
+            self.count, self.mean, self.m2, self.comoment = n, mean, m2, co
             return
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * n / total
         self.m2 = self.m2 + m2 + delta.pow(2) * self.count * n / total
+        if co is not None and self.comoment is not None:
+            self.comoment = self.comoment + co + torch.outer(delta, delta) * self.count * n / total
         self.count = total
 
     def std(self) -> torch.Tensor:
         assert self.m2 is not None
         return (self.m2 / self.count).sqrt().clamp_min(1e-12)
+
+    def covariance(self) -> torch.Tensor:
+        if self.comoment is None:
+            raise RuntimeError("the covariance was not tracked (covariance=True)")
+        return self.comoment / self.count
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         if self.mean is None:

@@ -57,8 +57,10 @@ def _theta(shard: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def fit_normaliser(job: ShadowJob, shard_dir: str | Path) -> WeightNormaliser:
-    norm = WeightNormaliser()
+def fit_normaliser(
+    job: ShadowJob, shard_dir: str | Path, *, covariance: bool = False
+) -> WeightNormaliser:
+    norm = WeightNormaliser(covariance=covariance)
     for shard in iter_shards(job, shard_dir):
         norm.update(_theta(shard))
     return norm
@@ -179,6 +181,23 @@ def train_reconstructor(
     return Reconstructor(model, normaliser, classes, cfg.conditional, history)
 
 
+def null_weights(
+    normaliser: WeightNormaliser, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Weights of no training set: N(θ̄, Cov_θ) with the full covariance when it was tracked
+    (the paper's FPR estimator), else with the per-coordinate variances."""
+    mean = normaliser.mean
+    assert mean is not None
+    noise = torch.randn(count, len(mean), generator=generator, dtype=torch.float64)
+    if normaliser.comoment is None:
+        return (mean + normaliser.std() * noise).float()
+    cov = normaliser.covariance()
+    chol = torch.linalg.cholesky(
+        cov + 1e-12 * cov.diagonal().mean() * torch.eye(len(mean), dtype=cov.dtype)
+    )
+    return (mean + noise @ chol.T).float()
+
+
 def evaluate_reconstructor(
     recon: Reconstructor,
     val_job: ShadowJob,
@@ -187,37 +206,49 @@ def evaluate_reconstructor(
     labels: torch.Tensor,
     *,
     tau: float,
+    null: WeightNormaliser | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """TPR / FPR at τ, TPR at FPR = 0.01 and the ROC inputs over every validation head × class.
+    """Success over every validation head × class, as a hypothesis test at τ.
 
-    Null weights for the FPR are drawn from a Gaussian with the shadow heads' per-coordinate
-    mean and variance (the normaliser's statistics; the paper uses the full covariance)."""
+    * ``trained_on``: min MSE between R(θ_k, c) and head k's class-c training images;
+    * ``null``: the same images against R(θ, c) for θ from :func:`null_weights` (``null``: a
+      normaliser with the shadow covariance; default the reconstructor's, diagonal);
+    * ``held_out``: R(θ_k, c) against the class-c images of *another* validation head;
+    * ``prior_draw``: a random class-c image of the pool instead of a reconstruction (the
+      random-draw-from-prior baseline).
+    """
     gen = torch.Generator().manual_seed(seed)
-    classes = recon.classes
-    pos: list[float] = []
-    neg: list[float] = []
-    mean, std = recon.normaliser.mean, recon.normaliser.std()
-    assert mean is not None
+    stats = null or recon.normaliser
+    values: dict[str, list[float]] = {
+        k: [] for k in ("trained_on", "null", "held_out", "prior_draw")
+    }
     for shard in iter_shards(val_job, val_dir):
         theta, idx = _theta(shard), shard["indices"].long()
-        null = (
-            mean + std * torch.randn(len(theta), len(mean), generator=gen, dtype=torch.float64)
-        ).float()
-        for c in range(classes):
+        other = idx.roll(1, dims=0)
+        fake = null_weights(stats, len(theta), gen)
+        for c in range(recon.classes):
             cs = torch.full((len(theta),), c)
-            members = labels[idx] == c
-            for weights, out in ((theta, pos), (null, neg)):
-                r = recon(weights, cs)
-                mse = (images[idx] - r[:, None]).pow(2).flatten(2).mean(2)
-                mse = mse.masked_fill(~members, float("inf")).min(1).values
-                out.extend(mse.tolist())
-    tpr, fpr = rates_at(np.array(pos), np.array(neg), tau)
-    return {
-        "tau": tau,
-        "tpr": tpr,
-        "fpr": fpr,
-        "tpr_at_fpr_0.01": tpr_at_fpr(np.array(pos), np.array(neg), 0.01),
-        "min_mse_trained_on": pos,
-        "min_mse_null": neg,
-    }
+            pool = (labels == c).nonzero()[:, 0]
+            draws = images[pool[torch.randint(0, len(pool), (len(theta),), generator=gen)]]
+            real = recon(theta, cs)
+            for key, out, sets in (
+                ("trained_on", real, idx),
+                ("null", recon(fake, cs), idx),
+                ("held_out", real, other),
+                ("prior_draw", draws, idx),
+            ):
+                mse = (images[sets] - out[:, None]).pow(2).flatten(2).mean(2)
+                members = labels[sets] == c
+                values[key].extend(mse.masked_fill(~members, float("inf")).min(1).values.tolist())
+    pos = np.array(values["trained_on"])
+    out: dict[str, Any] = {"tau": tau}
+    for key in ("null", "held_out"):
+        neg = np.array(values[key])
+        tpr, fpr = rates_at(pos, neg, tau)
+        out[key] = {"tpr": tpr, "fpr": fpr, "tpr_at_fpr_0.01": tpr_at_fpr(pos, neg, 0.01)}
+    out["tpr"], out["fpr"] = out["null"]["tpr"], out["null"]["fpr"]
+    out["tpr_at_fpr_0.01"] = out["null"]["tpr_at_fpr_0.01"]
+    out["prior_draw_tpr"] = float(np.mean(np.array(values["prior_draw"]) <= tau))
+    out["min_mse"] = values
+    return out
