@@ -232,13 +232,13 @@ def evaluate_reconstructor(
             pool = (labels == c).nonzero()[:, 0]
             draws = images[pool[torch.randint(0, len(pool), (len(theta),), generator=gen)]]
             real = recon(theta, cs)
-            for key, out, sets in (
+            for key, guess, sets in (
                 ("trained_on", real, idx),
                 ("null", recon(fake, cs), idx),
                 ("held_out", real, other),
                 ("prior_draw", draws, idx),
             ):
-                mse = (images[sets] - out[:, None]).pow(2).flatten(2).mean(2)
+                mse = (images[sets] - guess[:, None]).pow(2).flatten(2).mean(2)
                 members = labels[sets] == c
                 values[key].extend(mse.masked_fill(~members, float("inf")).min(1).values.tolist())
     pos = np.array(values["trained_on"])
