@@ -171,3 +171,84 @@ def train_heads_loop(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.T
 def flatten_heads(params: Params) -> torch.Tensor:
     """K × D_Θ: each head's parameters as one vector (the reconstructor's input)."""
     return torch.cat([v.reshape(v.shape[0], -1) for v in params.values()], dim=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadDP:
+    """DP-SGD for heads (Maciazek & Allison, App. E, with Opacus): a data loader of batch size
+    B = N − 1 under Opacus' Poisson sampling has ⌈N/B⌉ batches per epoch, each drawn with rate
+    q = 1/⌈N/B⌉; every example's gradient is clipped to ``clip``, Gaussian noise of std
+    ``noise_multiplier``·``clip`` is added to the sum, and the sum is divided by the expected
+    batch size q·N (Opacus' ``expected_batch_size``). δ = N^−1.1."""
+
+    clip: float = 4.0
+    noise_multiplier: float = 1.0
+
+    @staticmethod
+    def batches_per_epoch(n: int) -> int:
+        return -(-n // max(n - 1, 1))
+
+    @staticmethod
+    def sample_rate(n: int) -> float:
+        return 1.0 / HeadDP.batches_per_epoch(n)
+
+    @staticmethod
+    def delta(n: int) -> float:
+        return float(n) ** -1.1
+
+    def epsilon(self, n: int, epochs: int) -> float:
+        """ε at δ = N^−1.1 from Opacus' RDP accountant."""
+        from opacus.accountants import RDPAccountant
+
+        accountant = RDPAccountant()
+        steps = epochs * self.batches_per_epoch(n)
+        accountant.history = [(self.noise_multiplier, self.sample_rate(n), steps)]
+        return float(accountant.get_epsilon(delta=self.delta(n)))
+
+    @staticmethod
+    def noise_for(eps: float, n: int, epochs: int) -> float:
+        """The noise multiplier that spends ``eps`` (Opacus' calibration)."""
+        from opacus.accountants.utils import get_noise_multiplier
+
+        return float(
+            get_noise_multiplier(
+                target_epsilon=eps,
+                target_delta=HeadDP.delta(n),
+                sample_rate=HeadDP.sample_rate(n),
+                steps=epochs * HeadDP.batches_per_epoch(n),
+                accountant="rdp",
+            )
+        )
+
+
+def train_heads_dp(
+    spec: HeadSpec,
+    dp: HeadDP,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    generator: torch.Generator,
+) -> Params:
+    """DP-SGD on K single-layer cross-entropy heads at once (explicit per-sample gradients:
+    the gradient of example i is g_i x_iᵀ for the weights and g_i for the bias, so its norm is
+    ‖g_i‖·√(‖x_i‖² + 1))."""
+    if spec.hidden is not None or spec.outputs < 2:
+        raise ValueError("train_heads_dp supports single-layer cross-entropy heads")
+    k, n, _ = x.shape
+    q = dp.sample_rate(n)
+    w, b = params["0.weight"].clone(), params["0.bias"].clone()
+    row_norm = (x.pow(2).sum(2) + 1).sqrt()  # K × N
+    onehot = F.one_hot(y, spec.outputs).to(x.dtype)
+    std = dp.noise_multiplier * dp.clip
+    for _ in range(spec.epochs_for(n) * dp.batches_per_epoch(n)):
+        logits = torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
+        g = logits.softmax(2) - onehot  # per-sample dℓ/dlogits, K × N × C
+        factor = (dp.clip / (g.norm(dim=2) * row_norm).clamp_min(1e-12)).clamp(max=1.0)
+        chosen = (torch.rand(k, n, generator=generator) < q).to(x.dtype)
+        g = g * (factor * chosen)[..., None]
+        grad_w = torch.bmm(g.transpose(1, 2), x) + std * torch.randn(w.shape, generator=generator)
+        grad_b = g.sum(1) + std * torch.randn(b.shape, generator=generator)
+        w = w * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * grad_w
+        b = b * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * grad_b
+    return {"0.weight": w, "0.bias": b}
