@@ -51,6 +51,8 @@ def test_rdp_bound_tends_to_the_dp_bound_for_large_orders():
 
 def test_bounds_are_probabilities():
     assert rero_gamma_dp(50.0, 0.1) == 1.0
+    assert rero_gamma_dp(1e5, 0.1) == 1.0 and rero_gamma_rdp([2.0], [1e5], 0.1) == 1.0
+    assert rero_gamma_finite(1e5, 0.001, 10) == pytest.approx(0.01)
     assert rero_gamma_finite(50.0, 0.1, 10) == 1.0
     assert rero_gamma_rdp([2.0], [100.0], 0.5) == 1.0
     with pytest.raises(ValueError, match="kappa"):

@@ -48,3 +48,32 @@ def test_shared_initialisation_is_the_same_for_every_model(setting):
     assert torch.equal(a, b) and torch.equal(a[0], a[2])
     c = informed_shadows(untrained, fixed, targets.subset(np.arange(3)), known_init=False, seed=1)
     assert not torch.equal(c[0], c[1])
+
+
+def test_dp_sgd_with_large_epsilon_mitigates_and_respects_the_rero_bound(setting):
+    from privlab.metrics.bounds import rero_gamma_dp_sgd
+    from privlab.training.heads import HeadDP
+
+    fixed, pool, shadow_targets, victims = setting
+    spec = HeadSpec(outputs=10, sigma_init=0.01, lr=0.5, weight_decay=0.0, epochs=50)
+    n, kappa = len(fixed) + 1, 1 / len(pool)  # NN-oracle baseline: one pool point per guess
+    success = {}
+    for eps in (None, 100.0, 1.0):
+        dp = (
+            None if eps is None else HeadDP(clip=1.0, noise_multiplier=HeadDP.noise_for(eps, n, 50))
+        )
+        theta = informed_shadows(spec, fixed, shadow_targets, known_init=True, seed=1, dp=dp)
+        released = informed_shadows(spec, fixed, victims, known_init=True, seed=2, dp=dp)
+        reconnn = train_reconnn(theta, to_symmetric(shadow_targets.x), epochs=30)
+        success[eps] = informed_success(
+            reconnn(released), to_symmetric(victims.x), to_symmetric(pool.x)
+        )["nn_oracle_success"]
+        if dp is not None:
+            bound = rero_gamma_dp_sgd(
+                kappa,
+                sample_rate=HeadDP.sample_rate(n),
+                noise_multiplier=dp.noise_multiplier,
+                steps=50 * HeadDP.batches_per_epoch(n),
+            )
+            assert success[eps] <= bound + 0.02  # empirical success never beats the bound
+    assert success[None] > 0.5 and success[100.0] < 0.1 and success[1.0] <= success[100.0]

@@ -38,7 +38,7 @@ def rero_gamma_dp(eps: float, kappa: float) -> float:
     _check_kappa(kappa)
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    return min(1.0, math.exp(math.log(kappa) + eps))
+    return math.exp(min(0.0, math.log(kappa) + eps))  # clipped to 1 (and no overflow)
 
 
 def rero_gamma_rdp(orders: Sequence[float], rdp: Sequence[float], kappa: float) -> float:
@@ -51,7 +51,7 @@ def rero_gamma_rdp(orders: Sequence[float], rdp: Sequence[float], kappa: float) 
     if np.any(a <= 1):
         raise ValueError("RDP orders must be > 1")
     exponent = (a - 1) / a * (math.log(kappa) + e)
-    return float(min(1.0, math.exp(float(np.min(exponent)))))
+    return math.exp(min(0.0, float(np.min(exponent))))
 
 
 def rero_gamma_zcdp(rho: float, kappa: float) -> float:
@@ -70,6 +70,8 @@ def rero_gamma_finite(eps: float, kappa: float, support: int) -> float:
     _check_kappa(kappa)
     if support < 1 or eps < 0:
         raise ValueError(f"need support ≥ 1 and eps ≥ 0, got {support}, {eps}")
+    if eps > 700:  # e^ε overflows; the bound is then κ·|Z| clipped to 1
+        return min(1.0, support * kappa)
     e = math.exp(eps)
     return min(1.0, support * kappa * e / (support + e - 1))
 

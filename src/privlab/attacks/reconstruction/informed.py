@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from privlab.attacks.reconstruction.reconstructor import MLPReconstructor, WeightNormaliser
 from privlab.data.bundle import Split
 from privlab.metrics.reconstruction import pairwise_mse
-from privlab.training.heads import HeadSpec, flatten_heads, init_heads, train_heads
+from privlab.training.heads import (
+    HeadDP,
+    HeadSpec,
+    flatten_heads,
+    init_heads,
+    train_heads,
+    train_heads_dp,
+)
 
 
 def informed_shadows(
@@ -35,11 +42,13 @@ def informed_shadows(
     init_seed: int = 0,
     seed: int = 0,
     chunk: int = 128,
+    dp: HeadDP | None = None,
 ) -> torch.Tensor:
     """K × D_Θ flattened weights, model k trained on D₋ ∪ {targets[k]}.
 
     ``known_init``: every model starts from the one initialisation drawn from ``init_seed`` (the
-    released model's, known to the adversary); otherwise each draws its own from ``seed``."""
+    released model's, known to the adversary); otherwise each draws its own from ``seed``.
+    ``dp``: train with DP-SGD instead (single-layer heads), the mitigation of the paper."""
     gen = torch.Generator().manual_seed(seed)
     x_fixed, y_fixed = fixed.x.flatten(1), fixed.y
     features = x_fixed.shape[1]
@@ -59,7 +68,12 @@ def informed_shadows(
             if shared is not None
             else init_heads(spec, k, features, generator=gen)
         )
-        out.append(flatten_heads(train_heads(spec, params, x, y, chunk=chunk)))
+        trained = (
+            train_heads(spec, params, x, y, chunk=chunk)
+            if dp is None
+            else train_heads_dp(spec, dp, params, x, y, generator=gen)
+        )
+        out.append(flatten_heads(trained))
     return torch.cat(out)
 
 
