@@ -85,3 +85,24 @@ def test_bad_device_and_missing_report_are_clear(tmp_path):
     assert result.exit_code == 2 and "invalid device" in result.output
     result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "report.json" in result.output
+
+
+def test_shadow_heads_command_writes_resumes_and_refuses_foreign_shards(tmp_path, monkeypatch):
+    import torch
+
+    import privlab.experiment.transfer as transfer
+
+    labels = torch.arange(60) % 10
+    fake = transfer.TransferData(
+        features=torch.randn(60, 8, generator=torch.Generator().manual_seed(0)),
+        labels=labels,
+        images=torch.zeros(60, 1, 28, 28),
+        extractor=None,  # type: ignore[arg-type]
+    )
+    monkeypatch.setattr(transfer, "transfer_setting", lambda **_: fake)
+    args = ["shadow-heads", "--out", str(tmp_path / "s"), "--heads", "30", "--shard-size", "16"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "30 heads in 2 shards" in first.output
+    assert runner.invoke(app, args).exit_code == 0  # resumed: nothing to do
+    foreign = runner.invoke(app, [*args, "--seed", "5"])
+    assert foreign.exit_code == 2 and "shard of another configuration" in foreign.output

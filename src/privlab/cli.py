@@ -151,6 +151,41 @@ def demo(
         _execute(path, out or Path("runs") / "demo", set_ or [], device, seed)
 
 
+@app.command("shadow-heads")
+def shadow_heads(
+    out: Annotated[Path, typer.Option(help="Folder for the shards (resumed if it exists).")],
+    heads: Annotated[int, typer.Option(help="Number of shadow heads.")] = 100_000,
+    n: Annotated[int, typer.Option(help="Training-set size of every head (N).")] = 10,
+    shard_size: Annotated[int, typer.Option(help="Heads per shard file.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the job (shard i: seed and i).")] = 0,
+    backend: Annotated[
+        str, typer.Option(help="local, or ray (a running cluster or a new local one).")
+    ] = "local",
+) -> None:
+    """Train shadow heads on the transfer setting's features (Maciazek & Allison, Algorithm 1)
+    and write them to disk in resumable shards."""
+    from privlab.experiment.models import default_cache_dir
+    from privlab.experiment.shadow_heads import ShadowJob, ShardError, generate_shadow_heads
+    from privlab.experiment.transfer import transfer_setting
+    from privlab.training.heads import HeadSpec
+
+    try:
+        data = transfer_setting(cache_dir=default_cache_dir())
+        job = ShadowJob(
+            spec=HeadSpec(),
+            n=n,
+            count=heads,
+            shard_size=shard_size,
+            seed=seed,
+            pool_sha256=data.sha256(),
+        )
+        paths = generate_shadow_heads(job, data.features, data.labels, out, backend=backend)
+    except (ShardError, ValueError, ImportError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    out_console.print(f"{heads} heads in {len(paths)} shards under {out} (job {job.key()[:12]})")
+
+
 @app.command("list")
 def list_components() -> None:
     """Every registered dataset, model, regime and attack."""
