@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "val": (data.features[val_idx], labels[val_idx], images[val_idx]),
     }
     spec = HeadSpec()
-    width = args.width or (512 if args.kind == "mlp" else 64)
+    width = args.width or (512 if args.kind == "mlp" else 32)
     cfg = ReconstructorConfig(kind=args.kind, width=width, epochs=args.epochs, eval_every=500)
     with tempfile.TemporaryDirectory(prefix="privlab-weak-") as tmp:
         jobs = {
@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs["val"],
                 Path(tmp) / "val",
                 parts["train"][2],
-                parts["train"][1],
                 parts["val"][2],
-                parts["val"][1],
                 cfg,
             )
         tau = nn_mse_threshold(parts["train"][2], parts["val"][2])

@@ -97,3 +97,44 @@ def test_ray_backend_gives_the_same_shards(pool, tmp_path):
         iter_shards(job, tmp_path / "local"), iter_shards(job, tmp_path / "ray"), strict=True
     ):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_vs_rest_sets_hold_one_identity_against_the_others():
+    from privlab.experiment.shadow_heads import one_vs_rest_sets
+
+    identities = torch.arange(300) % 30
+    idx, y = one_vs_rest_sets(identities, 50, 20, torch.Generator().manual_seed(0))
+    assert idx.shape == y.shape == (50, 20)
+    assert y[:, :2].eq(1).all() and y[:, 2:].eq(0).all()  # M = 2 positives, 18 negatives
+    for row in idx:
+        ids = identities[row]
+        assert len(set(row.tolist())) == 20
+        assert ids[0] == ids[1] and not (ids[2:] == ids[0]).any()
+    with pytest.raises(ValueError, match="cannot supply"):
+        one_vs_rest_sets(torch.zeros(30, dtype=torch.long), 2, 20, torch.Generator())
+
+
+def test_job_options_are_checked(pool):
+    from privlab.training.heads import HeadDP
+
+    with pytest.raises(ValueError, match="binary head"):
+        _job(pool, task="one_vs_rest")
+    with pytest.raises(ValueError, match="divisible by 10"):
+        _job(pool, task="one_vs_rest", spec=HeadSpec(outputs=1, hidden=4), n=8)
+    with pytest.raises(ValueError, match="single-layer"):
+        _job(pool, spec=HeadSpec(outputs=4, hidden=3), dp=HeadDP())
+
+
+def test_dp_shadow_heads_are_noisy_and_keep_their_labels(pool):
+    from privlab.training.heads import HeadDP
+
+    features, labels = pool
+    clean = train_shard(_job(pool), 0, features, labels)
+    noisy_job = _job(pool, dp=HeadDP(clip=1.0, noise_multiplier=5.0))
+    noisy = train_shard(noisy_job, 0, features, labels)
+    assert torch.equal(clean["indices"], noisy["indices"])
+    assert torch.equal(noisy["labels"].long(), labels[noisy["indices"].long()])
+    assert noisy_job.key() != _job(pool).key()
+    # the noise dominates: DP heads are far from the non-private ones
+    diff = (clean["param.0.weight"] - noisy["param.0.weight"]).norm()
+    assert diff > clean["param.0.weight"].norm()

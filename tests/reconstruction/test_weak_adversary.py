@@ -36,9 +36,9 @@ def trained(tmp_path_factory):
     for name, (_, labels, feats) in pools.items():
         generate_shadow_heads(jobs[name], feats, labels, root / name)
     cfg = ReconstructorConfig(kind="mlp", width=128, lr=3e-3, epochs=12, eval_every=200)
-    (ti, tl, _), (vi, vl, _) = pools["train"], pools["val"]
+    ti, vi = pools["train"][0], pools["val"][0]
     recon = train_reconstructor(
-        jobs["train"], root / "train", jobs["val"], root / "val", ti, tl, vi, vl, cfg, seed=0
+        jobs["train"], root / "train", jobs["val"], root / "val", ti, vi, cfg, seed=0
     )
     return recon, jobs, root, pools
 
@@ -63,3 +63,41 @@ def test_reconstructions_depend_on_the_weights(trained):
     theta = torch.randn(2, int(recon.normaliser.mean.numel()))
     a = recon(theta, torch.tensor([0, 0]))
     assert not torch.allclose(a[0], a[1])
+
+
+def test_one_vs_rest_binary_heads_leak_their_positive_identity(tmp_path):
+    """The CelebA-like variant: binary FC(4)→FC(1) heads on 1 image of one identity and 9 of
+    others (positives up-weighted ×10); the reconstructor recovers the positive image."""
+    spec = HeadSpec(
+        outputs=1, hidden=4, sigma_init=0.02, lr=0.05, weight_decay=0.0, epochs=60, pos_weight=10.0
+    )
+    pools = {}
+    for name, seed in (("train", 0), ("val", 1)):
+        images, ids, feats = _pool(seed, n=400, classes=40)
+        pools[name] = (images, ids, feats)
+    jobs = {
+        name: ShadowJob(
+            spec=spec,
+            n=10,
+            count=count,
+            shard_size=1000,
+            seed=i,
+            pool_sha256=name,
+            task="one_vs_rest",
+        )
+        for i, (name, count) in enumerate((("train", 3000), ("val", 200)))
+    }
+    for name, (_, ids, feats) in pools.items():
+        generate_shadow_heads(jobs[name], feats, ids, tmp_path / name)
+    cfg = ReconstructorConfig(kind="mlp", width=128, lr=3e-3, epochs=8, eval_every=200)
+    (ti, _, _), (vi, vl, _) = pools["train"], pools["val"]
+    recon = train_reconstructor(
+        jobs["train"], tmp_path / "train", jobs["val"], tmp_path / "val", ti, vi, cfg
+    )
+    assert recon.targets == [1]
+    tau = nn_mse_threshold(ti, vi)
+    result = evaluate_reconstructor(recon, jobs["val"], tmp_path / "val", vi, vl, tau=tau)
+    assert len(result["min_mse"]["trained_on"]) == 200  # one positive per head
+    # measured: TPR 0.20, FPR 0.005, random draw 0.0
+    assert result["tpr"] > 0.1 and result["tpr"] > 4 * result["fpr"] + 0.02
+    assert result["tpr"] > result["prior_draw_tpr"] + 0.1

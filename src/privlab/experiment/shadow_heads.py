@@ -1,7 +1,11 @@
 """Shadow heads by the million (Maciazek & Allison, Algorithm 1), streamed to disk in shards.
 
-Shard i holds ``shard_size`` heads, each trained on its own balanced random training set of N
-feature vectors drawn from the attacker's pool, together with the pool indices of that set. A
+Shard i holds ``shard_size`` heads, each trained on its own random training set of N feature
+vectors drawn from the attacker's pool, together with the pool indices of that set and the
+labels the head was trained on. Sets are balanced (N/C examples of every class, the MNIST and
+CIFAR experiments) or ``one_vs_rest`` (the CelebA face-recognition experiment: M = N/10 images
+of one random identity labelled 1 and 9M of other identities labelled 0, a binary head with
+the positive class up-weighted). Heads train by full-batch GD or, with ``dp``, DP-SGD. A
 shard depends only on (job, i): its generator is seeded from the job's seed and i, so shards
 can be produced in any order, on any worker (``backend="ray"``), and give the same heads.
 
@@ -17,14 +21,14 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from privlab.experiment.store import atomic_write_bytes, stable_hash
-from privlab.training.heads import HeadSpec, init_heads, train_heads
+from privlab.training.heads import HeadDP, HeadSpec, init_heads, train_heads, train_heads_dp
 
 FORMAT = "privlab-shadow-heads-1"
 
@@ -35,7 +39,11 @@ class ShardError(ValueError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShadowJob:
-    """What to generate: ``count`` heads of ``spec`` on balanced sets of ``n`` pool examples."""
+    """What to generate: ``count`` heads of ``spec`` on sets of ``n`` pool examples.
+
+    ``task="balanced"``: the pool labels are the head's classes; ``"one_vs_rest"``: the pool
+    labels are identities and the head is binary (``spec.outputs == 1``), class 1 = the set's
+    positive identity. ``dp``: train with DP-SGD (single-layer cross-entropy heads)."""
 
     spec: HeadSpec
     n: int
@@ -43,14 +51,33 @@ class ShadowJob:
     shard_size: int = 10_000
     seed: int = 0
     pool_sha256: str  # the features the heads are trained on (part of the configuration)
+    task: Literal["balanced", "one_vs_rest"] = "balanced"
+    dp: HeadDP | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.count < 1 or self.shard_size < 1:
             raise ValueError("n, count and shard_size must be ≥ 1")
-        if self.spec.outputs > 1 and self.n % self.spec.outputs:
+        if self.task == "balanced" and self.spec.outputs > 1 and self.n % self.spec.outputs:
             raise ValueError(
                 f"balanced sets need N divisible by the {self.spec.outputs} classes, got N={self.n}"
             )
+        if self.task == "one_vs_rest" and (self.spec.outputs != 1 or self.n % 10):
+            raise ValueError(
+                "one_vs_rest sets need a binary head (outputs: 1) and N divisible by 10 "
+                f"(M positives, 9M negatives); got outputs={self.spec.outputs}, N={self.n}"
+            )
+        if self.dp is not None and (self.spec.hidden is not None or self.spec.outputs < 2):
+            raise ValueError("DP-SGD shadow heads must be single-layer cross-entropy heads")
+
+    @property
+    def classes(self) -> int:
+        """Size of the reconstructor's one-hot class input."""
+        return max(self.spec.outputs, 2)
+
+    @property
+    def target_classes(self) -> list[int]:
+        """The classes whose training images are reconstructed (one_vs_rest: the positives)."""
+        return [1] if self.task == "one_vs_rest" else list(range(self.classes))
 
     @property
     def shards(self) -> int:
@@ -81,22 +108,50 @@ def balanced_sets(
     return torch.cat(parts, dim=1)
 
 
+def one_vs_rest_sets(
+    identities: torch.Tensor, k: int, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k × n pool indices and binary labels: M = n/10 distinct images of one random identity
+    (label 1, first) and 9M distinct images of other identities (label 0)."""
+    m = n // 10
+    ids, counts = identities.unique(return_counts=True)
+    eligible = ids[counts >= m]
+    if len(eligible) == 0 or len(identities) - int(counts.min()) < n - m:
+        raise ValueError(f"the pool cannot supply {m} positives and {n - m} negatives per set")
+    chosen = eligible[torch.randint(0, len(eligible), (k,), generator=generator)]
+    same = identities[None, :] == chosen[:, None]  # k × P
+    keys = torch.rand(k, len(identities), generator=generator)
+    pos = keys.masked_fill(~same, 2.0).topk(m, dim=1, largest=False).indices
+    neg = keys.masked_fill(same, 2.0).topk(n - m, dim=1, largest=False).indices
+    labels = torch.cat([torch.ones(k, m), torch.zeros(k, n - m)], dim=1).long()
+    return torch.cat([pos, neg], dim=1), labels
+
+
 def train_shard(
     job: ShadowJob, i: int, features: torch.Tensor, labels: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Shard ``i`` of ``job``: trained heads (stacked) and their training-set indices."""
+    """Shard ``i`` of ``job``: trained heads (stacked), their training-set indices and the
+    labels they were trained on."""
     gen = torch.Generator().manual_seed(job.seed * 1_000_003 + i)
     k = job.shard_count(i)
-    classes = max(job.spec.outputs, 2)
-    if job.spec.outputs > 1:
-        idx = balanced_sets(labels, k, job.n, classes, gen)
+    if job.task == "one_vs_rest":
+        idx, y = one_vs_rest_sets(labels, k, job.n, gen)
+    elif job.spec.outputs > 1:
+        idx = balanced_sets(labels, k, job.n, job.classes, gen)
+        y = labels[idx]
     else:  # binary heads: any n examples (the caller's pool encodes the class balance)
         idx = torch.rand(k, len(labels), generator=gen).argsort(dim=1)[:, : job.n]
+        y = labels[idx]
     params = init_heads(job.spec, k, features.shape[1], generator=gen)
-    trained = train_heads(job.spec, params, features[idx], labels[idx])
+    trained = (
+        train_heads(job.spec, params, features[idx], y)
+        if job.dp is None
+        else train_heads_dp(job.spec, job.dp, params, features[idx], y, generator=gen)
+    )
     return {
         **{f"param.{name}": v.contiguous() for name, v in trained.items()},
         "indices": idx.int(),
+        "labels": y.to(torch.uint8),
     }
 
 
@@ -120,7 +175,7 @@ def read_shard(path: Path, job: ShadowJob) -> dict[str, torch.Tensor]:
             f"this job {job.key()[:12]}…); use another folder or delete it"
         )
     expected = job.shard_count(int(meta.get("shard", -1)))
-    if "indices" not in tensors or len(tensors["indices"]) != expected:
+    if any(k not in tensors for k in ("indices", "labels")) or len(tensors["indices"]) != expected:
         raise ShardError(
             f"{path}: incomplete shard ({len(tensors.get('indices', []))} of {expected} heads)"
         )

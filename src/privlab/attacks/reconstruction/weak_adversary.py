@@ -75,6 +75,7 @@ class Reconstructor:
     classes: int
     conditional: bool
     history: list[dict[str, float]]
+    targets: list[int]  # the classes it reconstructs
 
     @torch.no_grad()
     def __call__(self, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -93,22 +94,22 @@ def _inputs(
 def _batches(
     shard: dict[str, torch.Tensor],
     images: torch.Tensor,
-    labels: torch.Tensor,
-    classes: int,
+    targets: list[int],
     batch_size: int,
     gen: torch.Generator,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(θ, class, candidates) batches of one shard: candidates are the head's class members."""
-    theta, idx = _theta(shard), shard["indices"].long()
+    """(θ, class, candidates) batches of one shard: the candidates are the head's training
+    images it was taught as that class (one of ``targets``, drawn at random)."""
+    theta, idx, trained_as = _theta(shard), shard["indices"].long(), shard["labels"].long()
     order = torch.randperm(len(theta), generator=gen)
+    choices = torch.tensor(targets)
     for lo in range(0, len(order), batch_size):
         rows = order[lo : lo + batch_size]
-        c = torch.randint(0, classes, (len(rows),), generator=gen)
-        sets = idx[rows]  # B × N
-        members = labels[sets] == c[:, None]
+        c = choices[torch.randint(0, len(choices), (len(rows),), generator=gen)]
+        members = trained_as[rows] == c[:, None]
         per = int(members.sum(1).min())
         pick = members.float().argsort(dim=1, descending=True, stable=True)[:, :per]
-        yield theta[rows], c, images[sets.gather(1, pick)]
+        yield theta[rows], c, images[idx[rows].gather(1, pick)]
 
 
 def train_reconstructor(
@@ -117,9 +118,7 @@ def train_reconstructor(
     val_job: ShadowJob,
     val_dir: str | Path,
     images: torch.Tensor,
-    labels: torch.Tensor,
     val_images: torch.Tensor,
-    val_labels: torch.Tensor,
     cfg: ReconstructorConfig,
     *,
     seed: int = 0,
@@ -128,7 +127,7 @@ def train_reconstructor(
     validation shards' soft-min loss. Memory: one shard and the model."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    classes = max(job.spec.outputs, 2)
+    classes, targets = job.classes, job.target_classes
     normaliser = fit_normaliser(job, train_dir)
     in_dim = int(normaliser.mean.numel()) + (classes if cfg.conditional else 0)  # type: ignore[union-attr]
     shape = tuple(images.shape[1:])
@@ -145,7 +144,7 @@ def train_reconstructor(
         vgen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             for shard in iter_shards(val_job, val_dir):
-                for theta, c, cands in _batches(shard, val_images, val_labels, classes, 256, vgen):
+                for theta, c, cands in _batches(shard, val_images, targets, 256, vgen):
                     out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
                     total += float(soft_min_loss(out, cands, alpha=cfg.alpha).sum())
                     count += len(c)
@@ -157,7 +156,7 @@ def train_reconstructor(
     model.train()
     for _ in range(cfg.epochs):
         for shard in iter_shards(job, train_dir):
-            for theta, c, cands in _batches(shard, images, labels, classes, cfg.batch_size, gen):
+            for theta, c, cands in _batches(shard, images, targets, cfg.batch_size, gen):
                 out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
                 loss = soft_min_loss(out, cands, alpha=cfg.alpha).mean()
                 opt.zero_grad(set_to_none=True)
@@ -173,12 +172,12 @@ def train_reconstructor(
                         since += 1
                     if since >= cfg.patience:
                         model.load_state_dict(best_state)
-                        return Reconstructor(model, normaliser, classes, cfg.conditional, history)
+                        return Reconstructor(model, normaliser, classes, cfg.conditional, history, targets)
     v = val_loss()
     history.append({"step": float(step), "val": v})
     if v > best:
         model.load_state_dict(best_state)
-    return Reconstructor(model, normaliser, classes, cfg.conditional, history)
+    return Reconstructor(model, normaliser, classes, cfg.conditional, history, targets)
 
 
 def null_weights(
@@ -224,22 +223,26 @@ def evaluate_reconstructor(
         k: [] for k in ("trained_on", "null", "held_out", "prior_draw")
     }
     for shard in iter_shards(val_job, val_dir):
-        theta, idx = _theta(shard), shard["indices"].long()
-        other = idx.roll(1, dims=0)
+        theta, idx, trained_as = _theta(shard), shard["indices"].long(), shard["labels"].long()
         fake = null_weights(stats, len(theta), gen)
-        for c in range(recon.classes):
+        for c in recon.targets:
             cs = torch.full((len(theta),), c)
-            pool = (labels == c).nonzero()[:, 0]
-            draws = images[pool[torch.randint(0, len(pool), (len(theta),), generator=gen)]]
+            # the random-draw baseline: a pool image of the class (any image when the pool
+            # labels are identities, one_vs_rest)
+            pool = (labels == c).nonzero()[:, 0] if val_job.task == "balanced" else None
+            draw = torch.randint(
+                0, len(labels) if pool is None else len(pool), (len(theta),), generator=gen
+            )
+            draws = images[draw if pool is None else pool[draw]]
             real = recon(theta, cs)
-            for key, guess, sets in (
-                ("trained_on", real, idx),
-                ("null", recon(fake, cs), idx),
-                ("held_out", real, other),
-                ("prior_draw", draws, idx),
+            for key, guess, sets, taught in (
+                ("trained_on", real, idx, trained_as),
+                ("null", recon(fake, cs), idx, trained_as),
+                ("held_out", real, idx.roll(1, dims=0), trained_as.roll(1, dims=0)),
+                ("prior_draw", draws, idx, trained_as),
             ):
                 mse = (images[sets] - guess[:, None]).pow(2).flatten(2).mean(2)
-                members = labels[sets] == c
+                members = taught == c
                 values[key].extend(mse.masked_fill(~members, float("inf")).min(1).values.tolist())
     pos = np.array(values["trained_on"])
     out: dict[str, Any] = {"tau": tau}
