@@ -75,7 +75,28 @@ def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _print_reconstruction(report: dict[str, Any]) -> None:
+    from privlab.experiment.reconstruction_report import informed_table, weak_table
+
+    name = report["config"]["name"]
+    for title, (header, rows) in (
+        ("weak adversary (%)", weak_table(report)),
+        ("informed adversary (%)", informed_table(report)),
+    ):
+        if not rows:
+            continue
+        table = Table(title=f"{name}: {title}")
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        out_console.print(table)
+
+
 def _print_summary(report: dict[str, Any]) -> None:
+    if report.get("kind") == "reconstruction":
+        _print_reconstruction(report)
+        return
     labels = list(dict.fromkeys(a["label"] for t in report["targets"] for a in t["attacks"]))
     title = "membership inference accuracy (worst-case / honest threshold, %)"
     table = Table(title=f"{report['config']['name']}: {title if labels else 'accuracy (%)'}")

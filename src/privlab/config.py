@@ -6,12 +6,15 @@ Configs are data, never code: YAML is parsed with ``yaml.safe_load`` and every k
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, Registry
+
+if TYPE_CHECKING:
+    from privlab.config_reconstruction import ReconstructionExperimentConfig
 
 
 class ConfigError(ValueError):
@@ -245,6 +248,10 @@ class ExperimentConfig(_Strict):
         return target.model or self.model
 
 
+#: what :func:`load_config` returns: the schema picked by the config's ``kind``
+AnyConfig = Union[ExperimentConfig, "ReconstructionExperimentConfig"]
+
+
 def _check_name(registry: Registry[Any], name: str, where: str) -> None:
     if name not in registry:
         raise ValueError(
@@ -298,20 +305,27 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AnyConfig:
+    """Validate an experiment config; ``kind: reconstruction`` selects the reconstruction
+    schema (:mod:`privlab.config_reconstruction`), anything else the attack/inversion one."""
+    from privlab.config_reconstruction import ReconstructionExperimentConfig
+
     data = yaml.safe_load(yaml.safe_dump(data))  # deep copy as plain data
     for key, value in parse_overrides(overrides or []):
         try:
             set_dotted(data, key, value)
         except (IndexError, ValueError, TypeError) as err:
             raise ConfigError(f"--set {key}: cannot apply ({err})") from None
+    schema: type[BaseModel] = (
+        ReconstructionExperimentConfig if data.get("kind") == "reconstruction" else ExperimentConfig
+    )
     try:
-        return ExperimentConfig.model_validate(data)
+        return schema.model_validate(data)  # type: ignore[return-value]
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> AnyConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")

@@ -100,3 +100,28 @@ def test_empirical_kappa_counts_the_best_single_guess():
     assert empirical_kappa(pool, 1.0) == pytest.approx(3 / 5)  # guess 1 or 2 covers 3 points
     assert empirical_kappa(pool, 100.0) == pytest.approx(1.0)
     assert empirical_kappa(pool, 0.3, candidates=torch.tensor([[5.0]])) == 0.0
+
+
+def test_rero_curve_matches_the_calibrated_points():
+    from privlab.metrics.bounds import dp_sgd_rero_curve, rero_gamma_dp_sgd
+    from privlab.training.heads import HeadDP
+
+    n, epochs, kappa = 41, 20, 1e-3
+    sigmas = [0.8, 2.0, 5.0]
+    curve = dp_sgd_rero_curve(
+        kappa, sample_rate=HeadDP.sample_rate(n), steps=epochs * HeadDP.batches_per_epoch(n),
+        delta=HeadDP.delta(n), noise_multipliers=sigmas,
+    )  # fmt: skip
+    for sigma, eps, gamma in zip(sigmas, curve["epsilon"], curve["gamma"], strict=True):
+        dp = HeadDP(noise_multiplier=sigma)
+        assert eps == pytest.approx(dp.epsilon(n, epochs), rel=1e-9)
+        assert gamma == pytest.approx(
+            rero_gamma_dp_sgd(
+                kappa,
+                sample_rate=HeadDP.sample_rate(n),
+                noise_multiplier=sigma,
+                steps=epochs * HeadDP.batches_per_epoch(n),
+            )  # fmt: skip
+        )
+    assert curve["epsilon"] == sorted(curve["epsilon"], reverse=True)  # more noise, less ε
+    assert curve["gamma"] == sorted(curve["gamma"], reverse=True)

@@ -245,6 +245,66 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _reconstruction_section(report: Mapping[str, Any]) -> str:
+    """Reconstruction from weights: the weak and the informed adversary (tables and figures)."""
+    from privlab.experiment import reconstruction_report as rr
+
+    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join(
+            "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    parts = []
+    weak = report.get("weak_adversary")
+    if weak:
+        parts += [
+            "<h2>Weak adversary: reconstruction of transfer-learned heads' training images</h2>",
+            f"<p class=sub>Dataset {esc(weak.get('dataset'))} ({esc(weak.get('task'))}); "
+            f"τ = {num(weak.get('tau'), '.4f')} (mean nearest-neighbour MSE between the "
+            "validation and training priors, images in [−1, 1]). TPR*: a validation head's "
+            "reconstruction lies within τ of one of its training images of the class; FPR*: the "
+            "same test on reconstructions from null weights N(θ̄, Cov) of the shadow heads; "
+            "held-out: another head's training images; prior draw: a random image of the class "
+            "instead of a reconstruction. Rates in %.</p>",
+            table(*rr.weak_table(report)),
+            _figure(rr.weak_roc_figure, report, "reconstruction ROC per variant"),
+        ]
+        if any(v.get("privacy") for v in rr.weak_variants(report)):
+            parts.append(_figure(rr.tradeoff_figure, report, "privacy–utility trade-off"))
+        for v in rr.weak_variants(report):
+            parts.append(
+                _figure(
+                    rr.examples_figure,
+                    v.get("examples") or [],
+                    f"{v.get('name')}: reconstructions and nearest training images",
+                )
+            )
+    informed = report.get("informed_adversary")
+    if informed:
+        parts += [
+            "<h2>Informed adversary (Balle et al.)</h2>",
+            f"<p class=sub>{esc(informed.get('dataset'))}: D₋ of {esc(informed.get('fixed'))} "
+            f"known points, a prior of {esc(informed.get('prior'))} images (κ = 1/"
+            f"{esc(informed.get('prior'))} for the nearest-neighbour oracle). Success (%): the "
+            "reconstruction is closer to the target than to any other prior image.</p>",
+            table(*rr.informed_table(report)),
+        ]
+        for r in informed.get("reconnn") or []:
+            init = "known" if r.get("known_init") else "unknown"
+            parts.append(
+                _figure(
+                    rr.examples_figure,
+                    r.get("examples") or [],
+                    f"RecoNN, initialisation {init}: reconstruction (top), target (bottom)",
+                )
+            )
+    if (informed or {}).get("bound_curve") or any(v.get("bound") for v in rr.weak_variants(report)):
+        parts.append(_figure(rr.bound_figure, report, "empirical success against the ReRo bound"))
+    return "\n".join(parts)
+
+
 ABOUT = """<h2>About the numbers</h2><p><b>Worst-case</b> A<sub>inf</sub> is the
 membership inference accuracy with the threshold chosen by an oracle on the evaluation
 members and non-members themselves &mdash; the metric reported by Song, Shokri &amp;
@@ -264,6 +324,11 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{esc(name)}</h1>"]
     if config.get("description"):
         parts.append(f"<p>{esc(config.get('description'))}</p>")
+    if report.get("kind") == "reconstruction":
+        parts += [_run_info(report), _reconstruction_section(report)]
+        cfg = json.dumps(config, indent=2, sort_keys=True, default=str)
+        parts.append(f"<details><summary>Config</summary><pre>{esc(cfg)}</pre></details>")
+        return page(esc(name), "\n".join(parts))
     parts += [
         _run_info(report),
         _summary_table(report),

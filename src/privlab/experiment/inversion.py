@@ -21,6 +21,7 @@ from torch import nn
 from privlab import __version__
 from privlab.config import AttackConfig, Component, ExperimentConfig, InversionConfig
 from privlab.data.bundle import DataBundle, Split, class_subset
+from privlab.experiment.image_codec import image_hex
 from privlab.experiment.models import TrainedModel, get_or_train
 from privlab.experiment.progress import Progress
 from privlab.experiment.store import (
@@ -164,14 +165,6 @@ def inversion_setup(
     return InversionSetup(public, prior, prior_key, evaluator, test_acc)
 
 
-def _pixels(x: torch.Tensor, value_range: tuple[float, float]) -> dict[str, Any]:
-    """An image as 0–255 bytes in hex with its shape (compact in JSON, enough for a figure)."""
-    lo, hi = value_range
-    unit = ((x - lo) / (hi - lo)).clamp(0, 1)
-    data = (unit * 255).round().to(torch.uint8).cpu().numpy()
-    return {"shape": list(data.shape), "hex": data.tobytes().hex()}
-
-
 def run_inversion_attack(
     acfg: AttackConfig,
     target: Target,
@@ -204,8 +197,8 @@ def run_inversion_attack(
             {
                 "class": c,
                 "class_name": bundle.class_names[c] if bundle.class_names else str(c),
-                "image": _pixels(recon.images[i], bundle.value_range),
-                "nearest": _pixels(private.x[nearest[i]], bundle.value_range),
+                "image": image_hex(recon.images[i], bundle.value_range),
+                "nearest": image_hex(private.x[nearest[i]], bundle.value_range),
                 "knn_dist": metrics["image_knn_dist"][i],
                 "hit1": metrics["image_hit1"][i],
             }

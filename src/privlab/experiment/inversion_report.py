@@ -10,6 +10,7 @@ import numpy as np
 
 from privlab.experiment.aggregate import Stat, format_pm, mean_std, targets_of
 from privlab.experiment.figures import _b64, _new_figure, _placeholder
+from privlab.experiment.image_codec import decode_image_hex
 
 #: per-target measurements next to attack success (key → column header)
 TARGET_COLUMNS = {
@@ -181,13 +182,6 @@ def per_class_figure(report: Mapping[str, Any], attack: str | None = None) -> st
     return _b64(fig)
 
 
-def _image(pixels: Mapping[str, Any]) -> Any:
-    """{shape, hex} (C×H×W bytes) → an H×W or H×W×C array in [0, 1]."""
-    raw = np.frombuffer(bytes.fromhex(pixels["hex"]), dtype=np.uint8)
-    arr = raw.reshape(pixels["shape"]).astype(float) / 255.0
-    return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-
-
 def grid_figure(attack: Mapping[str, Any]) -> str:
     """Each class's best reconstruction (top row) above its nearest private image (bottom)."""
     grid = [g for g in attack.get("grid") or [] if isinstance(g, Mapping)]
@@ -197,7 +191,7 @@ def grid_figure(attack: Mapping[str, Any]) -> str:
     for i, g in enumerate(grid):
         for row, key in enumerate(("image", "nearest")):
             ax = fig.add_subplot(2, len(grid), row * len(grid) + i + 1)
-            ax.imshow(_image(g[key]), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.imshow(decode_image_hex(g[key]), cmap="gray", vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:

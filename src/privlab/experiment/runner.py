@@ -17,6 +17,7 @@ import torch
 
 from privlab import __version__
 from privlab.config import (
+    AnyConfig,
     AttackConfig,
     ConfigError,
     ExperimentConfig,
@@ -501,11 +502,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 def run_experiment(
-    config: ExperimentConfig,
+    config: AnyConfig,
     out_dir: str | Path,
     *,
     device: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run every target × seed × attack of ``config``; write and return the report."""
+    """Run every target × seed × attack of ``config``; write and return the report. A
+    ``kind: reconstruction`` config runs :func:`privlab.experiment.reconstruction.
+    run_reconstruction` instead."""
+    if not isinstance(config, ExperimentConfig):
+        from privlab.experiment.reconstruction import run_reconstruction
+
+        return run_reconstruction(config, out_dir, device=device, progress=progress)
     return Runner(config, Path(out_dir), device=device, progress=progress).run()

@@ -107,6 +107,26 @@ def rero_gamma_dp_sgd(
     return rero_gamma_rdp(alphas, rdp, kappa)
 
 
+def dp_sgd_rero_curve(
+    kappa: float,
+    *,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    noise_multipliers: Sequence[float],
+) -> dict[str, list[float]]:
+    """For each noise multiplier: ε at ``delta`` (Opacus' RDP conversion) and γ (Thm 2), both
+    from one RDP curve — a privacy/ReRo curve without calibrating noise to each ε."""
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    eps, gamma = [], []
+    for sigma in noise_multipliers:
+        alphas, rdp = dp_sgd_rdp(sample_rate=sample_rate, noise_multiplier=sigma, steps=steps)
+        eps.append(float(get_privacy_spent(orders=alphas, rdp=rdp, delta=delta)[0]))
+        gamma.append(rero_gamma_rdp(alphas, rdp, kappa))
+    return {"noise_multiplier": list(noise_multipliers), "epsilon": eps, "gamma": gamma}
+
+
 def empirical_kappa(
     pool: torch.Tensor, eta: float, *, candidates: torch.Tensor | None = None
 ) -> float:

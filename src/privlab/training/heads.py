@@ -18,6 +18,7 @@ recipe), otherwise cross-entropy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import torch
@@ -168,6 +169,20 @@ def train_heads_loop(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.T
     return {k: torch.stack(v) for k, v in out.items()}
 
 
+@torch.no_grad()
+def head_logits(spec: HeadSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """K × P × outputs: every stacked head applied to the same P feature vectors ``x``."""
+    layers = ["0"] if spec.hidden is None else ["0", "2"]
+    h = x.expand(len(params[f"{layers[0]}.weight"]), *x.shape)
+    for i, name in enumerate(layers):
+        h = torch.baddbmm(
+            params[f"{name}.bias"][:, None, :], h, params[f"{name}.weight"].transpose(1, 2)
+        )
+        if i < len(layers) - 1:
+            h = h.relu()
+    return h
+
+
 def flatten_heads(params: Params) -> torch.Tensor:
     """K × D_Θ: each head's parameters as one vector (the reconstructor's input)."""
     return torch.cat([v.reshape(v.shape[0], -1) for v in params.values()], dim=1)
@@ -206,8 +221,10 @@ class HeadDP:
         return float(accountant.get_epsilon(delta=self.delta(n)))
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)
     def noise_for(eps: float, n: int, epochs: int) -> float:
-        """The noise multiplier that spends ``eps`` (Opacus' calibration)."""
+        """The noise multiplier that spends ``eps`` (Opacus' calibration; seconds per call
+        at q = 1/2, so calls are memoised)."""
         from opacus.accountants.utils import get_noise_multiplier
 
         return float(

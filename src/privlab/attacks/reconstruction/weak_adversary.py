@@ -50,7 +50,8 @@ class ReconstructorConfig:
     patience: int = 5  # checks without improvement before stopping
 
 
-def _theta(shard: dict[str, torch.Tensor]) -> torch.Tensor:
+def shard_weights(shard: dict[str, torch.Tensor]) -> torch.Tensor:
+    """K × D_Θ: the flattened parameters of a shard's heads (in parameter-name order)."""
     return torch.cat(
         [v.reshape(len(v), -1).float() for k, v in sorted(shard.items()) if k.startswith("param.")],
         dim=1,
@@ -62,7 +63,7 @@ def fit_normaliser(
 ) -> WeightNormaliser:
     norm = WeightNormaliser(covariance=covariance)
     for shard in iter_shards(job, shard_dir):
-        norm.update(_theta(shard))
+        norm.update(shard_weights(shard))
     return norm
 
 
@@ -100,7 +101,7 @@ def _batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(θ, class, candidates) batches of one shard: the candidates are the head's training
     images it was taught as that class (one of ``targets``, drawn at random)."""
-    theta, idx, trained_as = _theta(shard), shard["indices"].long(), shard["labels"].long()
+    theta, idx, trained_as = shard_weights(shard), shard["indices"].long(), shard["labels"].long()
     order = torch.randperm(len(theta), generator=gen)
     choices = torch.tensor(targets)
     for lo in range(0, len(order), batch_size):
@@ -172,7 +173,9 @@ def train_reconstructor(
                         since += 1
                     if since >= cfg.patience:
                         model.load_state_dict(best_state)
-                        return Reconstructor(model, normaliser, classes, cfg.conditional, history, targets)
+                        return Reconstructor(
+                            model, normaliser, classes, cfg.conditional, history, targets
+                        )
     v = val_loss()
     history.append({"step": float(step), "val": v})
     if v > best:
@@ -223,7 +226,8 @@ def evaluate_reconstructor(
         k: [] for k in ("trained_on", "null", "held_out", "prior_draw")
     }
     for shard in iter_shards(val_job, val_dir):
-        theta, idx, trained_as = _theta(shard), shard["indices"].long(), shard["labels"].long()
+        theta, idx = shard_weights(shard), shard["indices"].long()
+        trained_as = shard["labels"].long()
         fake = null_weights(stats, len(theta), gen)
         for c in recon.targets:
             cs = torch.full((len(theta),), c)
