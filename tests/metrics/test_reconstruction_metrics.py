@@ -65,3 +65,15 @@ def test_likelihood_ratio_roc_dominates_the_threshold_roc_when_variances_differ(
     assert tpr[0] == fpr[0] == 0 and tpr[-1] == fpr[-1] == 1
     lr_at = tpr[fpr <= 0.01].max()
     assert lr_at > tpr_at_fpr(pos, neg, 0.01) + 0.1
+
+
+def test_largest_defended_epsilon_interpolates_in_log_epsilon():
+    from privlab.metrics.reconstruction import largest_defended_epsilon
+
+    out = largest_defended_epsilon([100, 1, 10], [0.2, 0.005, 0.025])
+    assert out["measured"] == 1
+    # TPR 0.005 at ε=1, 0.025 at ε=10: 0.015 is halfway, at √10 in log ε
+    assert out["interpolated"] == pytest.approx(10**0.5)
+    assert largest_defended_epsilon([1, 10], [0.1, 0.2])["measured"] is None
+    every = largest_defended_epsilon([1, 10], [0.0, 0.01])
+    assert every["measured"] == every["interpolated"] == 10

@@ -121,7 +121,7 @@ def test_rero_curve_matches_the_calibrated_points():
                 sample_rate=HeadDP.sample_rate(n),
                 noise_multiplier=sigma,
                 steps=epochs * HeadDP.batches_per_epoch(n),
-            )  # fmt: skip
+            )
         )
     assert curve["epsilon"] == sorted(curve["epsilon"], reverse=True)  # more noise, less ε
     assert curve["gamma"] == sorted(curve["gamma"], reverse=True)

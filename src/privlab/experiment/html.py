@@ -272,6 +272,7 @@ def _reconstruction_section(report: Mapping[str, Any]) -> str:
             _figure(rr.weak_roc_figure, report, "reconstruction ROC per variant"),
         ]
         if any(v.get("privacy") for v in rr.weak_variants(report)):
+            parts += [f"<p class=sub>{esc(line)}</p>" for line in rr.defended_lines(report)]
             parts.append(_figure(rr.tradeoff_figure, report, "privacy–utility trade-off"))
         for v in rr.weak_variants(report):
             parts.append(

@@ -61,6 +61,7 @@ from privlab.metrics.bounds import (
     rero_gamma_dp_sgd,
 )
 from privlab.metrics.reconstruction import (
+    largest_defended_epsilon,
     likelihood_ratio_roc,
     nn_mse_threshold,
     pairwise_mse,
@@ -353,9 +354,22 @@ def run_weak_adversary(
                 ),
             )
         )
+    private = [v for v in variants if v.get("privacy")]
+    defended = (
+        {
+            str(n): largest_defended_epsilon(
+                [v["privacy"]["epsilon"] for v in private if v["n"] == n],
+                [v["tpr_at_fpr_0.01"] for v in private if v["n"] == n],
+            )
+            for n in sorted({v["n"] for v in private})
+        }
+        if private
+        else None
+    )
     return {
         "dataset": cfg.dataset,
         "task": cfg.task,
+        "defended_epsilon": defended,
         "tau": priors.tau,
         "pool": {part: len(i) for part, i in priors.idx.items()},
         "sha256": priors.sha256 | {"extractor": priors.data.extractor.sha256},

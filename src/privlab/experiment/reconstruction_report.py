@@ -63,6 +63,20 @@ def weak_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     return WEAK_HEADER, rows
 
 
+def defended_lines(report: Mapping[str, Any]) -> list[str]:
+    """The largest ε meeting TPR ≤ 0.015 at FPR = 0.01, per training-set size N."""
+    out = []
+    for n, d in ((report.get("weak_adversary") or {}).get("defended_epsilon") or {}).items():
+        if d.get("measured") is None:
+            out.append(f"N = {n}: no DP-SGD run meets TPR ≤ {d.get('limit')} at FPR = 0.01")
+        else:
+            out.append(
+                f"N = {n}: largest ε with TPR ≤ {d.get('limit')} at FPR = 0.01: "
+                f"{_g(d['measured'])} (measured), {_g(d['interpolated'])} (interpolated in log ε)"
+            )
+    return out
+
+
 def informed_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The informed adversary's studies: closed form, RecoNN (init known or not), DP-SGD."""
     inf = report.get("informed_adversary") or {}

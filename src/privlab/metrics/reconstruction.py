@@ -17,6 +17,7 @@ little when N is large.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -108,3 +109,24 @@ def constant_guess_tpr(kappa: float, n: int) -> float:
     if not 0 <= kappa <= 1 or n < 1:
         raise ValueError(f"need κ in [0, 1] and N ≥ 1, got {kappa}, {n}")
     return 1 - (1 - kappa) ** n
+
+
+def largest_defended_epsilon(
+    epsilons: Sequence[float], tprs: Sequence[float], limit: float = 0.015
+) -> dict[str, float | None]:
+    """The defence criterion of Maciazek & Allison §4: TPR ≤ ``limit`` at FPR = 0.01.
+
+    ``measured``: the largest ε of the runs meeting it below the first run that fails;
+    ``interpolated``: where TPR crosses ``limit`` between those two runs, linear in log ε (the
+    paper's reading of Fig. 4). None when no run meets it."""
+    pairs = sorted(zip(epsilons, tprs, strict=True))
+    measured = interpolated = None
+    for (e0, t0), (e1, t1) in zip(pairs, [*pairs[1:], (math.inf, math.inf)], strict=True):
+        if t0 > limit:
+            break
+        measured = interpolated = e0
+        if t1 > limit and math.isfinite(e1):
+            frac = (limit - t0) / (t1 - t0)
+            interpolated = math.exp(math.log(e0) + frac * (math.log(e1) - math.log(e0)))
+            break
+    return {"limit": limit, "measured": measured, "interpolated": interpolated}
