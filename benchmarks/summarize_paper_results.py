@@ -53,10 +53,41 @@ def correlation_lines(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reconstruction_summary(name: str, report: dict) -> None:
+    """Weak-adversary and informed-adversary tables, the ε criterion, and the figures."""
+    from privlab.experiment import reconstruction_report as rr
+
+    for header, rows in (rr.weak_table(report), rr.informed_table(report)):
+        if rows:
+            print(rr.markdown(header, rows) + "\n")
+    for line in rr.defended_lines(report):
+        print(f"- {line}")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "roc": (rr.weak_roc_figure, rr.weak_variants(report)),
+        "tradeoff": (rr.tradeoff_figure, any(v.get("privacy") for v in rr.weak_variants(report))),
+        "bound": (rr.bound_figure, (report.get("informed_adversary") or {}).get("dp")),
+    }
+    for kind, (fn, wanted) in figures.items():
+        if wanted:
+            figure = FIGURES / f"{name}_{kind}.png"
+            figure.write_bytes(base64.b64decode(fn(report)))
+            print(f"\n![{kind}]({figure.relative_to('docs')})")
+    variants = rr.weak_variants(report)
+    if variants and variants[0].get("examples"):
+        figure = FIGURES / f"{name}_examples.png"
+        figure.write_bytes(base64.b64decode(rr.examples_figure(variants[0]["examples"])))
+        print(f"\n![reconstructions]({figure.relative_to('docs')})")
+    print()
+
+
 def main(root: Path = Path("results/paper")) -> None:
     for path in sorted(root.glob("*/report.json")):
         report = json.loads(path.read_text())
         print(f"## {path.parent.name}\n")
+        if report.get("kind") == "reconstruction":
+            reconstruction_summary(path.parent.name, report)
+            continue
         if (report.get("config") or {}).get("inversion"):
             print(inversion_markdown(report))
             print(correlation_lines(report))

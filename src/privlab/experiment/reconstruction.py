@@ -316,8 +316,14 @@ def run_weak_variant(
         dp: HeadDP = s["dp"]
         epochs = spec.epochs_for(s["n"])
         members = s["n"] // jobs["val"].classes if cfg.task == "balanced" else s["n"] // 10
-        class_pool = val_images[val_labels == recon.targets[0]] if cfg.task == "balanced" else None
-        kappa = empirical_kappa(class_pool if class_pool is not None else val_images, priors.tau)
+        # κ of the prior a training image of the class is drawn from (the whole pool for
+        # one_vs_rest, where the identity is unknown); the largest over the classes
+        pools = (
+            [val_images[val_labels == c] for c in recon.targets]
+            if cfg.task == "balanced"
+            else [val_images]
+        )
+        kappa = max(empirical_kappa(pool, priors.tau) for pool in pools)
         out["privacy"] = {
             "epsilon": dp.epsilon(s["n"], epochs),
             "delta": HeadDP.delta(s["n"]),
