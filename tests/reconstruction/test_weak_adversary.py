@@ -101,3 +101,18 @@ def test_one_vs_rest_binary_heads_leak_their_positive_identity(tmp_path):
     # measured: TPR 0.20, FPR 0.005, random draw 0.0
     assert result["tpr"] > 0.1 and result["tpr"] > 4 * result["fpr"] + 0.02
     assert result["tpr"] > result["prior_draw_tpr"] + 0.1
+
+
+def test_unconditional_reconstructor_ignores_the_class(trained, tmp_path):
+    _, jobs, root, pools = trained
+    cfg = ReconstructorConfig(
+        kind="residual", width=8, blocks=1, conditional=False, epochs=1, eval_every=50
+    )
+    ti, vi = pools["train"][0], pools["val"][0]
+    small = ShadowJob(**{**jobs["train"].__dict__, "count": 200, "shard_size": 200})
+    generate_shadow_heads(small, pools["train"][2], pools["train"][1], tmp_path / "s")
+    recon = train_reconstructor(small, tmp_path / "s", jobs["val"], root / "val", ti, vi, cfg)
+    assert not recon.conditional
+    theta = torch.randn(3, int(recon.normaliser.mean.numel()))
+    a, b = recon(theta, torch.tensor([0, 1, 2])), recon(theta, torch.tensor([3, 3, 3]))
+    assert torch.equal(a, b) and a.shape == (3, 1, 6, 6)
