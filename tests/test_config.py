@@ -86,6 +86,12 @@ def test_shipped_configs_are_valid():
         *sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")),
     ]
     assert len(paths) > 5
+    kinds = set()
     for path in paths:
         cfg = load_config(path)
-        assert cfg.targets and yaml.safe_dump(cfg.model_dump(mode="json"))
+        kinds.add(type(cfg).__name__)
+        work = getattr(cfg, "targets", None) or (
+            getattr(cfg, "weak_adversary", None) or getattr(cfg, "informed_adversary", None)
+        )
+        assert work and yaml.safe_dump(cfg.model_dump(mode="json"))
+    assert kinds == {"ExperimentConfig", "ReconstructionExperimentConfig"}

@@ -204,13 +204,8 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         names = [t.name for t in self.targets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"target names must be unique; repeated: {dupes}")
-        labels = [a.display for a in self.attacks]
-        dupes = sorted({n for n in labels if labels.count(n) > 1})
-        if dupes:
-            raise ValueError(f"attack labels must be unique; repeated: {dupes} (set 'label')")
+        check_unique(names, "target names")
+        check_unique([a.display for a in self.attacks], "attack labels", " (set 'label')")
         _check_name(DATASETS, self.data.name, "data.name")
         _check_name(MODELS, self.model.name, "model.name")
         for i, t in enumerate(self.targets):
@@ -222,10 +217,7 @@ class ExperimentConfig(_Strict):
         if self.inversion is not None:
             for i, a in enumerate(self.inversion.attacks):
                 _check_family(a.name, "inversion", f"inversion.attacks.{i}.name")
-            labels = [a.display for a in self.inversion.attacks]
-            dupes = sorted({n for n in labels if labels.count(n) > 1})
-            if dupes:
-                raise ValueError(f"inversion attack labels must be unique; repeated: {dupes}")
+            check_unique([a.display for a in self.inversion.attacks], "inversion attack labels")
             public = set(self.inversion.prior.public_classes or [])
             overlap = sorted(public & set(self.data.classes or []))
             if overlap or (public and self.data.classes is None):
@@ -246,6 +238,12 @@ class ExperimentConfig(_Strict):
 
     def model_for(self, target: TargetConfig) -> Component:
         return target.model or self.model
+
+
+def check_unique(names: list[str], what: str, hint: str = "") -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} must be unique; repeated: {dupes}{hint}")
 
 
 #: what :func:`load_config` returns: the schema picked by the config's ``kind``

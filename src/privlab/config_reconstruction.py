@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from privlab.config import _Strict
+from privlab.config import _Strict, check_unique
 from privlab.training.heads import HeadSpec
 
 
@@ -96,10 +96,7 @@ class WeakAdversaryConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> WeakAdversaryConfig:
-        names = [v.name for v in self.variants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"variant names must be unique; repeated: {dupes}")
+        check_unique([v.name for v in self.variants], "variant names")
         if self.task == "one_vs_rest" and self.head.outputs != 1:
             raise ValueError("task one_vs_rest needs a binary head: set head.outputs: 1")
         return self

@@ -275,3 +275,21 @@ def exposure_figure(target: Mapping[str, Any]) -> str:
         ax.set_yticks([])
     fig.suptitle(f"most exposed members under {attack_label(attack)}", fontsize=9)
     return _b64(fig)
+
+
+def image_pairs_figure(pairs: Sequence[tuple[Any, Any, str]], title: str) -> str:
+    """Columns of two images (arrays in [0, 1]): top above bottom, each column titled."""
+    if not pairs:
+        return _placeholder("no reconstructions recorded")
+    fig = _new_figure(width=max(3.0, 0.75 * len(pairs)), height=2.1, bottom=0.05, top=0.35)
+    for i, (top, bottom, label) in enumerate(pairs):
+        for row, image in enumerate((top, bottom)):
+            ax = fig.add_subplot(2, len(pairs), row * len(pairs) + i + 1)
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0 and label:
+                ax.set_title(label, fontsize=6)
+    fig.subplots_adjust(left=0.02, right=0.98, wspace=0.05, hspace=0.05)
+    fig.suptitle(title, fontsize=8)
+    return _b64(fig)

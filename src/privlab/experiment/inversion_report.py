@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from privlab.experiment.aggregate import Stat, format_pm, mean_std, targets_of
-from privlab.experiment.figures import _b64, _new_figure, _placeholder
+from privlab.experiment.figures import _b64, _new_figure, _placeholder, image_pairs_figure
 from privlab.experiment.image_codec import decode_image_hex
 
 #: per-target measurements next to attack success (key → column header)
@@ -185,24 +185,18 @@ def per_class_figure(report: Mapping[str, Any], attack: str | None = None) -> st
 def grid_figure(attack: Mapping[str, Any]) -> str:
     """Each class's best reconstruction (top row) above its nearest private image (bottom)."""
     grid = [g for g in attack.get("grid") or [] if isinstance(g, Mapping)]
-    if not grid:
-        return _placeholder("no reconstructions recorded")
-    fig = _new_figure(width=max(3.0, 0.75 * len(grid)), height=2.1, bottom=0.05, top=0.35)
-    for i, g in enumerate(grid):
-        for row, key in enumerate(("image", "nearest")):
-            ax = fig.add_subplot(2, len(grid), row * len(grid) + i + 1)
-            ax.imshow(decode_image_hex(g[key]), cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                mark = "✓" if g.get("hit1") else "✗"
-                ax.set_title(f"{g.get('class_name')} {mark}", fontsize=6)
-    fig.subplots_adjust(left=0.02, right=0.98, wspace=0.05, hspace=0.05)
-    fig.suptitle(
+    pairs = [
+        (
+            decode_image_hex(g["image"]),
+            decode_image_hex(g["nearest"]),
+            f"{g.get('class_name')} {'✓' if g.get('hit1') else '✗'}",
+        )
+        for g in grid
+    ]
+    return image_pairs_figure(
+        pairs,
         f"{attack.get('label')}: reconstruction (top) and nearest private image (bottom)",
-        fontsize=8,
     )
-    return _b64(fig)
 
 
 def masked_note(report: Mapping[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from privlab.experiment.figures import _b64, _new_figure, _placeholder
+from privlab.experiment.figures import _b64, _new_figure, _placeholder, image_pairs_figure
 from privlab.experiment.image_codec import decode_image_hex
 
 WEAK_HEADER = [
@@ -154,21 +154,18 @@ def weak_roc_figure(report: Mapping[str, Any]) -> str:
 
 def examples_figure(examples: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """Reconstructions (top) above the nearest training image of their class (bottom)."""
-    examples = [e for e in examples if isinstance(e, Mapping) and "image" in e]
-    if not examples:
-        return _placeholder("no reconstructions recorded")
-    fig = _new_figure(width=max(3.0, 0.75 * len(examples)), height=2.1, bottom=0.05, top=0.35)
-    for i, e in enumerate(examples):
-        for row, key in enumerate(("image", "nearest")):
-            ax = fig.add_subplot(2, len(examples), row * len(examples) + i + 1)
-            ax.imshow(decode_image_hex(e[key]), cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0 and "success" in e:
-                ax.set_title(f"{e.get('class')} {'✓' if e['success'] else '✗'}", fontsize=6)
-    fig.subplots_adjust(left=0.02, right=0.98, wspace=0.05, hspace=0.05)
-    fig.suptitle(title or "reconstruction (top) and nearest training image (bottom)", fontsize=8)
-    return _b64(fig)
+    pairs = [
+        (
+            decode_image_hex(e["image"]),
+            decode_image_hex(e["nearest"]),
+            f"{e.get('class')} {'✓' if e['success'] else '✗'}" if "success" in e else "",
+        )
+        for e in examples
+        if isinstance(e, Mapping) and "image" in e
+    ]
+    return image_pairs_figure(
+        pairs, title or "reconstruction (top) and nearest training image (bottom)"
+    )
 
 
 def tradeoff_figure(report: Mapping[str, Any]) -> str:
