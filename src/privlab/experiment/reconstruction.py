@@ -531,11 +531,16 @@ def run_informed_adversary(
                 noise_multiplier=dp.noise_multiplier,
                 steps=epochs * HeadDP.batches_per_epoch(n),
             )
-            row["gamma_dp"] = rero_gamma_dp(row["epsilon_spent"], out["kappa"])
+            row["gamma_dp"] = _gamma_eps_delta(row["epsilon_spent"], HeadDP.delta(n), out["kappa"])
         out["dp"].append(row)
     if cfg.epsilons:
         out["bound_curve"] = _bound_curve(out["kappa"], n, epochs, cfg.epsilons)
     return out
+
+
+def _gamma_eps_delta(eps: float, delta: float, kappa: float) -> float:
+    """ReRo for (ε, δ)-DP: Corollary 3's κ·e^ε plus δ (the δ-mass DP does not control)."""
+    return min(1.0, rero_gamma_dp(eps, kappa) + delta)
 
 
 def _bound_curve(
@@ -543,7 +548,7 @@ def _bound_curve(
 ) -> dict[str, list[float]]:
     """γ over a range of ε around the studied ones: noise multipliers log-spaced from 2/3 of
     that of max ε to 3/2 of that of min ε (calibrations memoised from the runs), each giving ε
-    and γ from one RDP curve; and the ε-DP bound."""
+    and γ from one RDP curve; and the (ε, δ)-DP bound."""
     hi = 1.5 * HeadDP.noise_for(min(epsilons), n, epochs)
     lo = HeadDP.noise_for(max(epsilons), n, epochs) / 1.5
     curve = dp_sgd_rero_curve(
@@ -553,7 +558,7 @@ def _bound_curve(
         delta=HeadDP.delta(n),
         noise_multipliers=np.geomspace(lo, hi, points).tolist(),
     )
-    curve["gamma_dp"] = [rero_gamma_dp(e, kappa) for e in curve["epsilon"]]
+    curve["gamma_dp"] = [_gamma_eps_delta(e, HeadDP.delta(n), kappa) for e in curve["epsilon"]]
     return curve
 
 

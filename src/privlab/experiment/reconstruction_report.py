@@ -24,7 +24,7 @@ WEAK_HEADER = [
     "prior-draw TPR*",
     "ReRo bound",
 ]
-INFORMED_HEADER = ["study", "ε", "MSE", "NN-oracle success", "ReRo bound γ", "ε-DP bound"]
+INFORMED_HEADER = ["study", "ε", "MSE", "NN-oracle success", "ReRo γ (RDP)", "κe^ε + δ"]
 
 
 def _pct(x: Any) -> str:
@@ -198,7 +198,8 @@ def tradeoff_figure(report: Mapping[str, Any]) -> str:
 
 def bound_figure(report: Mapping[str, Any]) -> str:
     """Empirical success against the ReRo bound over ε: informed NN-oracle success with γ
-    (RDP of DP-SGD and ε-DP), and the weak adversary's TPR* with its union bound."""
+    (RDP of DP-SGD, and κe^ε + δ for (ε, δ)-DP), and the weak adversary's TPR* with its union
+    bound."""
     inf = report.get("informed_adversary") or {}
     curve = inf.get("bound_curve")
     weak = [v for v in weak_variants(report) if v.get("bound")]
@@ -208,7 +209,7 @@ def bound_figure(report: Mapping[str, Any]) -> str:
     ax = fig.add_subplot()
     if curve:
         ax.plot(curve["epsilon"], curve["gamma"], "-", label="ReRo γ (RDP, Thm 2)")
-        ax.plot(curve["epsilon"], curve["gamma_dp"], "--", label="ReRo γ (ε-DP, Cor. 3)")
+        ax.plot(curve["epsilon"], curve["gamma_dp"], "--", label="κ·e^ε + δ ((ε, δ)-DP, Cor. 3)")
         pts = [r for r in inf.get("dp") or [] if r.get("epsilon_spent") is not None]
         ax.plot(
             [r["epsilon_spent"] for r in pts],
