@@ -1,0 +1,79 @@
+"""A federated client's update: one gradient step, or several local SGD steps (FedAvg).
+
+One step: G = ∇_θ (1/B)·Σ_k CE(f_θ(x_k), y_k) at the global weights θ₀.
+
+Several steps (McMahan et al. 2017): on a copy of the model, θ_{t+1} = θ_t − η·∇_θ L_t(θ_t),
+where L_t is the mean cross-entropy on the t-th mini-batch of ``local_batch`` examples (the
+mini-batches are taken in order and cycle over the client's data; the whole batch when None).
+The client sends θ_end; the server's observation is (θ₀ − θ_end)/η = Σ_t ∇L_t(θ_t), which is
+what a gradient-inversion attack matches. The passed model is never modified (not its
+parameters, not its ``.grad`` fields, not its train/eval mode).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privlab.federated.observation import GradientObservation
+
+
+def _mean_ce_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    params = [p for _, p in model.named_parameters()]
+    loss = F.cross_entropy(model(x), y)
+    return list(torch.autograd.grad(loss, params))
+
+
+def client_update(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    local_steps: int = 1,
+    lr: float = 0.1,
+    local_batch: int | None = None,
+) -> GradientObservation:
+    """The observation an honest-but-curious server receives from a client holding (x, y).
+
+    Runs in the model's current mode (call ``model.train()`` first for dropout/batch-norm
+    training behaviour). With ``local_steps`` = 1 and no ``local_batch`` the observation is the
+    exact gradient (its ``lr`` is None); otherwise it is the FedAvg pseudo-gradient.
+    """
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as inputs (≥ 1), got {len(x)} and {len(y)}")
+    if local_steps < 1:
+        raise ValueError(f"local_steps must be ≥ 1, got {local_steps}")
+    if local_batch is not None and not 1 <= local_batch <= len(x):
+        raise ValueError(f"local_batch must be in 1..{len(x)}, got {local_batch}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    local = copy.deepcopy(model)
+    for p in local.parameters():
+        p.requires_grad_(True)
+    names = [n for n, _ in local.named_parameters()]
+    batch = len(x) if local_batch is None else local_batch
+    if local_steps == 1 and batch == len(x):
+        grads = _mean_ce_grads(local, x, y)
+        return GradientObservation(
+            gradients={n: g.detach() for n, g in zip(names, grads, strict=True)},
+            batch_size=len(x),
+        )
+    start = {n: p.detach().clone() for n, p in local.named_parameters()}
+    cursor = 0
+    for _ in range(local_steps):
+        idx = torch.arange(cursor, cursor + batch) % len(x)
+        cursor = (cursor + batch) % len(x)
+        grads = _mean_ce_grads(local, x[idx], y[idx])
+        with torch.no_grad():
+            for p, g in zip(local.parameters(), grads, strict=True):
+                p.sub_(lr * g)
+    return GradientObservation(
+        gradients={n: (start[n] - p.detach()) / lr for n, p in local.named_parameters()},
+        batch_size=len(x),
+        local_steps=local_steps,
+        lr=lr,
+        local_batch=local_batch,
+    )
