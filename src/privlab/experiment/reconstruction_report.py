@@ -101,7 +101,7 @@ def informed_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]
         eps = r.get("epsilon_spent")
         rows.append(
             [
-                "RecoNN, DP-SGD (init known)",
+                "RecoNN, single-layer head, " + ("no DP" if eps is None else "DP-SGD"),
                 "∞" if eps is None else _g(eps),
                 _g(r.get("mse")),
                 _pct(r.get("nn_oracle_success")),
