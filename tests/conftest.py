@@ -65,3 +65,18 @@ def tiny_config(**overrides: object) -> dict:
     }
     config.update(overrides)
     return config
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of tiny ops (thread start-up costs more than it saves)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits() -> DataBundle:
+    """scikit-learn's 8×8 digits in [0, 1] (members are in shuffled class order)."""
+    return DATASETS.build("digits", seed=0)

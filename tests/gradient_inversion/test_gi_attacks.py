@@ -17,6 +17,8 @@ from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS, MODELS
 from privlab.threat_model import Access
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPE = (1, 8, 8)
 
 

@@ -26,6 +26,8 @@ from privlab.federated.defences.dp_sgd import per_example_gradients
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS, MODELS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPE = (1, 8, 8)
 ALL = ["dp", "gaussian", "none", "pruning", "quantisation", "secure_aggregation"]
 

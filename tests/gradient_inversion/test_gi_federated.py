@@ -15,6 +15,8 @@ from privlab.attacks.gradient_inversion.base import (
 from privlab.federated import GradientObservation, check_observation, client_update
 from privlab.registry import ATTACKS, MODELS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _mlp(seed=0):
     torch.manual_seed(seed)

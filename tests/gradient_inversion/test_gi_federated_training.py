@@ -9,6 +9,8 @@ from torch import nn
 from privlab.federated.defences import DPSGD, NoDefence, Pruning, SecureAggregation
 from privlab.federated.training import dp_accounting, federated_train, shard_indices
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))

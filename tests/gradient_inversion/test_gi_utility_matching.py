@@ -14,6 +14,8 @@ from privlab.federated.utility_matching import (
     utility_matched_table,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_isotonic_regression_pools_adjacent_violators():
     assert isotonic([1, 3, 2, 4]).tolist() == [1, 2.5, 2.5, 4]

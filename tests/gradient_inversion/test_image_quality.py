@@ -16,6 +16,8 @@ from privlab.metrics.image_quality import (
     ssim_window_size,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _reference_ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     """Wang et al.'s SSIM with scipy's Gaussian filter: σ = 1.5, the filter truncated to the
