@@ -3,5 +3,6 @@
 from privlab.attacks.gradient_inversion import (  # noqa: F401  (registration)
     analytic_fc,
     dlg,
+    feature_matching,
     inverting_gradients,
 )
