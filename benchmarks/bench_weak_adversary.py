@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         with Clock() as shadows:
             for name, (feats, labs, _) in parts.items():
                 generate_shadow_heads(jobs[name], feats, labs, Path(tmp) / name)
-        with Clock() as training:
+        with Clock() as training:  # the shadows' statistics are part of training
+            null = fit_normaliser(jobs["train"], Path(tmp) / "train", covariance=True)
             recon = train_reconstructor(
                 jobs["train"],
                 Path(tmp) / "train",
@@ -85,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 parts["train"][2],
                 parts["val"][2],
                 cfg,
+                normaliser=null,
             )
         tau = nn_mse_threshold(parts["train"][2], parts["val"][2])
-        null = fit_normaliser(jobs["train"], Path(tmp) / "train", covariance=True)
         result = evaluate_reconstructor(
             recon,
             jobs["val"],

@@ -8,7 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from privlab.experiment.aggregate import aggregate_targets, format_pm, markdown_summary
+from privlab.experiment.aggregate import (
+    aggregate_targets,
+    format_pm,
+    markdown_summary,
+    markdown_table,
+)
 from privlab.experiment.inversion_report import (
     inversion_markdown,
     inversion_rows,
@@ -59,7 +64,7 @@ def reconstruction_summary(name: str, report: dict) -> None:
 
     for header, rows in (rr.weak_table(report), rr.informed_table(report)):
         if rows:
-            print(rr.markdown(header, rows) + "\n")
+            print(markdown_table(header, rows) + "\n")
     for line in rr.defended_lines(report):
         print(f"- {line}")
     FIGURES.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,16 @@ def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Formatted cells as a terminal table, the first column left-aligned."""
+    table = Table(title=title)
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    out_console.print(table)
+
+
 def _print_reconstruction(report: dict[str, Any]) -> None:
     from privlab.experiment.reconstruction_report import informed_table, weak_table
 
@@ -83,14 +93,8 @@ def _print_reconstruction(report: dict[str, Any]) -> None:
         ("weak adversary (%)", weak_table(report)),
         ("informed adversary (%)", informed_table(report)),
     ):
-        if not rows:
-            continue
-        table = Table(title=f"{name}: {title}")
-        for i, col in enumerate(header):
-            table.add_column(col, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        out_console.print(table)
+        if rows:
+            _print_table(f"{name}: {title}", header, rows)
 
 
 def _print_summary(report: dict[str, Any]) -> None:
@@ -141,12 +145,11 @@ def _print_inversion(report: dict[str, Any]) -> None:
         or (h == "n" and several)
         or h.endswith(("Acc@1", "KNN dist"))
     ]
-    table = Table(title=f"{report['config']['name']}: model inversion (%, KNN distance)")
-    for i in keep:
-        table.add_column(header[i], justify="left" if i == 0 else "right")
-    for row in cells:
-        table.add_row(*(row[i] for i in keep))
-    out_console.print(table)
+    _print_table(
+        f"{report['config']['name']}: model inversion (%, KNN distance)",
+        [header[i] for i in keep],
+        [[row[i] for i in keep] for row in cells],
+    )
 
 
 @app.command()

@@ -79,12 +79,13 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["kind"] == "reconstruction" and saved["weak_adversary"]["tau"] == weak["tau"]
     # resume: every unit comes from state/, nothing is trained again
+    import privlab.experiment.informed_study as informed
     import privlab.experiment.reconstruction as rec
 
     def boom(*a, **k):
         raise AssertionError("retrained a finished unit")
 
     monkeypatch.setattr(rec, "train_reconstructor", boom)
-    monkeypatch.setattr(rec, "train_reconnn", boom)
+    monkeypatch.setattr(informed, "train_reconnn", boom)
     again = run_experiment(cfg, tmp_path / "run")
     assert again["weak_adversary"]["variants"] == weak["variants"]

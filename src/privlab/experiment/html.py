@@ -211,6 +211,15 @@ def _summary_table(report: Mapping[str, Any]) -> str:
     )
 
 
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of already formatted cells (the inversion and reconstruction sections)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _inversion_section(report: Mapping[str, Any]) -> str:
     """Model inversion: metrics table, trade-off figure, masked-pixel check, image grids."""
     from privlab.experiment.inversion_report import (
@@ -225,16 +234,12 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
     header, cells = inversion_table(report)
     if not cells:
         return ""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in cells
-    )
     parts = [
         "<h2>Model inversion</h2><p class=sub>Evaluator Acc@1 / Acc@5 and 1-NN accuracy of the "
         "reconstructions (%), KNN distance to the nearest private image of the class in the "
         "evaluator's feature space (lower = closer = more leakage), robust accuracy under the "
         "configured L∞ attack, mean nHSIC over hidden layers; mean ± std over seeds.</p>",
-        f"<table><tr>{head}</tr>{body}</table>",
+        _text_table(header, cells),
         *(f"<p class=sub>{esc(line)}</p>" for line in masked_note(report)),
         _figure(tradeoff_figure, report, "attack success against robust accuracy"),
         _figure(per_class_figure, report, "per-class reconstruction rate"),
@@ -249,13 +254,6 @@ def _reconstruction_section(report: Mapping[str, Any]) -> str:
     """Reconstruction from weights: the weak and the informed adversary (tables and figures)."""
     from privlab.experiment import reconstruction_report as rr
 
-    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-        head = "".join(f"<th>{esc(h)}</th>" for h in header)
-        body = "".join(
-            "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
-        )
-        return f"<table><tr>{head}</tr>{body}</table>"
-
     parts = []
     weak = report.get("weak_adversary")
     if weak:
@@ -268,7 +266,7 @@ def _reconstruction_section(report: Mapping[str, Any]) -> str:
             "same test on reconstructions from null weights N(θ̄, Cov) of the shadow heads; "
             "held-out: another head's training images; prior draw: a random image of the class "
             "instead of a reconstruction. Rates in %.</p>",
-            table(*rr.weak_table(report)),
+            _text_table(*rr.weak_table(report)),
             _figure(rr.weak_roc_figure, report, "reconstruction ROC per variant"),
         ]
         if any(v.get("privacy") for v in rr.weak_variants(report)):
@@ -290,7 +288,7 @@ def _reconstruction_section(report: Mapping[str, Any]) -> str:
             f"known points, a prior of {esc(informed.get('prior'))} images (κ = 1/"
             f"{esc(informed.get('prior'))} for the nearest-neighbour oracle). Success (%): the "
             "reconstruction is closer to the target than to any other prior image.</p>",
-            table(*rr.informed_table(report)),
+            _text_table(*rr.informed_table(report)),
         ]
         for r in informed.get("reconnn") or []:
             init = "known" if r.get("known_init") else "unknown"

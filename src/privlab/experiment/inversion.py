@@ -23,10 +23,9 @@ from privlab.config import AttackConfig, Component, ExperimentConfig, InversionC
 from privlab.data.bundle import DataBundle, Split, class_subset
 from privlab.experiment.image_codec import image_hex
 from privlab.experiment.models import TrainedModel, get_or_train
-from privlab.experiment.progress import Progress
+from privlab.experiment.progress import Progress, step
 from privlab.experiment.store import (
-    atomic_write_json,
-    read_json,
+    cached_json,
     save_model,
     stable_hash,
     try_load_cached,
@@ -312,14 +311,12 @@ def evaluate_inversion(
         key = stable_hash([*common, acfg.name, acfg.display, resolved, shown])
 
         def run(acfg: AttackConfig = acfg) -> dict[str, Any]:
-            task = progress.task(f"{acfg.display} inversion of {target.info.name}", 1)
-            result = run_inversion_attack(
-                acfg, target, private, setup, bundle, cfg, seed, device, grid_seed
-            )
-            task.done()
-            return result
+            with step(progress, f"{acfg.display} inversion of {target.info.name}"):
+                return run_inversion_attack(
+                    acfg, target, private, setup, bundle, cfg, seed, device, grid_seed
+                )
 
-        attacks.append(_cached(out_dir / "state" / f"inversion-{key}.json", run))
+        attacks.append(cached_json(out_dir / "state" / f"inversion-{key}.json", run))
     from privlab.metrics.utility import accuracy
 
     measure_key = stable_hash(
@@ -331,7 +328,7 @@ def evaluate_inversion(
             cfg.hsic_batch,
         ]
     )
-    measurements = _cached(
+    measurements = cached_json(
         out_dir / "state" / f"measurements-{measure_key}.json",
         lambda: {
             # accuracy on the labels it was trained on (permuted labels: memorisation)
@@ -345,11 +342,3 @@ def evaluate_inversion(
         "evaluator_test_acc": setup.evaluator_test_acc,
         "seconds": time.perf_counter() - start,
     }
-
-
-def _cached(path: Path, compute: Any) -> dict[str, Any]:
-    if path.is_file():
-        return dict(read_json(path))
-    result = compute()
-    atomic_write_json(path, result)
-    return dict(result)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from privlab.experiment.aggregate import Stat, format_pm, mean_std, targets_of
+from privlab.experiment.aggregate import Stat, format_pm, markdown_table, mean_std, targets_of
 from privlab.experiment.figures import _b64, _new_figure, _placeholder, image_pairs_figure
 from privlab.experiment.image_codec import decode_image_hex
 
@@ -94,10 +94,7 @@ def inversion_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str
 
 
 def inversion_markdown(report: Mapping[str, Any]) -> str:
-    header, cells = inversion_table(report)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines) + "\n"
+    return markdown_table(*inversion_table(report)) + "\n"
 
 
 def robustness_correlation(

@@ -6,6 +6,8 @@ CLI supplies a rich implementation, library users get silence by default.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 
@@ -33,3 +35,12 @@ class SilentProgress:
 
     def log(self, message: str) -> None:
         pass
+
+
+@contextmanager
+def step(progress: Progress, description: str) -> Iterator[None]:
+    """One unit of work shown as a one-step task, done when the block ends."""
+    handle = progress.task(description, 1)
+    yield
+    handle.advance()
+    handle.done()

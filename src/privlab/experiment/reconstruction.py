@@ -1,6 +1,7 @@
 """Run a ``kind: reconstruction`` experiment: the weak and the informed adversary → report.
 
-Weak adversary (Maciazek & Allison), per variant: shadow heads on the attacker's training and
+Weak adversary (Maciazek & Allison; the informed adversary is in
+:mod:`privlab.experiment.informed_study`), per variant: shadow heads on the attacker's training and
 validation priors (sharded, cached under the cache folder by job key, resumable), the
 reconstructor, then the hypothesis test on the validation heads: TPR*/FPR* at the
 nearest-neighbour τ, TPR at FPR = 0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out
@@ -14,10 +15,7 @@ key of everything it depends on; re-running an interrupted experiment resumes fr
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,6 @@ import numpy as np
 import torch
 
 from privlab import __version__
-from privlab.attacks.reconstruction.closed_form import softmax_regression, train_to_optimum
-from privlab.attacks.reconstruction.informed import (
-    informed_shadows,
-    informed_success,
-    train_reconnn,
-)
 from privlab.attacks.reconstruction.weak_adversary import (
     Reconstructor,
     ReconstructorConfig,
@@ -41,7 +33,6 @@ from privlab.attacks.reconstruction.weak_adversary import (
     train_reconstructor,
 )
 from privlab.config_reconstruction import (
-    InformedAdversaryConfig,
     ReconstructionExperimentConfig,
     WeakAdversaryConfig,
     WeakVariant,
@@ -49,16 +40,14 @@ from privlab.config_reconstruction import (
 from privlab.data.bundle import Split, stratified_split
 from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.image_codec import image_hex
+from privlab.experiment.informed_study import dp_epsilon_gamma, run_informed_adversary
 from privlab.experiment.models import default_cache_dir
-from privlab.experiment.progress import Progress, SilentProgress
+from privlab.experiment.progress import Progress, SilentProgress, step
 from privlab.experiment.shadow_heads import ShadowJob, generate_shadow_heads, iter_shards
-from privlab.experiment.store import atomic_write_json, read_json, stable_hash
+from privlab.experiment.store import StateDir
 from privlab.experiment.transfer import TransferData, transfer_setting
 from privlab.metrics.bounds import (
-    dp_sgd_rero_curve,
     empirical_kappa,
-    rero_gamma_dp,
-    rero_gamma_dp_sgd,
 )
 from privlab.metrics.reconstruction import (
     largest_defended_epsilon,
@@ -68,37 +57,10 @@ from privlab.metrics.reconstruction import (
     reconstruction_roc,
     to_symmetric,
 )
-from privlab.registry import DATASETS
 from privlab.training.heads import HeadDP, HeadSpec, head_logits
 
 SCHEMA_VERSION = 1
 ROC_POINTS = 200
-
-
-@contextmanager
-def _step(progress: Progress, description: str) -> Iterator[None]:
-    handle = progress.task(description, 1)
-    yield
-    handle.advance()
-    handle.done()
-
-
-class _State:
-    """Finished units of the run, one JSON file each under ``state/``."""
-
-    def __init__(self, out: Path) -> None:
-        self.dir = out / "state"
-
-    def get_or_run(
-        self, prefix: str, key: dict[str, Any], fn: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", prefix)
-        path = self.dir / f"{safe}-{stable_hash(key)[:16]}.json"
-        if path.is_file():
-            return dict(read_json(path)["result"])
-        result = fn()
-        atomic_write_json(path, {"key": key, "result": result})
-        return result
 
 
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
@@ -224,29 +186,17 @@ def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
     return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt}
 
 
-def _dp_bound(dp: HeadDP, n: int, epochs: int, members: int, kappa: float) -> dict[str, float]:
-    """ReRo bound on the chance that one given training point is reconstructed within τ
-    (Balle et al. Thm 2 over DP-SGD's RDP curve), and the union bound over the ``members`` of
-    the class a reconstruction is compared with (what TPR* measures)."""
-    gamma = rero_gamma_dp_sgd(
-        kappa,
-        sample_rate=HeadDP.sample_rate(n),
-        noise_multiplier=dp.noise_multiplier,
-        steps=epochs * HeadDP.batches_per_epoch(n),
-    )
-    return {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)}
-
-
 def run_weak_variant(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
     priors: _Priors,
+    s: dict[str, Any],
     *,
     seed: int,
     cache: Path,
     progress: Progress,
 ) -> dict[str, Any]:
-    s = _variant_settings(cfg, variant)
+    """One variant end to end; ``s``: its resolved settings (:func:`_variant_settings`)."""
     spec: HeadSpec = s["spec"]
     jobs = {
         part: ShadowJob(
@@ -265,28 +215,29 @@ def run_weak_variant(
     start = time.perf_counter()
     for part, job in jobs.items():
         feats, labels, _ = priors.part(part)
-        with _step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
+        with step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
             generate_shadow_heads(job, feats, labels, dirs[part], backend=cfg.backend)
     shadow_seconds = time.perf_counter() - start
-    (_, _, train_images), (_, val_labels, val_images) = (
+    (train_feats, train_labels, train_images), (_, val_labels, val_images) = (
         priors.part("train"),
         priors.part("val"),
     )
+    # one pass over the training shards: the full covariance (the null weights' law) also
+    # gives the per-coordinate mean and std that normalise the reconstructor's input
+    null = fit_normaliser(jobs["train"], dirs["train"], covariance=True)
     start = time.perf_counter()
-    with _step(progress, f"{variant.name}: reconstructor"):
+    with step(progress, f"{variant.name}: reconstructor"):
         recon = train_reconstructor(
             jobs["train"], dirs["train"], jobs["val"], dirs["val"], train_images, val_images,
-            s["reconstructor"], seed=seed,
+            s["reconstructor"], seed=seed, normaliser=null,
         )  # fmt: skip
     train_seconds = time.perf_counter() - start
-    null = fit_normaliser(jobs["train"], dirs["train"], covariance=True)
     result = evaluate_reconstructor(
         recon, jobs["val"], dirs["val"], val_images, val_labels, tau=priors.tau, null=null,
         seed=seed,
     )  # fmt: skip
     pos = np.asarray(result["min_mse"]["trained_on"])
     first = next(iter(iter_shards(jobs["val"], dirs["val"])))
-    train_feats, train_labels, _ = priors.part("train")
     positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
     utility = _head_utility(jobs["val"], first, train_feats, train_labels, positives)
     out: dict[str, Any] = {
@@ -324,19 +275,22 @@ def run_weak_variant(
             else [val_images]
         )
         kappa = max(empirical_kappa(pool, priors.tau) for pool in pools)
+        # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
+        # compares with every class member, hence the union bound over them
+        eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
         out["privacy"] = {
-            "epsilon": dp.epsilon(s["n"], epochs),
+            "epsilon": eps,
             "delta": HeadDP.delta(s["n"]),
             "noise_multiplier": dp.noise_multiplier,
             "clip": dp.clip,
             "accountant": "rdp (opacus)",
         }
-        out["bound"] = _dp_bound(dp, s["n"], epochs, members, kappa)
+        out["bound"] = {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)}
     return out
 
 
 def run_weak_adversary(
-    cfg: WeakAdversaryConfig, seed: int, cache: Path, state: _State, progress: Progress
+    cfg: WeakAdversaryConfig, seed: int, cache: Path, state: StateDir, progress: Progress
 ) -> dict[str, Any]:
     priors = _Priors(cfg, seed, cache, progress)
     variants = []
@@ -356,7 +310,7 @@ def run_weak_adversary(
                 f"weak-{v.name}",
                 key,
                 partial(
-                    run_weak_variant, cfg, v, priors, seed=seed, cache=cache, progress=progress
+                    run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache, progress=progress
                 ),
             )
         )
@@ -383,185 +337,6 @@ def run_weak_adversary(
     }
 
 
-# ---------------------------------------------------------------- informed adversary
-
-
-def _informed_data(cfg: InformedAdversaryConfig, seed: int) -> dict[str, Split]:
-    bundle = DATASETS.build(cfg.dataset, seed=seed)
-    pool = Split(
-        torch.cat([bundle.nonmembers.x, bundle.population.x]),
-        torch.cat([bundle.nonmembers.y, bundle.population.y]),
-    )
-    if cfg.shadows + cfg.victims > len(pool):
-        raise ValueError(
-            f"informed_adversary: shadows + victims = {cfg.shadows + cfg.victims} exceed the "
-            f"{len(pool)} prior images of {cfg.dataset}"
-        )
-    if cfg.fixed > len(bundle.members):
-        raise ValueError(f"informed_adversary.fixed: {cfg.fixed} > {len(bundle.members)} members")
-    return {
-        "fixed": bundle.members.subset(np.arange(cfg.fixed)),
-        "pool": pool,
-        "shadow_targets": pool.subset(np.arange(cfg.shadows)),
-        "victims": pool.subset(np.arange(len(pool) - cfg.victims, len(pool))),
-    }
-
-
-def _reconnn_study(
-    cfg: InformedAdversaryConfig,
-    data: dict[str, Split],
-    spec: HeadSpec,
-    *,
-    known_init: bool,
-    seed: int,
-    dp: HeadDP | None = None,
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    theta = informed_shadows(
-        spec, data["fixed"], data["shadow_targets"], known_init=known_init, init_seed=seed,
-        seed=seed + 1, dp=dp,
-    )  # fmt: skip
-    released = informed_shadows(
-        spec, data["fixed"], data["victims"], known_init=known_init, init_seed=seed,
-        seed=seed + 2, dp=dp,
-    )  # fmt: skip
-    r = cfg.reconnn
-    reconnn = train_reconnn(
-        theta, to_symmetric(data["shadow_targets"].x), width=r.width, epochs=r.epochs, lr=r.lr,
-        batch_size=r.batch_size, seed=seed,
-    )  # fmt: skip
-    recon = reconnn(released)
-    truth = to_symmetric(data["victims"].x)
-    out: dict[str, Any] = dict(informed_success(recon, truth, to_symmetric(data["pool"].x)))
-    out["seconds"] = time.perf_counter() - start
-    out["examples"] = [
-        {"image": image_hex(recon[i], (-1.0, 1.0)), "nearest": image_hex(truth[i], (-1.0, 1.0))}
-        for i in range(min(8, len(recon)))
-    ]
-    return out
-
-
-def _closed_form_study(cfg: InformedAdversaryConfig, seed: int) -> dict[str, Any]:
-    from privlab.registry import ATTACKS
-    from privlab.threat_model import Access, Target, TargetInfo
-
-    assert cfg.closed_form is not None
-    cf = cfg.closed_form
-    bundle = DATASETS.build(cfg.dataset, seed=seed)
-    fixed = bundle.members.subset(np.arange(cf.fixed))
-    attack = ATTACKS.build("closed_form_softmax", l2=cf.l2)
-    mses, labels_ok = [], []
-    for t in range(cf.targets):
-        z = bundle.nonmembers.subset(np.array([t]))
-        data = Split(torch.cat([fixed.x, z.x]), torch.cat([fixed.y, z.y]))
-        torch.manual_seed(seed + t)
-        model = train_to_optimum(
-            softmax_regression(bundle.input_shape, bundle.num_classes), data, l2=cf.l2
-        )
-        info = TargetInfo("softmax", bundle.num_classes, bundle.input_shape)
-        recon = attack.reconstruct(Target(model, info, Access.WEIGHTS), fixed)
-        mses.append(float((recon.images - z.x).pow(2).mean()))
-        labels_ok.append(bool(recon.labels.tolist() == z.y.tolist()))
-    return {
-        "targets": cf.targets,
-        "mse_max": max(mses),
-        "mse_median": float(np.median(mses)),
-        "exact": float(np.mean([m < 1e-6 for m in mses])),
-        "labels_correct": float(np.mean(labels_ok)),
-    }
-
-
-def run_informed_adversary(
-    cfg: InformedAdversaryConfig, seed: int, state: _State, progress: Progress
-) -> dict[str, Any]:
-    data = _informed_data(cfg, seed)
-    base = {
-        "unit": "informed",
-        "version": __version__,
-        "seed": seed,
-        "config": cfg.model_dump(mode="json"),
-    }
-    out: dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "fixed": cfg.fixed,
-        "prior": len(data["pool"]),
-        "kappa": 1 / len(data["pool"]),  # NN oracle: a fixed guess names one prior image
-        "sha256": {k: v.sha256() for k, v in data.items()},
-    }
-    if cfg.closed_form is not None:
-        with _step(progress, "informed: closed form"):
-            out["closed_form"] = state.get_or_run(
-                "informed-closed-form",
-                base | {"study": "closed_form"},
-                partial(_closed_form_study, cfg, seed),
-            )
-    spec = cfg.head.spec()
-    out["reconnn"] = []
-    for known in cfg.known_init:
-        with _step(progress, f"informed: RecoNN, known init {known}"):
-            res = state.get_or_run(
-                f"informed-known-{known}",
-                base | {"study": "reconnn", "known_init": known},
-                partial(_reconnn_study, cfg, data, spec, known_init=known, seed=seed),
-            )
-        out["reconnn"].append({"known_init": known, **res})
-    n = cfg.fixed + 1
-    dp_spec = cfg.dp_head.spec()
-    epochs = dp_spec.epochs_for(n)
-    out["dp"] = []
-    for eps in [None, *cfg.epsilons] if cfg.epsilons else []:
-        dp = (
-            None
-            if eps is None
-            else HeadDP(clip=cfg.dp_clip, noise_multiplier=HeadDP.noise_for(eps, n, epochs))
-        )
-        with _step(progress, f"informed: DP-SGD ε={eps}"):
-            res = state.get_or_run(
-                f"informed-dp-{eps}",
-                base | {"study": "dp", "epsilon": eps},
-                partial(_reconnn_study, cfg, data, dp_spec, known_init=True, seed=seed, dp=dp),
-            )
-        row: dict[str, Any] = {"epsilon": eps, **res}
-        if dp is not None:
-            row["epsilon_spent"] = dp.epsilon(n, epochs)
-            row["noise_multiplier"] = dp.noise_multiplier
-            row["gamma"] = rero_gamma_dp_sgd(
-                out["kappa"],
-                sample_rate=HeadDP.sample_rate(n),
-                noise_multiplier=dp.noise_multiplier,
-                steps=epochs * HeadDP.batches_per_epoch(n),
-            )
-            row["gamma_dp"] = _gamma_eps_delta(row["epsilon_spent"], HeadDP.delta(n), out["kappa"])
-        out["dp"].append(row)
-    if cfg.epsilons:
-        out["bound_curve"] = _bound_curve(out["kappa"], n, epochs, cfg.epsilons)
-    return out
-
-
-def _gamma_eps_delta(eps: float, delta: float, kappa: float) -> float:
-    """ReRo for (ε, δ)-DP: Corollary 3's κ·e^ε plus δ (the δ-mass DP does not control)."""
-    return min(1.0, rero_gamma_dp(eps, kappa) + delta)
-
-
-def _bound_curve(
-    kappa: float, n: int, epochs: int, epsilons: list[float], points: int = 12
-) -> dict[str, list[float]]:
-    """γ over a range of ε around the studied ones: noise multipliers log-spaced from 2/3 of
-    that of max ε to 3/2 of that of min ε (calibrations memoised from the runs), each giving ε
-    and γ from one RDP curve; and the (ε, δ)-DP bound."""
-    hi = 1.5 * HeadDP.noise_for(min(epsilons), n, epochs)
-    lo = HeadDP.noise_for(max(epsilons), n, epochs) / 1.5
-    curve = dp_sgd_rero_curve(
-        kappa,
-        sample_rate=HeadDP.sample_rate(n),
-        steps=epochs * HeadDP.batches_per_epoch(n),
-        delta=HeadDP.delta(n),
-        noise_multipliers=np.geomspace(lo, hi, points).tolist(),
-    )
-    curve["gamma_dp"] = [_gamma_eps_delta(e, HeadDP.delta(n), kappa) for e in curve["epsilon"]]
-    return curve
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -578,7 +353,7 @@ def run_reconstruction(
     out = Path(out_dir)
     progress = progress or SilentProgress()
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    state = _State(out)
+    state = StateDir(out)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     report: dict[str, Any] = {

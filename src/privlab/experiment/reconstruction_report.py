@@ -112,12 +112,6 @@ def informed_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     return INFORMED_HEADER, rows
 
 
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def weak_roc_figure(report: Mapping[str, Any]) -> str:
     """Cumulative (solid) and Neyman–Pearson (dotted) ROC per variant, log FPR."""
     variants = [v for v in weak_variants(report) if (v.get("roc") or {}).get("fpr")]

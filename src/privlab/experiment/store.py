@@ -11,8 +11,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,31 @@ def read_json(path: Path) -> Any:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: corrupt JSON ({err})") from None
+
+
+def cached_json(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON result stored at ``path``, or ``compute()`` written there atomically: how an
+    interrupted run resumes from the units it finished."""
+    if path.is_file():
+        return dict(read_json(path))
+    result = compute()
+    atomic_write_json(path, result)
+    return dict(result)
+
+
+class StateDir:
+    """Finished units of a run, one JSON file each under ``<run>/state/``, named by a readable
+    prefix and the hash of the key (everything the unit depends on, stored beside it)."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = Path(out) / "state"
+
+    def get_or_run(
+        self, prefix: str, key: dict[str, Any], fn: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", prefix)
+        path = self.dir / f"{safe}-{stable_hash(key)[:16]}.json"
+        return dict(cached_json(path, lambda: {"key": key, "result": fn()})["result"])
 
 
 def state_sha256(model: nn.Module) -> str:

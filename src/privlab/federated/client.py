@@ -27,6 +27,41 @@ def _mean_ce_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[t
     return list(torch.autograd.grad(loss, params))
 
 
+def check_client_args(
+    x: torch.Tensor, y: torch.Tensor, local_steps: int, lr: float, local_batch: int | None
+) -> None:
+    """The arguments of :func:`client_update` (also checked by defences that run their own
+    local loop)."""
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as inputs (≥ 1), got {len(x)} and {len(y)}")
+    if local_steps < 1:
+        raise ValueError(f"local_steps must be ≥ 1, got {local_steps}")
+    if local_batch is not None and not 1 <= local_batch <= len(x):
+        raise ValueError(f"local_batch must be in 1..{len(x)}, got {local_batch}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+
+
+def observation_of(
+    gradients: dict[str, torch.Tensor],
+    batch: int,
+    local_steps: int,
+    lr: float,
+    local_batch: int | None,
+) -> GradientObservation:
+    """An observation with :func:`client_update`'s metadata: the plain gradient (``lr`` None)
+    for one full-batch step, the FedAvg pseudo-gradient otherwise."""
+    if local_steps == 1 and (local_batch is None or local_batch == batch):
+        return GradientObservation(gradients=gradients, batch_size=batch)
+    return GradientObservation(
+        gradients=gradients,
+        batch_size=batch,
+        local_steps=local_steps,
+        lr=lr,
+        local_batch=local_batch,
+    )
+
+
 def client_update(
     model: nn.Module,
     x: torch.Tensor,
@@ -42,14 +77,7 @@ def client_update(
     training behaviour). With ``local_steps`` = 1 and no ``local_batch`` the observation is the
     exact gradient (its ``lr`` is None); otherwise it is the FedAvg pseudo-gradient.
     """
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as inputs (≥ 1), got {len(x)} and {len(y)}")
-    if local_steps < 1:
-        raise ValueError(f"local_steps must be ≥ 1, got {local_steps}")
-    if local_batch is not None and not 1 <= local_batch <= len(x):
-        raise ValueError(f"local_batch must be in 1..{len(x)}, got {local_batch}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    check_client_args(x, y, local_steps, lr, local_batch)
     local = copy.deepcopy(model)
     for p in local.parameters():
         p.requires_grad_(True)
@@ -57,9 +85,8 @@ def client_update(
     batch = len(x) if local_batch is None else local_batch
     if local_steps == 1 and batch == len(x):
         grads = _mean_ce_grads(local, x, y)
-        return GradientObservation(
-            gradients={n: g.detach() for n, g in zip(names, grads, strict=True)},
-            batch_size=len(x),
+        return observation_of(
+            {n: g.detach() for n, g in zip(names, grads, strict=True)}, len(x), 1, lr, None
         )
     start = {n: p.detach().clone() for n, p in local.named_parameters()}
     cursor = 0
@@ -70,10 +97,5 @@ def client_update(
         with torch.no_grad():
             for p, g in zip(local.parameters(), grads, strict=True):
                 p.sub_(lr * g)
-    return GradientObservation(
-        gradients={n: (start[n] - p.detach()) / lr for n, p in local.named_parameters()},
-        batch_size=len(x),
-        local_steps=local_steps,
-        lr=lr,
-        local_batch=local_batch,
-    )
+    pseudo = {n: (start[n] - p.detach()) / lr for n, p in local.named_parameters()}
+    return observation_of(pseudo, len(x), local_steps, lr, local_batch)

@@ -123,13 +123,16 @@ def train_reconstructor(
     cfg: ReconstructorConfig,
     *,
     seed: int = 0,
+    normaliser: WeightNormaliser | None = None,
 ) -> Reconstructor:
     """Train on the shards of ``job`` (pool ``images`` in [−1, 1]); early stopping on the
-    validation shards' soft-min loss. Memory: one shard and the model."""
+    validation shards' soft-min loss. Memory: one shard and the model. ``normaliser``: the
+    shadows' statistics when the caller already has them (else one pass over the shards)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     classes, targets = job.classes, job.target_classes
-    normaliser = fit_normaliser(job, train_dir)
+    if normaliser is None:
+        normaliser = fit_normaliser(job, train_dir)
     in_dim = int(normaliser.mean.numel()) + (classes if cfg.conditional else 0)  # type: ignore[union-attr]
     shape = tuple(images.shape[1:])
     model: nn.Module = (

@@ -39,38 +39,6 @@ Gradients = dict[str, torch.Tensor]
 DEFENCES: Registry[Defence] = Registry("defence")
 
 
-def check_client_args(
-    x: torch.Tensor, y: torch.Tensor, local_steps: int, lr: float, local_batch: int | None
-) -> None:
-    """The validation of :func:`~privlab.federated.client.client_update`, for defences that
-    run their own local loop."""
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as inputs (≥ 1), got {len(x)} and {len(y)}")
-    if local_steps < 1:
-        raise ValueError(f"local_steps must be ≥ 1, got {local_steps}")
-    if local_batch is not None and not 1 <= local_batch <= len(x):
-        raise ValueError(f"local_batch must be in 1..{len(x)}, got {local_batch}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-
-
-def observation_of(
-    gradients: Gradients, batch: int, local_steps: int, lr: float, local_batch: int | None
-) -> GradientObservation:
-    """An observation with :func:`~privlab.federated.client.client_update`'s metadata: the
-    plain gradient (``lr`` None) for one full-batch step, the FedAvg pseudo-gradient
-    otherwise."""
-    if local_steps == 1 and (local_batch is None or local_batch == batch):
-        return GradientObservation(gradients=gradients, batch_size=batch)
-    return GradientObservation(
-        gradients=gradients,
-        batch_size=batch,
-        local_steps=local_steps,
-        lr=lr,
-        local_batch=local_batch,
-    )
-
-
 def require_generator(generator: torch.Generator | None, who: str) -> torch.Generator:
     """Randomised defences draw only from an explicit, seeded generator (reproducibility)."""
     if generator is None:

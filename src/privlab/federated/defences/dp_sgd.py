@@ -27,12 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from privlab.federated.client import check_client_args, observation_of
 from privlab.federated.defences.base import (
     DEFENCES,
     Defence,
     Gradients,
-    check_client_args,
-    observation_of,
     require_generator,
 )
 from privlab.federated.observation import GradientObservation

@@ -27,12 +27,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from privlab.federated.client import client_update
+from privlab.federated.client import check_client_args, client_update, observation_of
 from privlab.federated.defences.base import (
     DEFENCES,
     Defence,
-    check_client_args,
-    observation_of,
 )
 from privlab.federated.observation import GradientObservation
 
