@@ -8,7 +8,7 @@ HTML-escaped, and missing optional values render as an em dash.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from privlab.experiment.figures import (
     exposure_figure,
     loss_histogram_figure,
     most_exposed_attack,
-    png_data_uri,
     roc_figure,
     sensitivity_figure,
 )
@@ -34,12 +33,14 @@ from privlab.experiment.html_format import (
     TPR_FPRS,
     attack_labels,
     esc,
+    figure_html,
     find_attack,
     lookup_fpr,
     num,
     page,
     pct,
     sci,
+    text_table,
 )
 from privlab.experiment.store import atomic_write_bytes
 
@@ -55,14 +56,6 @@ def _privacy(privacy: Any) -> str:
     text = f"ε={sci(eps, '.3g')}" + (f", δ={sci(delta)}" if delta is not None else "")
     acc = privacy.get("accountant")
     return f'<span title="accountant: {esc(acc)}">{text}</span>' if acc else text
-
-
-def _figure(fn: Callable[[Any], str], arg: Any, caption: str) -> str:
-    try:
-        img = f'<img src="{png_data_uri(fn(arg))}" alt="{esc(caption)}">'
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-        img = f'<p class="muted">figure unavailable ({esc(type(exc).__name__)})</p>'
-    return f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
 def _run_info(report: Mapping[str, Any]) -> str:
@@ -177,10 +170,10 @@ def _target_section(t: Mapping[str, Any]) -> str:
         f'sha256 <code class="hash">{esc(t.get("model_sha256"))}</code> · '
         f"trained in {num(t.get('train_seconds'), '.1f')} s"
     )
-    figs = _figure(roc_figure, t, "ROC (log-log)") if t.get("attacks") else ""
-    figs += _figure(loss_histogram_figure, t, "loss: members vs non-members")
+    figs = figure_html(roc_figure, t, "ROC (log-log)") if t.get("attacks") else ""
+    figs += figure_html(loss_histogram_figure, t, "loss: members vs non-members")
     if most_exposed_attack(t) is not None:
-        figs += _figure(exposure_figure, t, "most exposed training points")
+        figs += figure_html(exposure_figure, t, "most exposed training points")
     return f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
 
 
@@ -211,15 +204,6 @@ def _summary_table(report: Mapping[str, Any]) -> str:
     )
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table of already formatted cells (the inversion and reconstruction sections)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _inversion_section(report: Mapping[str, Any]) -> str:
     """Model inversion: metrics table, trade-off figure, masked-pixel check, image grids."""
     from privlab.experiment.inversion_report import (
@@ -239,68 +223,14 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
         "reconstructions (%), KNN distance to the nearest private image of the class in the "
         "evaluator's feature space (lower = closer = more leakage), robust accuracy under the "
         "configured L∞ attack, mean nHSIC over hidden layers; mean ± std over seeds.</p>",
-        _text_table(header, cells),
+        text_table(header, cells),
         *(f"<p class=sub>{esc(line)}</p>" for line in masked_note(report)),
-        _figure(tradeoff_figure, report, "attack success against robust accuracy"),
-        _figure(per_class_figure, report, "per-class reconstruction rate"),
+        figure_html(tradeoff_figure, report, "attack success against robust accuracy"),
+        figure_html(per_class_figure, report, "per-class reconstruction rate"),
     ]
     for name, attack in first_seed_grids(report):
         parts.append(f"<h3>{esc(name)} · {esc(attack.get('label'))}</h3>")
-        parts.append(_figure(grid_figure, attack, "reconstructions and nearest private images"))
-    return "\n".join(parts)
-
-
-def _reconstruction_section(report: Mapping[str, Any]) -> str:
-    """Reconstruction from weights: the weak and the informed adversary (tables and figures)."""
-    from privlab.experiment import reconstruction_report as rr
-
-    parts = []
-    weak = report.get("weak_adversary")
-    if weak:
-        parts += [
-            "<h2>Weak adversary: reconstruction of transfer-learned heads' training images</h2>",
-            f"<p class=sub>Dataset {esc(weak.get('dataset'))} ({esc(weak.get('task'))}); "
-            f"τ = {num(weak.get('tau'), '.4f')} (mean nearest-neighbour MSE between the "
-            "validation and training priors, images in [−1, 1]). TPR*: a validation head's "
-            "reconstruction lies within τ of one of its training images of the class; FPR*: the "
-            "same test on reconstructions from null weights N(θ̄, Cov) of the shadow heads; "
-            "held-out: another head's training images; prior draw: a random image of the class "
-            "instead of a reconstruction. Rates in %.</p>",
-            _text_table(*rr.weak_table(report)),
-            _figure(rr.weak_roc_figure, report, "reconstruction ROC per variant"),
-        ]
-        if any(v.get("privacy") for v in rr.weak_variants(report)):
-            parts += [f"<p class=sub>{esc(line)}</p>" for line in rr.defended_lines(report)]
-            parts.append(_figure(rr.tradeoff_figure, report, "privacy–utility trade-off"))
-        for v in rr.weak_variants(report):
-            parts.append(
-                _figure(
-                    rr.examples_figure,
-                    v.get("examples") or [],
-                    f"{v.get('name')}: reconstructions and nearest training images",
-                )
-            )
-    informed = report.get("informed_adversary")
-    if informed:
-        parts += [
-            "<h2>Informed adversary (Balle et al.)</h2>",
-            f"<p class=sub>{esc(informed.get('dataset'))}: D₋ of {esc(informed.get('fixed'))} "
-            f"known points, a prior of {esc(informed.get('prior'))} images (κ = 1/"
-            f"{esc(informed.get('prior'))} for the nearest-neighbour oracle). Success (%): the "
-            "reconstruction is closer to the target than to any other prior image.</p>",
-            _text_table(*rr.informed_table(report)),
-        ]
-        for r in informed.get("reconnn") or []:
-            init = "known" if r.get("known_init") else "unknown"
-            parts.append(
-                _figure(
-                    rr.examples_figure,
-                    r.get("examples") or [],
-                    f"RecoNN, initialisation {init}: reconstruction (top), target (bottom)",
-                )
-            )
-    if (informed or {}).get("bound_curve") or any(v.get("bound") for v in rr.weak_variants(report)):
-        parts.append(_figure(rr.bound_figure, report, "empirical success against the ReRo bound"))
+        parts.append(figure_html(grid_figure, attack, "reconstructions and nearest private images"))
     return "\n".join(parts)
 
 
@@ -324,7 +254,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     if config.get("description"):
         parts.append(f"<p>{esc(config.get('description'))}</p>")
     if report.get("kind") == "reconstruction":
-        parts += [_run_info(report), _reconstruction_section(report)]
+        from privlab.experiment.reconstruction_report import html_section
+
+        parts += [_run_info(report), html_section(report)]
         cfg = json.dumps(config, indent=2, sort_keys=True, default=str)
         parts.append(f"<details><summary>Config</summary><pre>{esc(cfg)}</pre></details>")
         return page(esc(name), "\n".join(parts))
@@ -336,14 +268,14 @@ def render_html(report: Mapping[str, Any]) -> str:
     ]
     if attack_labels(targets):
         parts.append("<h2>Membership advantage</h2>")
-        parts.append(_figure(advantage_bar_figure, report, "advantage per target and attack"))
+        parts.append(figure_html(advantage_bar_figure, report, "advantage per target and attack"))
     if any(t.get("sensitivity") for t in targets):
         parts.append(
             "<h2>Leave-out sensitivity</h2><p class=sub>Song et al. Fig. 2: "
             "confidence on a training point with it in the training set minus "
             "without it (retrained), sorted.</p>"
         )
-        parts.append(_figure(sensitivity_figure, report, "sensitivity per removed point"))
+        parts.append(figure_html(sensitivity_figure, report, "sensitivity per removed point"))
     parts.append(_inversion_section(report))
     parts.append("<h2>Targets</h2>")
     parts += [_target_section(t) for t in targets] or [f"<p>{DASH}</p>"]

@@ -4,11 +4,12 @@ report traversal, the page shell with its inline CSS).  Missing values become an
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 
 from privlab.experiment.aggregate import as_float, attack_label, attacks_of
+from privlab.experiment.figures import png_data_uri
 
 __all__ = [
     "CSS",
@@ -16,12 +17,14 @@ __all__ = [
     "TPR_FPRS",
     "attack_labels",
     "esc",
+    "figure_html",
     "find_attack",
     "lookup_fpr",
     "num",
     "page",
     "pct",
     "sci",
+    "text_table",
 ]
 
 DASH = "—"
@@ -93,3 +96,22 @@ def page(title: str, body: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
+
+
+def figure_html(fn: Callable[[Any], str], arg: Any, caption: str) -> str:
+    """A figure from ``fn(arg)`` (base64 PNG) with its caption; a failing figure becomes a
+    note instead of breaking the report."""
+    try:
+        img = f'<img src="{png_data_uri(fn(arg))}" alt="{esc(caption)}">'
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        img = f'<p class="muted">figure unavailable ({esc(type(exc).__name__)})</p>'
+    return f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of already formatted cells (the inversion and reconstruction sections)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=num>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"

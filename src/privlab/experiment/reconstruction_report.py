@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from privlab.experiment.figures import _b64, _new_figure, _placeholder, image_pairs_figure
+from privlab.experiment.html_format import esc, figure_html, num, text_table
 from privlab.experiment.image_codec import decode_image_hex
 
 WEAK_HEADER = [
@@ -232,3 +233,55 @@ def bound_figure(report: Mapping[str, Any]) -> str:
     ax.grid(alpha=0.3)
     ax.set_title("empirical success ≤ ReRo bound", fontsize=9)
     return _b64(fig)
+
+
+def html_section(report: Mapping[str, Any]) -> str:
+    """Reconstruction from weights: the weak and the informed adversary (tables and figures)."""
+    parts = []
+    weak = report.get("weak_adversary")
+    if weak:
+        parts += [
+            "<h2>Weak adversary: reconstruction of transfer-learned heads' training images</h2>",
+            f"<p class=sub>Dataset {esc(weak.get('dataset'))} ({esc(weak.get('task'))}); "
+            f"τ = {num(weak.get('tau'), '.4f')} (mean nearest-neighbour MSE between the "
+            "validation and training priors, images in [−1, 1]). TPR*: a validation head's "
+            "reconstruction lies within τ of one of its training images of the class; FPR*: the "
+            "same test on reconstructions from null weights N(θ̄, Cov) of the shadow heads; "
+            "held-out: another head's training images; prior draw: a random image of the class "
+            "instead of a reconstruction. Rates in %.</p>",
+            text_table(*weak_table(report)),
+            figure_html(weak_roc_figure, report, "reconstruction ROC per variant"),
+        ]
+        if any(v.get("privacy") for v in weak_variants(report)):
+            parts += [f"<p class=sub>{esc(line)}</p>" for line in defended_lines(report)]
+            parts.append(figure_html(tradeoff_figure, report, "privacy–utility trade-off"))
+        for v in weak_variants(report):
+            parts.append(
+                figure_html(
+                    examples_figure,
+                    v.get("examples") or [],
+                    f"{v.get('name')}: reconstructions and nearest training images",
+                )
+            )
+    informed = report.get("informed_adversary")
+    if informed:
+        parts += [
+            "<h2>Informed adversary (Balle et al.)</h2>",
+            f"<p class=sub>{esc(informed.get('dataset'))}: D₋ of {esc(informed.get('fixed'))} "
+            f"known points, a prior of {esc(informed.get('prior'))} images (κ = 1/"
+            f"{esc(informed.get('prior'))} for the nearest-neighbour oracle). Success (%): the "
+            "reconstruction is closer to the target than to any other prior image.</p>",
+            text_table(*informed_table(report)),
+        ]
+        for r in informed.get("reconnn") or []:
+            init = "known" if r.get("known_init") else "unknown"
+            parts.append(
+                figure_html(
+                    examples_figure,
+                    r.get("examples") or [],
+                    f"RecoNN, initialisation {init}: reconstruction (top), target (bottom)",
+                )
+            )
+    if (informed or {}).get("bound_curve") or any(v.get("bound") for v in weak_variants(report)):
+        parts.append(figure_html(bound_figure, report, "empirical success against the ReRo bound"))
+    return "\n".join(parts)
