@@ -97,9 +97,30 @@ def _print_reconstruction(report: dict[str, Any]) -> None:
             _print_table(f"{name}: {title}", header, rows)
 
 
+def _print_gradient_inversion(report: dict[str, Any]) -> None:
+    from privlab.experiment.gradient_inversion_report import (
+        matched_table,
+        points_table,
+        summary_lines,
+    )
+
+    name = report["config"]["name"]
+    header, rows = points_table(report)
+    if rows:
+        _print_table(f"{name}: gradient inversion (PSNR dB, RMSE, %)", header, rows)
+    header, rows = matched_table(report)
+    if rows:
+        _print_table(f"{name}: best RMSE at equal utility loss", header, rows)
+    for line in summary_lines(report):
+        out_console.print(line)
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     if report.get("kind") == "reconstruction":
         _print_reconstruction(report)
+        return
+    if report.get("kind") == "gradient_inversion":
+        _print_gradient_inversion(report)
         return
     labels = list(dict.fromkeys(a["label"] for t in report["targets"] for a in t["attacks"]))
     title = "membership inference accuracy (worst-case / honest threshold, %)"
@@ -128,6 +149,7 @@ def _print_summary(report: dict[str, Any]) -> None:
         table.add_row(t["name"], *(_pct(u.get(k)) for k in keys), *attack_cells)
     out_console.print(table)
     _print_inversion(report)
+    _print_gradient_inversion(report)
 
 
 def _print_inversion(report: dict[str, Any]) -> None:

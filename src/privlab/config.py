@@ -9,40 +9,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, Registry
+from privlab.config_base import (  # re-exported: the schemas' building blocks
+    AttackConfig,
+    Component,
+    DataConfig,
+    _check_family,
+    _check_name,
+    _Strict,
+    check_unique,
+)
+from privlab.config_gradient_inversion import (
+    GradientInversionConfig,
+    GradientInversionExperimentConfig,
+)
+from privlab.registry import DATASETS, MODELS, REGIMES
 
 if TYPE_CHECKING:
     from privlab.config_reconstruction import ReconstructionExperimentConfig
 
+__all__ = [
+    "AttackConfig",
+    "Component",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "GradientInversionConfig",
+    "GradientInversionExperimentConfig",
+    "check_unique",
+    "load_config",
+    "load_config_dict",
+]
+
 
 class ConfigError(ValueError):
     """The experiment configuration is invalid; the message names the offending key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Component(_Strict):
-    """A registered component by name with keyword parameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-
-class DataConfig(Component):
-    members: float | None = None  # fraction (≤ 1) or count (> 1); dataset default if None
-    nonmembers: float | None = None
-    population: float | None = None
-    #: keep only these classes (relabelled 0..k−1 in this order), e.g. the private identities
-    classes: list[int] | None = Field(None, min_length=1)
 
 
 class TrainConfig(_Strict):
@@ -86,14 +88,6 @@ class TargetConfig(_Strict):
 
     def temperatures(self) -> list[float]:
         return list(self.temperature) if isinstance(self.temperature, list) else [self.temperature]
-
-
-class AttackConfig(Component):
-    label: str | None = None  # display name, e.g. "I_A"
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
 
 
 class ReferenceModelsConfig(_Strict):
@@ -199,6 +193,7 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     sensitivity: SensitivityConfig | None = None
     inversion: InversionConfig | None = None
+    gradient_inversion: GradientInversionConfig | None = None  # federated clients' updates
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -240,28 +235,10 @@ class ExperimentConfig(_Strict):
         return target.model or self.model
 
 
-def check_unique(names: list[str], what: str, hint: str = "") -> None:
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"{what} must be unique; repeated: {dupes}{hint}")
-
-
 #: what :func:`load_config` returns: the schema picked by the config's ``kind``
-AnyConfig = Union[ExperimentConfig, "ReconstructionExperimentConfig"]
-
-
-def _check_name(registry: Registry[Any], name: str, where: str) -> None:
-    if name not in registry:
-        raise ValueError(
-            f"{where}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}"
-        )
-
-
-def _check_family(name: str, family: str, where: str) -> None:
-    _check_name(ATTACKS, name, where)
-    if getattr(ATTACKS.get(name), "family", "membership") != family:
-        valid = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "family", "") == family]
-        raise ValueError(f"{where}: {name!r} is not a {family} attack; {family} attacks: {valid}")
+AnyConfig = Union[
+    ExperimentConfig, "ReconstructionExperimentConfig", GradientInversionExperimentConfig
+]
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -305,7 +282,8 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -> AnyConfig:
     """Validate an experiment config; ``kind: reconstruction`` selects the reconstruction
-    schema (:mod:`privlab.config_reconstruction`), anything else the attack/inversion one."""
+    schema (:mod:`privlab.config_reconstruction`), ``kind: gradient_inversion`` the federated
+    one (:mod:`privlab.config_gradient_inversion`), anything else the attack/inversion one."""
     from privlab.config_reconstruction import ReconstructionExperimentConfig
 
     data = yaml.safe_load(yaml.safe_dump(data))  # deep copy as plain data
@@ -314,9 +292,11 @@ def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -
             set_dotted(data, key, value)
         except (IndexError, ValueError, TypeError) as err:
             raise ConfigError(f"--set {key}: cannot apply ({err})") from None
-    schema: type[BaseModel] = (
-        ReconstructionExperimentConfig if data.get("kind") == "reconstruction" else ExperimentConfig
-    )
+    schemas: dict[Any, type[BaseModel]] = {
+        "reconstruction": ReconstructionExperimentConfig,
+        "gradient_inversion": GradientInversionExperimentConfig,
+    }
+    schema = schemas.get(data.get("kind"), ExperimentConfig)
     try:
         return schema.model_validate(data)  # type: ignore[return-value]
     except ValidationError as err:

@@ -84,5 +84,6 @@ def _load_builtin_components() -> None:
     _loaded = True
     import privlab.attacks
     import privlab.data
+    import privlab.federated.defences
     import privlab.models
     import privlab.training.regimes  # noqa: F401

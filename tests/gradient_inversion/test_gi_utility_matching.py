@@ -97,3 +97,17 @@ def test_bad_inputs_are_refused():
         DefencePoint(1.0, math.nan, 3.0)
     with pytest.raises(ValueError, match="interpolation"):
         attack_at_utility([(0, 0, 1), (1, 1, 0)], [0.5], method="cubic")  # type: ignore[arg-type]
+
+
+def test_strongest_merge_takes_the_strongest_of_equal_cost_points() -> None:
+    from privlab.federated.utility_matching import curve
+
+    # strengths 0..3; the last three all cost 0.2 after the isotonic step
+    points = [(0, 0.0, 0.1), (1, 0.3, 0.2), (2, 0.1, 0.5), (3, 0.2, 0.9)]
+    knots, mean = curve(points)
+    _, strongest = curve(points, merge="strongest")
+    assert knots.tolist() == [0.0, 0.2]
+    assert mean[1] == pytest.approx((0.2 + 0.5 + 0.9) / 3)
+    assert strongest.tolist() == [0.1, 0.9]
+    with pytest.raises(ValueError, match="merge"):
+        curve(points, merge="median")  # type: ignore[arg-type]

@@ -253,10 +253,15 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{esc(name)}</h1>"]
     if config.get("description"):
         parts.append(f"<p>{esc(config.get('description'))}</p>")
-    if report.get("kind") == "reconstruction":
-        from privlab.experiment.reconstruction_report import html_section
+    if report.get("kind") in ("reconstruction", "gradient_inversion"):
+        from privlab.experiment import gradient_inversion_report, reconstruction_report
 
-        parts += [_run_info(report), html_section(report)]
+        section = (
+            reconstruction_report
+            if report.get("kind") == "reconstruction"
+            else gradient_inversion_report
+        )
+        parts += [_run_info(report), section.html_section(report)]
         cfg = json.dumps(config, indent=2, sort_keys=True, default=str)
         parts.append(f"<details><summary>Config</summary><pre>{esc(cfg)}</pre></details>")
         return page(esc(name), "\n".join(parts))
@@ -277,6 +282,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         )
         parts.append(figure_html(sensitivity_figure, report, "sensitivity per removed point"))
     parts.append(_inversion_section(report))
+    if report.get("gradient_inversion"):
+        from privlab.experiment.gradient_inversion_report import html_section
+
+        parts.append(html_section(report))
     parts.append("<h2>Targets</h2>")
     parts += [_target_section(t) for t in targets] or [f"<p>{DASH}</p>"]
     parts.append(ABOUT)

@@ -21,10 +21,12 @@ from privlab.config import (
     AttackConfig,
     ConfigError,
     ExperimentConfig,
+    GradientInversionExperimentConfig,
     ReferenceModelsConfig,
     TargetConfig,
 )
-from privlab.data.bundle import DataBundle, Split, restrict_classes, stratified_split
+from privlab.data.bundle import DataBundle, Split, stratified_split
+from privlab.data.from_config import bundle_from_config
 from privlab.experiment.environment import resolve_device, versions
 from privlab.experiment.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.experiment.membership import build_attack, evaluate_attack
@@ -32,14 +34,20 @@ from privlab.experiment.models import TrainedModel, default_cache_dir, get_or_tr
 from privlab.experiment.progress import Progress, SilentProgress
 from privlab.experiment.reference_models import get_or_train_references
 from privlab.experiment.sensitivity import leave_out_sensitivity
-from privlab.experiment.store import atomic_write_json, read_json, save_model, stable_hash
+from privlab.experiment.store import (
+    StateDir,
+    atomic_write_json,
+    read_json,
+    save_model,
+    stable_hash,
+)
 from privlab.metrics.utility import (
     accuracy,
     adversarial_accuracy,
     per_example_loss,
     verified_accuracy,
 )
-from privlab.registry import ATTACKS, DATASETS
+from privlab.registry import ATTACKS
 from privlab.threat_model import (
     Access,
     Knowledge,
@@ -55,18 +63,12 @@ SCHEMA_VERSION = 1
 
 
 def load_bundle(config: ExperimentConfig, seed: int) -> DataBundle:
-    split = {
-        k: getattr(config.data, k)
-        for k in ("members", "nonmembers", "population")
-        if getattr(config.data, k) is not None
-    }
-    bundle = DATASETS.build(config.data.name, seed=seed, **split, **config.data.params)
-    if config.data.classes is not None:
-        try:
-            bundle = restrict_classes(bundle, config.data.classes)
-        except ValueError as err:
-            raise ConfigError(f"data.classes: {err}") from None
-    return bundle
+    try:
+        return bundle_from_config(config.data, seed)
+    except ValueError as err:
+        if str(err).startswith("data.classes"):
+            raise ConfigError(str(err)) from None
+        raise
 
 
 def check_access(config: ExperimentConfig) -> Access:
@@ -479,6 +481,17 @@ class Runner:
                 }
             for tcfg in self.config.targets:
                 targets.extend(self.run_target(tcfg, bundle, seed))
+        gradient_inversion = None
+        if self.config.gradient_inversion is not None:
+            from privlab.experiment.gradient_inversion import run_gradient_inversion_study
+
+            gradient_inversion = run_gradient_inversion_study(
+                self.config.gradient_inversion,
+                self.config.run_seeds()[0],
+                state=StateDir(self.out),
+                cache=self.cache,
+                progress=self.progress,
+            )
         report = {
             "schema_version": SCHEMA_VERSION,
             "config": self.config.model_dump(mode="json"),
@@ -490,6 +503,8 @@ class Runner:
             "data": {"name": self.config.data.name, "splits": splits},
             "targets": targets,
         }
+        if gradient_inversion is not None:
+            report["gradient_inversion"] = gradient_inversion
         write_report(report, self.out)
         return report
 
@@ -511,6 +526,10 @@ def run_experiment(
     """Run every target × seed × attack of ``config``; write and return the report. A
     ``kind: reconstruction`` config runs :func:`privlab.experiment.reconstruction.
     run_reconstruction` instead."""
+    if isinstance(config, GradientInversionExperimentConfig):
+        from privlab.experiment.gradient_inversion import run_gradient_inversion
+
+        return run_gradient_inversion(config, out_dir, device=device, progress=progress)
     if not isinstance(config, ExperimentConfig):
         from privlab.experiment.reconstruction import run_reconstruction
 

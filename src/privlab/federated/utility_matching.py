@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 Interpolation = Literal["linear", "pchip"]
+Merge = Literal["mean", "strongest"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +86,25 @@ def isotonic(values: Sequence[float], weights: Sequence[float] | None = None) ->
     return np.repeat(np.asarray(means), counts)
 
 
-def curve(points: Sequence[PointLike]) -> tuple[np.ndarray, np.ndarray]:
+def curve(points: Sequence[PointLike], merge: Merge = "mean") -> tuple[np.ndarray, np.ndarray]:
     """A defence's (utility loss, attack success) knots: sorted by strength, utility loss made
-    non-decreasing (:func:`isotonic`), points with equal utility loss merged (mean success)."""
+    non-decreasing (:func:`isotonic`), points with equal utility loss merged: their mean
+    success (``merge="mean"``), or the strongest of them (``"strongest"``: at equal cost a
+    defender picks the largest strength)."""
     pts = sorted(as_points(points), key=lambda p: p.strength)
     if not pts:
         raise ValueError("a defence needs at least one point")
     loss = isotonic([p.utility_loss for p in pts])
     success = np.asarray([p.attack_success for p in pts], dtype=float)
     knots, inverse = np.unique(loss, return_inverse=True)
-    merged = np.bincount(inverse, weights=success) / np.bincount(inverse)
+    if merge == "strongest":
+        strongest = np.zeros(len(knots), dtype=int)
+        np.maximum.at(strongest, inverse, np.arange(len(inverse)))  # points are in strength order
+        merged = success[strongest]
+    elif merge == "mean":
+        merged = np.bincount(inverse, weights=success) / np.bincount(inverse)
+    else:
+        raise ValueError(f"unknown merge {merge!r}; use 'mean' or 'strongest'")
     return knots, merged
 
 
@@ -103,10 +113,11 @@ def attack_at_utility(
     utility_losses: Sequence[float] | np.ndarray,
     *,
     method: Interpolation = "linear",
+    merge: Merge = "mean",
 ) -> np.ndarray:
     """A defence's attack success interpolated at the given utility losses (NaN outside the
     range its points cover)."""
-    knots, success = curve(points)
+    knots, success = curve(points, merge)
     at = np.asarray(utility_losses, dtype=float)
     out = np.full(at.shape, np.nan)
     inside = (at >= knots[0]) & (at <= knots[-1])
@@ -144,6 +155,7 @@ def utility_matched_table(
     *,
     levels: int = 5,
     method: Interpolation = "linear",
+    merge: Merge = "mean",
     attack_higher_is_better: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per utility-loss level: every defence's interpolated attack success and the
@@ -160,7 +172,10 @@ def utility_matched_table(
         grid = np.linspace(low, high, levels) if levels > 1 else np.asarray([low])
     else:
         grid = np.asarray(utility_losses, dtype=float)
-    values = {name: attack_at_utility(pts, grid, method=method) for name, pts in curves.items()}
+    values = {
+        name: attack_at_utility(pts, grid, method=method, merge=merge)
+        for name, pts in curves.items()
+    }
     rows: list[dict[str, Any]] = []
     for i, level in enumerate(grid.tolist()):
         row: dict[str, Any] = {"utility_loss": level}

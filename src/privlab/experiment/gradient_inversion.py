@@ -1,0 +1,495 @@
+"""Run a gradient-inversion study (Liu et al. 2025): attacks × defences × client settings → report.
+
+Per seed the federated task is fixed: the data bundle (the clients' private data are its
+members, the test set its non-members), the global model the server sends (its initialisation,
+or ``pretrain_epochs`` of natural training on the population) and, per client setting, the
+``batches`` client batches attacked (disjoint draws of B members). Then, for every defence at
+every strength of its sweep:
+
+* **privacy**: each batch becomes the server's observation under the defence
+  (:func:`~privlab.federated.defences.defended_update`, seeded per batch) and every attack
+  inverts it; reconstructions are matched one-to-one to the batch (least MSE) and scored by
+  PSNR, RMSE, SSIM, label accuracy and the *identification rate* (the fraction whose nearest
+  member, among all the clients' data, is the image it was matched with: recognisable);
+  the point's "best" values are the strongest attack's (Liu et al. report the best RMSE);
+* **utility**: FedAvg training of the task with the defence at every client
+  (:func:`~privlab.federated.training.federated_train`); utility loss = final training loss
+  minus the undefended run's (the paper's measure), accuracy loss beside it, ε for DP-SGD.
+
+Finally the defences of each client setting are compared at equal utility loss
+(:func:`~privlab.federated.utility_matching.utility_matched_table`, each defence's curve starting
+at the undefended point). Every (point, part) is a unit cached in ``state/``: an interrupted run
+resumes. Attacks run on the CPU (the attack code is not device-aware yet).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privlab import __version__
+from privlab.config_base import Component
+from privlab.config_gradient_inversion import (
+    ClientSetting,
+    DefenceSweep,
+    GradientInversionConfig,
+    GradientInversionExperimentConfig,
+)
+from privlab.data.bundle import Split
+from privlab.data.from_config import bundle_from_config
+from privlab.experiment.environment import resolve_device, versions
+from privlab.experiment.image_codec import image_hex
+from privlab.experiment.models import build_model, default_cache_dir, get_or_train
+from privlab.experiment.progress import Progress, SilentProgress, step
+from privlab.experiment.store import StateDir, state_sha256
+from privlab.federated.defences import DEFENCES, defended_update
+from privlab.federated.training import federated_train
+from privlab.federated.utility_matching import utility_matched_table
+from privlab.metrics.image_quality import match_reconstructions
+from privlab.registry import ATTACKS
+
+SCHEMA_VERSION = 1
+CPU = torch.device("cpu")
+QUALITY = ("psnr", "rmse", "ssim", "label_accuracy", "label_set_accuracy", "identified")
+#: for each quality: does a larger value mean a stronger attack?
+HIGHER_IS_STRONGER = {q: q != "rmse" for q in QUALITY}
+
+
+# ---------------------------------------------------------------- the task
+
+
+class FederatedTask:
+    """One seed's fixed pieces: data, the attacked global model and the client batches."""
+
+    def __init__(
+        self, cfg: GradientInversionConfig, seed: int, cache: Path, progress: Progress
+    ) -> None:
+        self.cfg, self.seed = cfg, seed
+        self.bundle = bundle_from_config(cfg.data, seed, "gradient_inversion.data")
+        self.model = self._global_model(cache, progress).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.model_sha256 = state_sha256(self.model)
+        self.members = self.bundle.members
+
+    def _global_model(self, cache: Path, progress: Progress) -> nn.Module:
+        if self.cfg.pretrain_epochs == 0:
+            with torch.random.fork_rng():
+                return build_model(self.cfg.model, self.bundle, self.seed).cpu()
+        from privlab.config import TrainConfig
+
+        trained = get_or_train(
+            role="federated_global",
+            data=self.bundle.population,
+            bundle=self.bundle,
+            model_cfg=self.cfg.model,
+            regime_cfg=Component(name="natural"),
+            train_cfg=TrainConfig(epochs=self.cfg.pretrain_epochs),
+            seed=self.seed,
+            device=CPU,
+            cache_dir=cache,
+            progress=progress,
+            label="global model (pre-trained on the population)",
+        )
+        return trained.model.cpu()
+
+    def new_model(self) -> nn.Module:
+        """A freshly initialised model (FedAvg starts here)."""
+        return build_model(self.cfg.model, self.bundle, self.seed)
+
+    def batches(self, client: ClientSetting) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+        """``batches`` disjoint client batches of B members, drawn with a seeded permutation
+        (the splits are sorted by class, so consecutive members would share a label)."""
+        need = self.cfg.batches * client.batch_size
+        if need > len(self.members):
+            raise ValueError(
+                f"{self.cfg.batches} batches of {client.batch_size} need {need} members, the "
+                f"data has {len(self.members)}"
+            )
+        gen = torch.Generator().manual_seed(self.seed + 7919 * client.batch_size)
+        order = torch.randperm(len(self.members), generator=gen)[:need]
+        out = []
+        for rows in order.split(client.batch_size):
+            out.append((self.members.x[rows], self.members.y[rows], rows.tolist()))
+        return out
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "seed": self.seed,
+            "model_sha256": self.model_sha256,
+            "members_sha256": self.members.sha256(),
+        }
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def identification_rate(
+    recon: torch.Tensor, truth_rows: list[int], matched: Any, members: Split
+) -> float:
+    """Fraction of matched reconstructions whose nearest member (pixel MSE, among every client
+    example) is the true image they were matched with."""
+    flat = members.x.flatten(1).double()
+    r = recon.detach().double().flatten(1)
+    nearest = torch.cdist(r, flat).argmin(1)
+    hits = [
+        int(nearest[int(ri)]) == truth_rows[int(ti)]
+        for ti, ri in zip(matched.truth_index, matched.recon_index, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def score_batch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: list[int],
+    members: Split,
+    data_range: float,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Quality of one batch's reconstructions and the permutation putting them in batch order."""
+    matched = match_reconstructions(
+        images, x, data_range=data_range, recon_labels=labels, true_labels=y
+    )
+    summary = matched.summary()
+    summary["identified"] = identification_rate(images, rows, matched, members)
+    summary["psnr"] = min(summary["psnr"], 99.0)  # identical images: cap the infinite PSNR
+    return summary, matched.permutation
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def attack_point(
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
+) -> dict[str, Any]:
+    """Every attack against every batch under one defence at one strength."""
+    cfg = task.cfg
+    lo, hi = task.bundle.value_range
+    defence = DEFENCES.build(defence_name, **params)
+    observations = [
+        defended_update(
+            task.model,
+            x,
+            y,
+            defence,
+            generator=torch.Generator().manual_seed(task.seed * 1_000_003 + b),
+            **client.schedule(),
+        )
+        for b, (x, y, _) in enumerate(batches)
+    ]
+    attacks: dict[str, Any] = {}
+    examples: dict[str, Any] = {}
+    for acfg in cfg.attacks:
+        per_batch = []
+        start = time.perf_counter()
+        for b, ((x, y, rows), obs) in enumerate(zip(batches, observations, strict=True)):
+            attack = ATTACKS.build(acfg.name, **acfg.params)
+            result = attack.invert(
+                task.model,
+                obs,
+                input_shape=task.bundle.input_shape,
+                num_classes=task.bundle.num_classes,
+                value_range=(lo, hi),
+                seed=task.seed + b,
+            )
+            summary, order = score_batch(
+                result.images, result.labels, x, y, rows, task.members, hi - lo
+            )
+            per_batch.append(summary)
+            if b == 0 and cfg.examples:
+                ordered = result.images[torch.as_tensor(order)][: cfg.examples]
+                examples[acfg.display] = [image_hex(img, (lo, hi)) for img in ordered]
+        attacks[acfg.display] = {
+            **{q: _mean(per_batch, q) for q in QUALITY},
+            "per_batch": per_batch,
+            "seconds": time.perf_counter() - start,
+        }
+    return {
+        "attacks": attacks,
+        "best": best_of(attacks),
+        "observed_norm": float(np.mean([o.norm() for o in observations])),
+        "examples": examples,
+    }
+
+
+def best_of(attacks: dict[str, Any]) -> dict[str, Any]:
+    """The strongest attack's value of every quality (max PSNR, min RMSE, ...) and its name."""
+    best: dict[str, Any] = {}
+    for q in QUALITY:
+        scored = {a: r[q] for a, r in attacks.items() if r.get(q) is not None}
+        if not scored:
+            best[q] = None
+            continue
+        pick = max if HIGHER_IS_STRONGER[q] else min
+        name = pick(scored, key=lambda a: scored[a])
+        best[q], best[f"{q}_attack"] = scored[name], name
+    return best
+
+
+def utility_point(
+    task: FederatedTask, client: ClientSetting, defence_name: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """FedAvg training of the task with the defence at every client."""
+    u = task.cfg.utility
+    assert u is not None
+    result = federated_train(
+        task.new_model,
+        task.members,
+        task.bundle.nonmembers,
+        clients=u.clients,
+        rounds=u.rounds,
+        batch_size=client.batch_size,
+        local_steps=client.local_steps,
+        lr=client.lr,
+        local_batch=client.local_batch,
+        defence=DEFENCES.build(defence_name, **params),
+        seed=task.seed,
+        participation=u.participation,
+        server_lr=u.server_lr,
+    )
+    result.pop("model")
+    return result
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def matched_comparison(points: list[dict[str, Any]], levels: int) -> dict[str, Any]:
+    """Defences compared at equal utility loss, by the best RMSE and the best PSNR.
+
+    Each defence's curve (strength order, utility loss made monotone) starts at the undefended
+    point (rank −1, utility loss 0) when there is one. A negative measured utility loss (the
+    defended run ended with a lower training loss, e.g. noise acting as a regulariser) counts
+    as no loss. The levels are evenly spaced from 0 to the largest utility loss any defence
+    reached; a defence is compared only at the levels its own sweep covers (no extrapolation),
+    so the best defence of a level is the best of those that reach it. Strengths that end at
+    the same utility loss count as the strongest of them (a defender picks it at that cost).
+    """
+    none = [p for p in points if p["defence"] == "none" and p.get("utility")]
+    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {"rmse": {}, "psnr": {}}
+    for p in points:
+        if p["defence"] == "none" or not p.get("utility"):
+            continue
+        loss = p["utility"]["utility_loss"]
+        for q, by_defence in curves.items():
+            value = p["best"].get(q)
+            if _finite(value) and _finite(loss):
+                by_defence.setdefault(p["label_defence"], []).append(
+                    (p["rank"], max(0.0, loss), value)
+                )
+    if none:
+        for q, by_defence in curves.items():
+            value = none[0]["best"].get(q)
+            if _finite(value):
+                for pts in by_defence.values():
+                    pts.append((-1, 0.0, value))
+    out: dict[str, Any] = {}
+    for q, by_defence in curves.items():
+        if not by_defence:
+            continue
+        top = max(loss for pts in by_defence.values() for _, loss, _ in pts)
+        grid = np.linspace(0.0, top, levels) if levels > 1 and top > 0 else np.asarray([top])
+        rows = utility_matched_table(
+            by_defence,
+            grid.tolist(),
+            attack_higher_is_better=HIGHER_IS_STRONGER[q],
+            merge="strongest",
+        )
+        wins: dict[str, int] = {}
+        for row in rows:
+            compared = [d for d in by_defence if _finite(row.get(d))]
+            if row["best_defence"] is not None and len(compared) > 1:
+                wins[row["best_defence"]] = wins.get(row["best_defence"], 0) + 1
+        out[q] = {"rows": rows, "wins": wins}
+    return out
+
+
+def _baselines(
+    task: FederatedTask, batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]]
+) -> dict[str, Any]:
+    """What no attack needs: the members' mean image, and uniform noise, scored like attacks."""
+    lo, hi = task.bundle.value_range
+    mean_image = task.members.x.mean(0, keepdim=True)
+    gen = torch.Generator().manual_seed(task.seed)
+    out: dict[str, Any] = {}
+    for name, make in (
+        ("mean_image", lambda n: mean_image.repeat(n, *([1] * (mean_image.dim() - 1)))),
+        (
+            "uniform_noise",
+            lambda n: lo + (hi - lo) * torch.rand(n, *mean_image.shape[1:], generator=gen),
+        ),
+    ):
+        rows = [
+            score_batch(make(len(x)), y.clone(), x, y, r, task.members, hi - lo)[0]
+            for x, y, r in batches
+        ]
+        out[name] = {q: _mean(rows, q) for q in ("psnr", "rmse", "ssim", "identified")}
+    return out
+
+
+def run_client_setting(
+    task: FederatedTask, client: ClientSetting, state: StateDir, progress: Progress
+) -> dict[str, Any]:
+    cfg = task.cfg
+    batches = task.batches(client)
+    lo, hi = task.bundle.value_range
+    base_key = task.key() | {"client": client.model_dump(mode="json")}
+    util_cfg = cfg.utility.model_dump(mode="json") if cfg.utility else None
+
+    def unit(prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
+        return state.get_or_run(f"gi-{client.label}-{prefix}", base_key | extra, fn)
+
+    baseline_utility = None
+    if cfg.utility is not None:
+        with step(progress, f"FedAvg without a defence ({client.label})"):
+            baseline_utility = unit(
+                "utility-none",
+                {"unit": "utility", "defence": "none", "utility": util_cfg},
+                lambda: utility_point(task, client, "none", {}),
+            )
+    points = []
+    sweeps: list[DefenceSweep] = list(cfg.defences)
+    for d in sweeps:
+        for rank, params, label in d.points():
+            attack_key = {
+                "unit": "attacks",
+                "defence": d.name,
+                "params": params,
+                "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
+                "batches": cfg.batches,
+                "examples": cfg.examples,
+            }
+            with step(progress, f"{label} ({client.label}): attacks"):
+                privacy = unit(
+                    label, attack_key, partial(attack_point, task, client, d.name, params, batches)
+                )
+            point: dict[str, Any] = {
+                "label": label,
+                "label_defence": d.display,
+                "defence": d.name,
+                "params": params,
+                "rank": rank,
+                **privacy,
+            }
+            if cfg.utility is not None:
+                assert baseline_utility is not None
+                with step(progress, f"{label} ({client.label}): FedAvg"):
+                    util = (
+                        baseline_utility
+                        if d.name == "none" and not params
+                        else unit(
+                            f"{label}-utility",
+                            {
+                                "unit": "utility",
+                                "defence": d.name,
+                                "params": params,
+                                "utility": util_cfg,
+                            },
+                            partial(utility_point, task, client, d.name, params),
+                        )
+                    )
+                point["utility"] = {
+                    "final_train_loss": util["final_train_loss"],
+                    "final_accuracy": util["final_accuracy"],
+                    "utility_loss": util["final_train_loss"] - baseline_utility["final_train_loss"],
+                    "accuracy_loss": baseline_utility["final_accuracy"] - util["final_accuracy"],
+                    "epsilon": util.get("epsilon"),
+                    "delta": util.get("delta"),
+                    "accuracy_curve": util["accuracy"],
+                    "seconds": util["seconds"],
+                }
+            points.append(point)
+    x0 = batches[0][0][: cfg.examples]
+    return {
+        "client": client.model_dump(mode="json") | {"label": client.label},
+        "batch_rows": [rows for _, _, rows in batches],
+        "baselines": _baselines(task, batches),
+        "baseline_utility": None
+        if baseline_utility is None
+        else {
+            "final_train_loss": baseline_utility["final_train_loss"],
+            "final_accuracy": baseline_utility["final_accuracy"],
+        },
+        "originals": [image_hex(img, (lo, hi)) for img in x0],
+        "points": points,
+        "matched": matched_comparison(points, cfg.matched_levels) if cfg.utility else {},
+    }
+
+
+def run_gradient_inversion_study(
+    cfg: GradientInversionConfig,
+    seed: int,
+    *,
+    state: StateDir,
+    cache: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The report's ``gradient_inversion`` section for one seed."""
+    start = time.perf_counter()
+    task = FederatedTask(cfg, seed, cache, progress)
+    settings = [run_client_setting(task, c, state, progress) for c in cfg.clients]
+    return {
+        "dataset": cfg.data.name,
+        "model": cfg.model.model_dump(mode="json"),
+        "model_sha256": task.model_sha256,
+        "pretrain_epochs": cfg.pretrain_epochs,
+        "members": len(task.members),
+        "members_sha256": task.members.sha256(),
+        "attacks": [a.display for a in cfg.attacks],
+        "device": "cpu",
+        "settings": settings,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_gradient_inversion(
+    config: GradientInversionExperimentConfig,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run a ``kind: gradient_inversion`` config; write and return the report."""
+    from privlab.experiment.runner import write_report
+
+    out = Path(out_dir)
+    progress = progress or SilentProgress()
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    start = time.perf_counter()
+    section = run_gradient_inversion_study(
+        config.gradient_inversion, config.seed, state=StateDir(out), cache=cache, progress=progress
+    )
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "gradient_inversion",
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "seeds": [config.seed],
+        "versions": versions() | {"privlab": __version__},
+        "device": str(resolve_device(device or config.device)),
+        "gradient_inversion": section,
+        "timings": {"total_seconds": time.perf_counter() - start},
+    }
+    write_report(report, out)
+    return report
