@@ -19,7 +19,8 @@ every strength of its sweep:
 Finally the defences of each client setting are compared at equal utility loss
 (:func:`~privlab.federated.utility_matching.utility_matched_table`, each defence's curve starting
 at the undefended point). Every (point, part) is a unit cached in ``state/``: an interrupted run
-resumes. Attacks run on the CPU (the attack code is not device-aware yet).
+resumes. The attacks' optimisation runs on the experiment's device (CUDA when present); the
+clients, FedAvg and the scoring on the CPU.
 """
 
 from __future__ import annotations
@@ -70,9 +71,14 @@ class FederatedTask:
     """One seed's fixed pieces: data, the attacked global model and the client batches."""
 
     def __init__(
-        self, cfg: GradientInversionConfig, seed: int, cache: Path, progress: Progress
+        self,
+        cfg: GradientInversionConfig,
+        seed: int,
+        cache: Path,
+        progress: Progress,
+        device: torch.device = CPU,
     ) -> None:
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.device = cfg, seed, device
         self.bundle = bundle_from_config(cfg.data, seed, "gradient_inversion.data")
         self.model = self._global_model(cache, progress).eval()
         for p in self.model.parameters():
@@ -208,6 +214,7 @@ def attack_point(
                 num_classes=task.bundle.num_classes,
                 value_range=(lo, hi),
                 seed=task.seed + b,
+                device=task.device,
             )
             summary, order = score_batch(
                 result.images, result.labels, x, y, rows, task.members, hi - lo
@@ -444,10 +451,12 @@ def run_gradient_inversion_study(
     state: StateDir,
     cache: Path,
     progress: Progress,
+    device: torch.device = CPU,
 ) -> dict[str, Any]:
-    """The report's ``gradient_inversion`` section for one seed."""
+    """The report's ``gradient_inversion`` section for one seed; the attacks' optimisation runs
+    on ``device`` (clients, FedAvg and scoring on the CPU)."""
     start = time.perf_counter()
-    task = FederatedTask(cfg, seed, cache, progress)
+    task = FederatedTask(cfg, seed, cache, progress, device)
     settings = [run_client_setting(task, c, state, progress) for c in cfg.clients]
     return {
         "dataset": cfg.data.name,
@@ -457,7 +466,7 @@ def run_gradient_inversion_study(
         "members": len(task.members),
         "members_sha256": task.members.sha256(),
         "attacks": [a.display for a in cfg.attacks],
-        "device": "cpu",
+        "device": str(device),
         "settings": settings,
         "seconds": time.perf_counter() - start,
     }
@@ -477,8 +486,14 @@ def run_gradient_inversion(
     progress = progress or SilentProgress()
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     start = time.perf_counter()
+    dev = resolve_device(device or config.device)
     section = run_gradient_inversion_study(
-        config.gradient_inversion, config.seed, state=StateDir(out), cache=cache, progress=progress
+        config.gradient_inversion,
+        config.seed,
+        state=StateDir(out),
+        cache=cache,
+        progress=progress,
+        device=dev,
     )
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -487,7 +502,7 @@ def run_gradient_inversion(
         "seed": config.seed,
         "seeds": [config.seed],
         "versions": versions() | {"privlab": __version__},
-        "device": str(resolve_device(device or config.device)),
+        "device": str(dev),
         "gradient_inversion": section,
         "timings": {"total_seconds": time.perf_counter() - start},
     }

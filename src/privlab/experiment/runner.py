@@ -491,6 +491,7 @@ class Runner:
                 state=StateDir(self.out),
                 cache=self.cache,
                 progress=self.progress,
+                device=self.device,
             )
         report = {
             "schema_version": SCHEMA_VERSION,

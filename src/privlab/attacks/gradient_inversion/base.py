@@ -20,6 +20,7 @@ first (:func:`~privlab.federated.observation.check_observation`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -236,12 +237,27 @@ def random_images(
     value_range: tuple[float, float],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Uniform noise in the value range: the attacks' starting point and a chance baseline."""
+    """Uniform noise in the value range: the attacks' starting point and a chance baseline.
+    Drawn on the CPU (the seeded generator's device, so a seed gives the same start on every
+    device), returned on the current default device."""
     lo, hi = value_range
-    return lo + (hi - lo) * torch.rand(batch, *input_shape, generator=generator)
+    noise = torch.rand(batch, *input_shape, generator=generator, device="cpu")
+    return (lo + (hi - lo) * noise).to(torch.get_default_device())
+
+
+def on_device(obs: GradientObservation, device: torch.device) -> GradientObservation:
+    """The observation with its tensors (and known labels) on ``device``."""
+    moved = {n: g.detach().to(device) for n, g in obs.gradients.items()}
+    labels = None if obs.labels is None else obs.labels.to(device)
+    return dataclasses.replace(obs, gradients=moved, labels=labels)
 
 
 # -------------------------------------------------------------------------------- base class
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -263,8 +279,13 @@ class GradientInversionAttack:
         num_classes: int,
         value_range: tuple[float, float] = (0.0, 1.0),
         seed: int = 0,
+        device: str | torch.device | None = None,
     ) -> GradientInversionResult:
-        """Reconstruct the client's batch from ``obs`` (checked against ``model`` first)."""
+        """Reconstruct the client's batch from ``obs`` (checked against ``model`` first).
+
+        The optimisation runs on ``device`` (default: the model's), on copies of the model and
+        the observation; random starts are drawn on the CPU from ``seed``, so CPU and CUDA
+        runs start alike. The result's tensors are on the CPU."""
         check_observation(model, obs)
         shape = tuple(int(s) for s in input_shape)
         if not shape or any(s < 1 for s in shape):
@@ -279,8 +300,17 @@ class GradientInversionAttack:
             if bad:
                 raise ValueError(f"known labels {bad} are outside 0..{num_classes - 1}")
         start = time.perf_counter()
-        result = self._invert(model, obs, shape, num_classes, (lo, hi), seed)
-        return dataclasses.replace(result, seconds=time.perf_counter() - start)
+        dev = torch.device(device) if device is not None else _device_of(model)
+        if dev != _device_of(model):
+            model = copy.deepcopy(model).to(dev)
+        with dev:  # factory calls inside the attack create their tensors on dev
+            result = self._invert(model, on_device(obs, dev), shape, num_classes, (lo, hi), seed)
+        return dataclasses.replace(
+            result,
+            images=result.images.detach().cpu(),
+            labels=result.labels.detach().cpu(),
+            seconds=time.perf_counter() - start,
+        )
 
     def _invert(
         self,

@@ -74,7 +74,9 @@ class DLG(GradientInversionAttack):
         for _ in range(self.restarts):
             x = random_images(obs.batch_size, input_shape, value_range, gen)
             label_logits = (
-                torch.randn(obs.batch_size, num_classes, generator=gen) if labels is None else None
+                torch.randn(obs.batch_size, num_classes, generator=gen, device="cpu").to(x.device)
+                if labels is None
+                else None
             )
             images, found, history = self._fit(
                 model, params, obs, observed, x, labels, label_logits
