@@ -16,7 +16,9 @@ if [ ${#names[@]} -eq 0 ]; then
          song2019_table9_verified_mnist5k atat2026_defence_grid
          atat2026_matched_accuracy balle2022_informed_adversary maciazek_table1_mnist5k
          maciazek_table1_digits maciazek_one_vs_rest maciazek_fig3a_shadows
-         maciazek_fig3b_sigma_init maciazek_fig4_dp maciazek_fig4_dp_n40)
+         maciazek_fig3b_sigma_init maciazek_fig4_dp maciazek_fig4_dp_n40
+         liu2025_fig2_fig4_feature_matching liu2025_fig3_utility_matched
+         liu2025_batch_size_sweep)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"

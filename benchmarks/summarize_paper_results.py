@@ -86,12 +86,40 @@ def reconstruction_summary(name: str, report: dict) -> None:
     print()
 
 
+def gradient_inversion_summary(name: str, report: dict) -> None:
+    """Per-point table, the matched comparison and the Fig. 2 / 3 / 4 figures."""
+    from privlab.experiment import gradient_inversion_report as gr
+
+    for header, rows in (gr.points_table(report), gr.matched_table(report)):
+        if rows:
+            print(markdown_table(header, rows) + "\n")
+    for line in gr.summary_lines(report):
+        print(f"- {line}")
+    sec = gr.section_of(report)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    figures = {"tradeoff": gr.tradeoff_figure, "attacks": gr.attacks_figure}
+    if any(p.get("utility") for s in sec["settings"] for p in s["points"]):
+        figures.pop("attacks")
+    else:
+        figures.pop("tradeoff")
+    for kind, fn in figures.items():
+        figure = FIGURES / f"{name}_{kind}.png"
+        figure.write_bytes(base64.b64decode(fn(sec)))
+        print(f"\n![{kind}]({figure.relative_to('docs')})")
+    figure = FIGURES / f"{name}_grid.png"
+    figure.write_bytes(base64.b64decode(gr.grid_figure(sec["settings"][0])))
+    print(f"\n![reconstructions]({figure.relative_to('docs')})\n")
+
+
 def main(root: Path = Path("results/paper")) -> None:
     for path in sorted(root.glob("*/report.json")):
         report = json.loads(path.read_text())
         print(f"## {path.parent.name}\n")
         if report.get("kind") == "reconstruction":
             reconstruction_summary(path.parent.name, report)
+            continue
+        if report.get("kind") == "gradient_inversion":
+            gradient_inversion_summary(path.parent.name, report)
             continue
         if (report.get("config") or {}).get("inversion"):
             print(inversion_markdown(report))
