@@ -7,8 +7,12 @@ import math
 
 import pytest
 
-from privlab.config import ConfigError, ExperimentConfig, GradientInversionExperimentConfig
-from privlab.config import load_config_dict
+from privlab.config import (
+    ConfigError,
+    ExperimentConfig,
+    GradientInversionExperimentConfig,
+    load_config_dict,
+)
 from privlab.experiment import gradient_inversion as gi
 from privlab.experiment.gradient_inversion_report import (
     attacks_figure,
