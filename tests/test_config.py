@@ -90,8 +90,15 @@ def test_shipped_configs_are_valid():
     for path in paths:
         cfg = load_config(path)
         kinds.add(type(cfg).__name__)
-        work = getattr(cfg, "targets", None) or (
-            getattr(cfg, "weak_adversary", None) or getattr(cfg, "informed_adversary", None)
+        work = (
+            getattr(cfg, "targets", None)
+            or getattr(cfg, "weak_adversary", None)
+            or getattr(cfg, "informed_adversary", None)
+            or getattr(cfg, "gradient_inversion", None)
         )
         assert work and yaml.safe_dump(cfg.model_dump(mode="json"))
-    assert kinds == {"ExperimentConfig", "ReconstructionExperimentConfig"}
+    assert kinds == {
+        "ExperimentConfig",
+        "ReconstructionExperimentConfig",
+        "GradientInversionExperimentConfig",
+    }

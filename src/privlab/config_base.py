@@ -43,6 +43,16 @@ class AttackConfig(Component):
         return self.label or self.name
 
 
+class KindConfig(_Strict):
+    """What every ``kind:`` of experiment shares: its name, seed, device and model cache."""
+
+    name: str = "experiment"
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    cache_dir: str | None = None
+
+
 def check_unique(names: list[str], what: str, hint: str = "") -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -21,6 +21,7 @@ from privlab.config_base import (
     AttackConfig,
     Component,
     DataConfig,
+    KindConfig,
     _check_family,
     _check_name,
     _Strict,
@@ -158,11 +159,7 @@ class GradientInversionConfig(_Strict):
         return self
 
 
-class GradientInversionExperimentConfig(_Strict):
+class GradientInversionExperimentConfig(KindConfig):
     kind: Literal["gradient_inversion"]
     name: str = "gradient_inversion"
-    description: str = ""
-    seed: int = 0
-    device: str = "auto"
-    cache_dir: str | None = None
     gradient_inversion: GradientInversionConfig

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from privlab.config import _Strict, check_unique
+from privlab.config_base import KindConfig, _Strict, check_unique
 from privlab.training.heads import HeadSpec
 
 
@@ -151,13 +151,9 @@ class InformedAdversaryConfig(_Strict):
         return self
 
 
-class ReconstructionExperimentConfig(_Strict):
+class ReconstructionExperimentConfig(KindConfig):
     kind: Literal["reconstruction"]
     name: str = "reconstruction"
-    description: str = ""
-    seed: int = 0
-    device: str = "auto"
-    cache_dir: str | None = None
     weak_adversary: WeakAdversaryConfig | None = None
     informed_adversary: InformedAdversaryConfig | None = None
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from typing import Any
 
 import torch
+
+from privlab import __version__
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -39,3 +42,18 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def report_header(
+    config: Any, kind: str, device: torch.device, schema_version: int
+) -> dict[str, Any]:
+    """The keys every ``kind:`` of report starts with: schema, config, seed, versions, device."""
+    return {
+        "schema_version": schema_version,
+        "kind": kind,
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "seeds": [config.seed],
+        "versions": versions() | {"privlab": __version__},
+        "device": str(device),
+    }

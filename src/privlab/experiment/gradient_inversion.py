@@ -46,7 +46,7 @@ from privlab.config_gradient_inversion import (
 )
 from privlab.data.bundle import Split
 from privlab.data.from_config import bundle_from_config
-from privlab.experiment.environment import resolve_device, versions
+from privlab.experiment.environment import report_header, resolve_device
 from privlab.experiment.image_codec import image_hex
 from privlab.experiment.models import build_model, default_cache_dir, get_or_train
 from privlab.experiment.progress import Progress, SilentProgress, step
@@ -495,14 +495,7 @@ def run_gradient_inversion(
         progress=progress,
         device=dev,
     )
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "gradient_inversion",
-        "config": config.model_dump(mode="json"),
-        "seed": config.seed,
-        "seeds": [config.seed],
-        "versions": versions() | {"privlab": __version__},
-        "device": str(dev),
+    report = report_header(config, "gradient_inversion", dev, SCHEMA_VERSION) | {
         "gradient_inversion": section,
         "timings": {"total_seconds": time.perf_counter() - start},
     }

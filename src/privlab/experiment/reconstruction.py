@@ -38,7 +38,7 @@ from privlab.config_reconstruction import (
     WeakVariant,
 )
 from privlab.data.bundle import Split, stratified_split
-from privlab.experiment.environment import resolve_device, versions
+from privlab.experiment.environment import report_header, resolve_device
 from privlab.experiment.image_codec import image_hex
 from privlab.experiment.informed_study import dp_epsilon_gamma, run_informed_adversary
 from privlab.experiment.models import default_cache_dir
@@ -356,15 +356,9 @@ def run_reconstruction(
     state = StateDir(out)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "reconstruction",
-        "config": config.model_dump(mode="json"),
-        "seed": config.seed,
-        "seeds": [config.seed],
-        "versions": versions() | {"privlab": __version__},
-        "device": str(resolve_device(device or config.device)),
-    }
+    report = report_header(
+        config, "reconstruction", resolve_device(device or config.device), SCHEMA_VERSION
+    )
     if config.weak_adversary is not None:
         report["weak_adversary"] = run_weak_adversary(
             config.weak_adversary, config.seed, cache, state, progress
