@@ -29,7 +29,7 @@ from privlab.registry import ATTACKS, MODELS
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
-ALL = ["dp", "gaussian", "none", "pruning", "quantisation", "secure_aggregation"]
+ALL = ["dp", "dropout", "gaussian", "none", "pruning", "quantisation", "secure_aggregation"]
 
 
 def _mlp(seed=0):
@@ -128,6 +128,7 @@ def test_no_defence_is_the_client_update(digits, steps, local_batch):
         ("dp", {"noise_multiplier": -1.0}, "noise_multiplier"),
         ("secure_aggregation", {"clients": 0}, "clients"),
         ("gaussian", {"std": -1.0}, "std"),
+        ("dropout", {"p": 1.0}, "p"),
     ],
 )
 def test_bad_parameters_are_refused_by_name(name, params, field):
@@ -138,7 +139,12 @@ def test_bad_parameters_are_refused_by_name(name, params, field):
 def test_randomised_defences_need_a_generator_and_are_reproducible(digits):
     model = _mlp()
     x, y = _batch(digits, 4)
-    for defence in (DPSGD(noise_multiplier=1.0), Quantisation(bits=2), DEFENCES.build("gaussian")):
+    randomised = ("gaussian", "dropout")
+    for defence in (
+        DPSGD(noise_multiplier=1.0),
+        Quantisation(bits=2),
+        *map(DEFENCES.build, randomised),
+    ):
         with pytest.raises(ValueError, match="seeded torch.Generator"):
             defended_update(model, x, y, defence)
         a = defended_update(model, x, y, defence, generator=_gen(5))
@@ -155,7 +161,7 @@ def test_defend_applies_an_update_transform_to_an_existing_observation(digits):
     assert all(
         torch.equal(via_apply.gradients[n], via_defend.gradients[n]) for n in via_apply.gradients
     )
-    for defence in (DPSGD(), SecureAggregation()):
+    for defence in (DPSGD(), SecureAggregation(), DEFENCES.build("dropout")):
         with pytest.raises(ValueError, match="apply"):
             defence.defend(client_update(model, x, y))
 

@@ -3,6 +3,7 @@
 
 from privlab.federated.defences import (  # noqa: F401  (registration)
     dp_sgd,
+    dropout,
     gaussian_noise,
     none,
     pruning,
@@ -11,6 +12,7 @@ from privlab.federated.defences import (  # noqa: F401  (registration)
 )
 from privlab.federated.defences.base import DEFENCES, Defence, defended_update
 from privlab.federated.defences.dp_sgd import DPSGD
+from privlab.federated.defences.dropout import Dropout
 from privlab.federated.defences.gaussian_noise import GaussianNoise
 from privlab.federated.defences.none import NoDefence
 from privlab.federated.defences.pruning import Pruning
@@ -21,6 +23,7 @@ __all__ = [
     "DEFENCES",
     "DPSGD",
     "Defence",
+    "Dropout",
     "GaussianNoise",
     "NoDefence",
     "Pruning",
