@@ -104,12 +104,15 @@ class FederatedUtilityConfig(_Strict):
     """FedAvg training of the task under each defence (the members split into ``clients``
     IID shards; every round ``participation``·clients clients send a defended update of a batch
     of the client setting's size). Utility loss = final training loss with the defence minus
-    without it (Liu et al. Fig. 3), the accuracy drop beside it."""
+    without it (Liu et al. Fig. 3), the accuracy drop beside it; losses within the spread of
+    ``noise_seeds`` further undefended runs count as none."""
 
     clients: int = Field(10, ge=1)
     rounds: int = Field(50, ge=1)
     participation: float = Field(1.0, gt=0, le=1)
     server_lr: float | None = Field(None, gt=0)
+    #: extra undefended runs (other seeds) whose spread is the utility-loss noise floor
+    noise_seeds: int = Field(2, ge=0)
 
 
 class GradientInversionConfig(_Strict):

@@ -111,7 +111,7 @@ def test_end_to_end_run_defends_reports_and_resumes(tmp_path, monkeypatch):
     assert points["none"]["utility"]["utility_loss"] == 0.0
     dp = points["dp noise_multiplier=1.0"]["utility"]
     assert dp["epsilon"] is not None and dp["epsilon"] > 0 and math.isfinite(dp["utility_loss"])
-    assert "rmse" in setting["matched"]
+    assert "rmse" in setting["matched"] and setting["utility_noise_floor"] >= 0
     assert len(setting["originals"]) == 2 and len(points["none"]["examples"]["IG"]) == 2
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Gradient inversion in federated learning" in html
@@ -160,13 +160,20 @@ def test_matched_comparison_prefers_the_defence_that_protects_more_per_cost():
     ]
     out = gi.matched_comparison(points, levels=4)
     rows = out["rmse"]["rows"]
-    assert [round(r["utility_loss"], 3) for r in rows] == [0.0, 0.1, 0.2, 0.3]
+    assert [round(r["utility_loss"], 3) for r in rows] == [0.0, 0.05, 0.1, 0.3]  # measured levels
     assert rows[0]["noise"] == pytest.approx(0.5) and rows[0]["best_defence"] == "noise"
-    assert rows[1]["pruning"] == pytest.approx(0.3) and rows[1]["dp"] == pytest.approx(0.05)
-    assert rows[1]["best_defence"] == "pruning"
-    assert math.isnan(rows[2]["pruning"]) and rows[2]["best_defence"] == "dp"
-    assert out["rmse"]["wins"] == {"noise": 1, "pruning": 1}  # levels with one defence don't count
-    assert out["psnr"]["rows"][1]["best_defence"] == "pruning"  # lower PSNR protects more
+    assert rows[1]["dp"] == pytest.approx(0.03)  # interpolated between its knots
+    assert rows[2]["pruning"] == pytest.approx(0.3) and rows[2]["dp"] == pytest.approx(0.05)
+    assert rows[2]["best_defence"] == "pruning"
+    assert math.isnan(rows[3]["pruning"]) and rows[3]["best_defence"] == "dp"
+    assert out["rmse"]["wins"] == {"noise": 1, "pruning": 2}  # levels with one defence don't count
+    assert out["psnr"]["rows"][2]["best_defence"] == "pruning"  # lower PSNR protects more
+    # a loss within the run-to-run noise floor is no loss: pruning p0 joins the free level
+    floored = gi.matched_comparison(points, levels=4, noise_floor=0.06)["rmse"]["rows"]
+    assert [round(r["utility_loss"], 3) for r in floored] == [0.0, 0.1, 0.3]
+    assert floored[0]["pruning"] == pytest.approx(0.2)
+    # many measured losses are thinned to the requested number of levels
+    assert len(gi.matched_comparison(points, levels=2)["rmse"]["rows"]) == 2
 
 
 def test_report_tables_and_figures_render(tmp_path, monkeypatch):

@@ -107,9 +107,9 @@ class FederatedTask:
         )
         return trained.model.cpu()
 
-    def new_model(self) -> nn.Module:
-        """A freshly initialised model (FedAvg starts here)."""
-        return build_model(self.cfg.model, self.bundle, self.seed)
+    def new_model(self, seed: int | None = None) -> nn.Module:
+        """A freshly initialised model (FedAvg starts here), from the task's seed by default."""
+        return build_model(self.cfg.model, self.bundle, self.seed if seed is None else seed)
 
     def batches(self, client: ClientSetting) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
         """``batches`` disjoint client batches of B members, drawn with a seeded permutation
@@ -251,13 +251,19 @@ def best_of(attacks: dict[str, Any]) -> dict[str, Any]:
 
 
 def utility_point(
-    task: FederatedTask, client: ClientSetting, defence_name: str, params: dict[str, Any]
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """FedAvg training of the task with the defence at every client."""
+    """FedAvg training of the task with the defence at every client (``seed``: another
+    initialisation and client sampling, for the run-to-run noise floor)."""
     u = task.cfg.utility
     assert u is not None
+    seed = task.seed if seed is None else seed
     result = federated_train(
-        task.new_model,
+        partial(task.new_model, seed),
         task.members,
         task.bundle.nonmembers,
         clients=u.clients,
@@ -267,7 +273,7 @@ def utility_point(
         lr=client.lr,
         local_batch=client.local_batch,
         defence=DEFENCES.build(defence_name, **params),
-        seed=task.seed,
+        seed=seed,
         participation=u.participation,
         server_lr=u.server_lr,
     )
@@ -282,16 +288,19 @@ def _finite(x: Any) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
-def matched_comparison(points: list[dict[str, Any]], levels: int) -> dict[str, Any]:
+def matched_comparison(
+    points: list[dict[str, Any]], levels: int, noise_floor: float = 0.0
+) -> dict[str, Any]:
     """Defences compared at equal utility loss, by the best RMSE and the best PSNR.
 
     Each defence's curve (strength order, utility loss made monotone) starts at the undefended
-    point (rank −1, utility loss 0) when there is one. A negative measured utility loss (the
-    defended run ended with a lower training loss, e.g. noise acting as a regulariser) counts
-    as no loss. The levels are evenly spaced from 0 to the largest utility loss any defence
-    reached; a defence is compared only at the levels its own sweep covers (no extrapolation),
-    so the best defence of a level is the best of those that reach it. Strengths that end at
-    the same utility loss count as the strongest of them (a defender picks it at that cost).
+    point (rank −1, utility loss 0) when there is one. A utility loss within ``noise_floor``
+    (the spread of undefended FedAvg runs over seeds), or negative, counts as no loss. The
+    levels are the measured utility losses themselves (thinned to ``levels`` by quantiles), so
+    every level is one some defence reached; a defence is compared only at the levels its own
+    sweep covers (no extrapolation), so the best defence of a level is the best of those that
+    reach it. Strengths that end at the same utility loss count as the strongest of them (a
+    defender picks it at that cost).
     """
     none = [p for p in points if p["defence"] == "none" and p.get("utility")]
     curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {"rmse": {}, "psnr": {}}
@@ -299,6 +308,7 @@ def matched_comparison(points: list[dict[str, Any]], levels: int) -> dict[str, A
         if p["defence"] == "none" or not p.get("utility"):
             continue
         loss = p["utility"]["utility_loss"]
+        loss = 0.0 if loss <= noise_floor else loss
         for q, by_defence in curves.items():
             value = p["best"].get(q)
             if _finite(value) and _finite(loss):
@@ -315,8 +325,10 @@ def matched_comparison(points: list[dict[str, Any]], levels: int) -> dict[str, A
     for q, by_defence in curves.items():
         if not by_defence:
             continue
-        top = max(loss for pts in by_defence.values() for _, loss, _ in pts)
-        grid = np.linspace(0.0, top, levels) if levels > 1 and top > 0 else np.asarray([top])
+        measured = np.unique([loss for pts in by_defence.values() for _, loss, _ in pts])
+        if len(measured) > levels:
+            measured = np.unique(np.quantile(measured, np.linspace(0, 1, levels), method="nearest"))
+        grid = measured
         rows = utility_matched_table(
             by_defence,
             grid.tolist(),
@@ -362,18 +374,29 @@ def run_client_setting(
     batches = task.batches(client)
     lo, hi = task.bundle.value_range
     base_key = task.key() | {"client": client.model_dump(mode="json")}
-    util_cfg = cfg.utility.model_dump(mode="json") if cfg.utility else None
+    util_cfg = cfg.utility.model_dump(mode="json", exclude={"noise_seeds"}) if cfg.utility else None
 
     def unit(prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
         return state.get_or_run(f"gi-{client.label}-{prefix}", base_key | extra, fn)
 
-    baseline_utility = None
+    baseline_utility, floor = None, 0.0
     if cfg.utility is not None:
         with step(progress, f"FedAvg without a defence ({client.label})"):
             baseline_utility = unit(
                 "utility-none",
                 {"unit": "utility", "defence": "none", "utility": util_cfg},
                 lambda: utility_point(task, client, "none", {}),
+            )
+            others = [
+                unit(
+                    f"utility-none-seed{k}",
+                    {"unit": "utility", "defence": "none", "utility": util_cfg, "seed_offset": k},
+                    partial(utility_point, task, client, "none", {}, task.seed + k),
+                )["final_train_loss"]
+                for k in range(1, cfg.utility.noise_seeds + 1)
+            ]
+            floor = max(
+                (abs(v - baseline_utility["final_train_loss"]) for v in others), default=0.0
             )
     points = []
     sweeps: list[DefenceSweep] = list(cfg.defences)
@@ -440,7 +463,8 @@ def run_client_setting(
         },
         "originals": [image_hex(img, (lo, hi)) for img in x0],
         "points": points,
-        "matched": matched_comparison(points, cfg.matched_levels) if cfg.utility else {},
+        "utility_noise_floor": floor if cfg.utility else None,
+        "matched": matched_comparison(points, cfg.matched_levels, floor) if cfg.utility else {},
     }
 
 

@@ -225,9 +225,16 @@ def html_section(report: Mapping[str, Any]) -> str:
     ]
     for s in sec.get("settings") or []:
         base = (s.get("baselines") or {}).get("mean_image") or {}
+        floor = s.get("utility_noise_floor")
+        noise = (
+            ""
+            if floor is None
+            else f" Utility losses up to {_f(floor, '.3f')} (the spread of undefended FedAvg "
+            "runs over seeds) count as none."
+        )
         parts.append(
             f"<p class=sub>{esc(s['client']['label'])}: the members' mean image scores PSNR "
-            f"{_f(base.get('psnr'))} dB, RMSE {_f(base.get('rmse'), '.3f')} (no attack).</p>"
+            f"{_f(base.get('psnr'))} dB, RMSE {_f(base.get('rmse'), '.3f')} (no attack).{noise}</p>"
         )
     header, rows = matched_table(report)
     if rows:
