@@ -53,7 +53,7 @@ from privlab.experiment.progress import Progress, SilentProgress, step
 from privlab.experiment.store import StateDir, state_sha256
 from privlab.federated.defences import DEFENCES, defended_update
 from privlab.federated.training import federated_train
-from privlab.federated.utility_matching import utility_matched_table
+from privlab.federated.utility_matching import curve, utility_matched_table
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS
 
@@ -294,13 +294,13 @@ def matched_comparison(
     """Defences compared at equal utility loss, by the best RMSE and the best PSNR.
 
     Each defence's curve (strength order, utility loss made monotone) starts at the undefended
-    point (rank −1, utility loss 0) when there is one. A utility loss within ``noise_floor``
-    (the spread of undefended FedAvg runs over seeds), or negative, counts as no loss. The
-    levels are the measured utility losses themselves (thinned to ``levels`` by quantiles), so
-    every level is one some defence reached; a defence is compared only at the levels its own
-    sweep covers (no extrapolation), so the best defence of a level is the best of those that
-    reach it. Strengths that end at the same utility loss count as the strongest of them (a
-    defender picks it at that cost).
+    point (rank −1, utility loss 0) when there is one. A (monotone-fitted) utility loss within
+    ``noise_floor`` (the spread of undefended FedAvg runs over seeds), or negative, counts as no
+    loss. The levels are the fitted utility losses themselves (thinned to ``levels`` by
+    quantiles), so every level is one some defence reached; a defence is compared only at the
+    levels its own sweep covers (no extrapolation), so the best defence of a level is the best
+    of those that reach it. Strengths that end at the same utility loss count as the strongest
+    of them (a defender picks it at that cost).
     """
     none = [p for p in points if p["defence"] == "none" and p.get("utility")]
     curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {"rmse": {}, "psnr": {}}
@@ -308,13 +308,10 @@ def matched_comparison(
         if p["defence"] == "none" or not p.get("utility"):
             continue
         loss = p["utility"]["utility_loss"]
-        loss = 0.0 if loss <= noise_floor else loss
         for q, by_defence in curves.items():
             value = p["best"].get(q)
             if _finite(value) and _finite(loss):
-                by_defence.setdefault(p["label_defence"], []).append(
-                    (p["rank"], max(0.0, loss), value)
-                )
+                by_defence.setdefault(p["label_defence"], []).append((p["rank"], loss, value))
     if none:
         for q, by_defence in curves.items():
             value = none[0]["best"].get(q)
@@ -325,7 +322,9 @@ def matched_comparison(
     for q, by_defence in curves.items():
         if not by_defence:
             continue
-        measured = np.unique([loss for pts in by_defence.values() for _, loss, _ in pts])
+        measured = np.unique(
+            [k for pts in by_defence.values() for k in curve(pts, noise_floor=noise_floor)[0]]
+        )
         if len(measured) > levels:
             measured = np.unique(np.quantile(measured, np.linspace(0, 1, levels), method="nearest"))
         grid = measured
@@ -334,6 +333,7 @@ def matched_comparison(
             grid.tolist(),
             attack_higher_is_better=HIGHER_IS_STRONGER[q],
             merge="strongest",
+            noise_floor=noise_floor,
         )
         wins: dict[str, int] = {}
         for row in rows:

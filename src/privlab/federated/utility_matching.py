@@ -86,15 +86,19 @@ def isotonic(values: Sequence[float], weights: Sequence[float] | None = None) ->
     return np.repeat(np.asarray(means), counts)
 
 
-def curve(points: Sequence[PointLike], merge: Merge = "mean") -> tuple[np.ndarray, np.ndarray]:
+def curve(
+    points: Sequence[PointLike], merge: Merge = "mean", noise_floor: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A defence's (utility loss, attack success) knots: sorted by strength, utility loss made
     non-decreasing (:func:`isotonic`), points with equal utility loss merged: their mean
     success (``merge="mean"``), or the strongest of them (``"strongest"``: at equal cost a
-    defender picks the largest strength)."""
+    defender picks the largest strength). Fitted utility losses at or below ``noise_floor``
+    (the run-to-run spread of the utility measurement) become 0: no measurable loss."""
     pts = sorted(as_points(points), key=lambda p: p.strength)
     if not pts:
         raise ValueError("a defence needs at least one point")
     loss = isotonic([p.utility_loss for p in pts])
+    loss = np.where(loss <= noise_floor, 0.0, loss)
     success = np.asarray([p.attack_success for p in pts], dtype=float)
     knots, inverse = np.unique(loss, return_inverse=True)
     if merge == "strongest":
@@ -114,10 +118,11 @@ def attack_at_utility(
     *,
     method: Interpolation = "linear",
     merge: Merge = "mean",
+    noise_floor: float = 0.0,
 ) -> np.ndarray:
     """A defence's attack success interpolated at the given utility losses (NaN outside the
     range its points cover)."""
-    knots, success = curve(points, merge)
+    knots, success = curve(points, merge, noise_floor)
     at = np.asarray(utility_losses, dtype=float)
     out = np.full(at.shape, np.nan)
     inside = (at >= knots[0]) & (at <= knots[-1])
@@ -156,6 +161,7 @@ def utility_matched_table(
     levels: int = 5,
     method: Interpolation = "linear",
     merge: Merge = "mean",
+    noise_floor: float = 0.0,
     attack_higher_is_better: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per utility-loss level: every defence's interpolated attack success and the
@@ -173,7 +179,7 @@ def utility_matched_table(
     else:
         grid = np.asarray(utility_losses, dtype=float)
     values = {
-        name: attack_at_utility(pts, grid, method=method, merge=merge)
+        name: attack_at_utility(pts, grid, method=method, merge=merge, noise_floor=noise_floor)
         for name, pts in curves.items()
     }
     rows: list[dict[str, Any]] = []
