@@ -188,3 +188,15 @@ def test_report_tables_and_figures_render(tmp_path, monkeypatch):
     sec = report["gradient_inversion"]
     for figure in (tradeoff_figure(sec), attacks_figure(sec), grid_figure(sec["settings"][0])):
         assert len(figure) > 2000  # a real PNG, not the placeholder
+
+
+def test_a_gradient_inversion_section_joins_an_ordinary_experiment(tmp_path, monkeypatch):
+    from conftest import tiny_config
+
+    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
+    section = _section(defences=["none"], utility=None, batches=1)["gradient_inversion"]
+    section["attacks"][0]["params"]["iterations"] = 20
+    config = tiny_config(targets=[{"name": "natural", "regime": "natural"}], attacks=[])
+    report = run_experiment(load_config_dict(config | {"gradient_inversion": section}), tmp_path)
+    assert report["targets"] and report["gradient_inversion"]["settings"][0]["points"]
+    assert "Gradient inversion in federated learning" in (tmp_path / "report.html").read_text()
