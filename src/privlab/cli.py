@@ -109,7 +109,7 @@ def _print_gradient_inversion(report: dict[str, Any]) -> None:
     if rows:
         _print_table(f"{name}: gradient inversion (PSNR dB, RMSE, %)", header, rows)
     header, rows = matched_table(report)
-    if rows:
+    if rows and len(header) > 4:  # client, level, best defence and at least two defences
         _print_table(f"{name}: best RMSE at equal utility loss", header, rows)
     for line in summary_lines(report):
         out_console.print(line)
