@@ -174,7 +174,8 @@ def grid_figure(setting: Mapping[str, Any]) -> str:
     cols = max((len(images) for _, images in rows), default=0)
     if not originals or cols == 0:
         return _placeholder("no reconstructions recorded")
-    fig = _new_figure(width=1.8 + 0.8 * cols, height=0.3 + 0.8 * len(rows), bottom=0.05, top=0.25)
+    height = 0.4 + 0.8 * len(rows)
+    fig = _new_figure(width=1.8 + 0.8 * cols, height=height, bottom=0.05, top=0.35)
     for r, (label, images) in enumerate(rows):
         for c, img in enumerate(images):
             ax = fig.add_subplot(len(rows), cols, r * cols + c + 1)
@@ -184,7 +185,7 @@ def grid_figure(setting: Mapping[str, Any]) -> str:
             if c == 0:
                 ax.set_ylabel(label, fontsize=5, rotation=0, ha="right", va="center")
     fig.subplots_adjust(left=1.7 / (1.8 + 0.8 * cols), right=0.99, wspace=0.05, hspace=0.08)
-    fig.suptitle(f"reconstructions ({setting['client']['label']})", fontsize=8)
+    fig.suptitle(f"reconstructions ({setting['client']['label']})", fontsize=8, y=1 - 0.1 / height)
     return _b64(fig)
 
 
