@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from privlab.attacks.gradient_inversion.base import random_images
-from privlab.attacks.gradient_inversion.feature_matching import (
+from privlab.attacks.gradient_inversion.feature_matching import _feature_loss
+from privlab.attacks.gradient_inversion.feature_recovery import (
     FeatureEstimate,
-    _feature_loss,
     _pruned_entries,
     recover_batch_features,
     recover_features,

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 def bundle_from_config(data: DataConfig, seed: int, where: str = "data") -> DataBundle:
     """Build ``data``'s bundle for ``seed``; a class restriction that does not fit the dataset
-    raises ``ValueError`` naming ``where``.classes."""
+    is a ``ConfigError`` naming ``where``.classes."""
+    from privlab.config import ConfigError
+
     split = {
         k: getattr(data, k)
         for k in ("members", "nonmembers", "population")
@@ -24,5 +26,5 @@ def bundle_from_config(data: DataConfig, seed: int, where: str = "data") -> Data
         try:
             bundle = restrict_classes(bundle, data.classes)
         except ValueError as err:
-            raise ValueError(f"{where}.classes: {err}") from None
+            raise ConfigError(f"{where}.classes: {err}") from None
     return bundle

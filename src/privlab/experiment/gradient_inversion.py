@@ -25,7 +25,6 @@ clients, FedAvg and the scoring on the CPU.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -40,28 +39,23 @@ from privlab import __version__
 from privlab.config_base import Component
 from privlab.config_gradient_inversion import (
     ClientSetting,
-    DefenceSweep,
     GradientInversionConfig,
     GradientInversionExperimentConfig,
 )
-from privlab.data.bundle import Split
 from privlab.data.from_config import bundle_from_config
+from privlab.experiment.defence_comparison import QUALITY, matched_comparison
 from privlab.experiment.environment import report_header, resolve_device
+from privlab.experiment.gradient_inversion_scores import best_of, mean_of, score_batch
 from privlab.experiment.image_codec import image_hex
 from privlab.experiment.models import build_model, default_cache_dir, get_or_train
 from privlab.experiment.progress import Progress, SilentProgress, step
 from privlab.experiment.store import StateDir, state_sha256
 from privlab.federated.defences import DEFENCES, defended_update
 from privlab.federated.training import federated_train
-from privlab.federated.utility_matching import curve, utility_matched_table
-from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS
 
 SCHEMA_VERSION = 1
 CPU = torch.device("cpu")
-QUALITY = ("psnr", "rmse", "ssim", "label_accuracy", "label_set_accuracy", "identified")
-#: for each quality: does a larger value mean a stronger attack?
-HIGHER_IS_STRONGER = {q: q != "rmse" for q in QUALITY}
 
 
 # ---------------------------------------------------------------- the task
@@ -85,6 +79,8 @@ class FederatedTask:
             p.requires_grad_(True)
         self.model_sha256 = state_sha256(self.model)
         self.members = self.bundle.members
+        self.members_sha256 = self.members.sha256()
+        self.pool = self.members.x.flatten(1).double()  # identification candidates
 
     def _global_model(self, cache: Path, progress: Progress) -> nn.Module:
         if self.cfg.pretrain_epochs == 0:
@@ -132,50 +128,11 @@ class FederatedTask:
             "version": __version__,
             "seed": self.seed,
             "model_sha256": self.model_sha256,
-            "members_sha256": self.members.sha256(),
+            "members_sha256": self.members_sha256,
         }
 
 
-# ---------------------------------------------------------------- scoring
-
-
-def identification_rate(
-    recon: torch.Tensor, truth_rows: list[int], matched: Any, members: Split
-) -> float:
-    """Fraction of matched reconstructions whose nearest member (pixel MSE, among every client
-    example) is the true image they were matched with."""
-    flat = members.x.flatten(1).double()
-    r = recon.detach().double().flatten(1)
-    nearest = torch.cdist(r, flat).argmin(1)
-    hits = [
-        int(nearest[int(ri)]) == truth_rows[int(ti)]
-        for ti, ri in zip(matched.truth_index, matched.recon_index, strict=True)
-    ]
-    return float(np.mean(hits))
-
-
-def score_batch(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    rows: list[int],
-    members: Split,
-    data_range: float,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Quality of one batch's reconstructions and the permutation putting them in batch order."""
-    matched = match_reconstructions(
-        images, x, data_range=data_range, recon_labels=labels, true_labels=y
-    )
-    summary = matched.summary()
-    summary["identified"] = identification_rate(images, rows, matched, members)
-    summary["psnr"] = min(summary["psnr"], 99.0)  # identical images: cap the infinite PSNR
-    return summary, matched.permutation
-
-
-def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return float(np.mean(values)) if values else None
+# ---------------------------------------------------------------- the units
 
 
 def attack_point(
@@ -217,14 +174,14 @@ def attack_point(
                 device=task.device,
             )
             summary, order = score_batch(
-                result.images, result.labels, x, y, rows, task.members, hi - lo
+                result.images, result.labels, x, y, rows, task.pool, hi - lo
             )
             per_batch.append(summary)
             if b == 0 and cfg.examples:
                 ordered = result.images[torch.as_tensor(order)][: cfg.examples]
                 examples[acfg.display] = [image_hex(img, (lo, hi)) for img in ordered]
         attacks[acfg.display] = {
-            **{q: _mean(per_batch, q) for q in QUALITY},
+            **{q: mean_of(per_batch, q) for q in QUALITY},
             "per_batch": per_batch,
             "seconds": time.perf_counter() - start,
         }
@@ -234,20 +191,6 @@ def attack_point(
         "observed_norm": float(np.mean([o.norm() for o in observations])),
         "examples": examples,
     }
-
-
-def best_of(attacks: dict[str, Any]) -> dict[str, Any]:
-    """The strongest attack's value of every quality (max PSNR, min RMSE, ...) and its name."""
-    best: dict[str, Any] = {}
-    for q in QUALITY:
-        scored = {a: r[q] for a, r in attacks.items() if r.get(q) is not None}
-        if not scored:
-            best[q] = None
-            continue
-        pick = max if HIGHER_IS_STRONGER[q] else min
-        name = pick(scored, key=lambda a: scored[a])
-        best[q], best[f"{q}_attack"] = scored[name], name
-    return best
 
 
 def utility_point(
@@ -284,66 +227,6 @@ def utility_point(
 # ---------------------------------------------------------------- the study
 
 
-def _finite(x: Any) -> bool:
-    return x is not None and math.isfinite(float(x))
-
-
-def matched_comparison(
-    points: list[dict[str, Any]], levels: int, noise_floor: float = 0.0
-) -> dict[str, Any]:
-    """Defences compared at equal utility loss, by the best RMSE and the best PSNR.
-
-    Each defence's curve (strength order, utility loss made monotone) starts at the undefended
-    point (rank −1, utility loss 0) when there is one. A (monotone-fitted) utility loss within
-    ``noise_floor`` (the spread of undefended FedAvg runs over seeds), or negative, counts as no
-    loss. The levels are the fitted utility losses themselves (thinned to ``levels`` by
-    quantiles), so every level is one some defence reached; a defence is compared only at the
-    levels its own sweep covers (no extrapolation), so the best defence of a level is the best
-    of those that reach it. Strengths that end at the same utility loss count as the strongest
-    of them (a defender picks it at that cost).
-    """
-    none = [p for p in points if p["defence"] == "none" and p.get("utility")]
-    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {"rmse": {}, "psnr": {}}
-    for p in points:
-        if p["defence"] == "none" or not p.get("utility"):
-            continue
-        loss = p["utility"]["utility_loss"]
-        for q, by_defence in curves.items():
-            value = p["best"].get(q)
-            if _finite(value) and _finite(loss):
-                by_defence.setdefault(p["label_defence"], []).append((p["rank"], loss, value))
-    if none:
-        for q, by_defence in curves.items():
-            value = none[0]["best"].get(q)
-            if _finite(value):
-                for pts in by_defence.values():
-                    pts.append((-1, 0.0, value))
-    out: dict[str, Any] = {}
-    for q, by_defence in curves.items():
-        if not by_defence:
-            continue
-        measured = np.unique(
-            [k for pts in by_defence.values() for k in curve(pts, noise_floor=noise_floor)[0]]
-        )
-        if len(measured) > levels:
-            measured = np.unique(np.quantile(measured, np.linspace(0, 1, levels), method="nearest"))
-        grid = measured
-        rows = utility_matched_table(
-            by_defence,
-            grid.tolist(),
-            attack_higher_is_better=HIGHER_IS_STRONGER[q],
-            merge="strongest",
-            noise_floor=noise_floor,
-        )
-        wins: dict[str, int] = {}
-        for row in rows:
-            compared = [d for d in by_defence if _finite(row.get(d))]
-            if row["best_defence"] is not None and len(compared) > 1:
-                wins[row["best_defence"]] = wins.get(row["best_defence"], 0) + 1
-        out[q] = {"rows": rows, "wins": wins}
-    return out
-
-
 def _baselines(
     task: FederatedTask, batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]]
 ) -> dict[str, Any]:
@@ -360,10 +243,10 @@ def _baselines(
         ),
     ):
         rows = [
-            score_batch(make(len(x)), y.clone(), x, y, r, task.members, hi - lo)[0]
+            score_batch(make(len(x)), y.clone(), x, y, r, task.pool, hi - lo)[0]
             for x, y, r in batches
         ]
-        out[name] = {q: _mean(rows, q) for q in ("psnr", "rmse", "ssim", "identified")}
+        out[name] = {q: mean_of(rows, q) for q in ("psnr", "rmse", "ssim", "identified")}
     return out
 
 
@@ -385,7 +268,7 @@ def run_client_setting(
             baseline_utility = unit(
                 "utility-none",
                 {"unit": "utility", "defence": "none", "utility": util_cfg},
-                lambda: utility_point(task, client, "none", {}),
+                partial(utility_point, task, client, "none", {}),
             )
             others = [
                 unit(
@@ -399,8 +282,7 @@ def run_client_setting(
                 (abs(v - baseline_utility["final_train_loss"]) for v in others), default=0.0
             )
     points = []
-    sweeps: list[DefenceSweep] = list(cfg.defences)
-    for d in sweeps:
+    for d in cfg.defences:
         for rank, params, label in d.points():
             attack_key = {
                 "unit": "attacks",
@@ -488,7 +370,7 @@ def run_gradient_inversion_study(
         "model_sha256": task.model_sha256,
         "pretrain_epochs": cfg.pretrain_epochs,
         "members": len(task.members),
-        "members_sha256": task.members.sha256(),
+        "members_sha256": task.members_sha256,
         "attacks": [a.display for a in cfg.attacks],
         "device": str(device),
         "settings": settings,

@@ -63,12 +63,7 @@ SCHEMA_VERSION = 1
 
 
 def load_bundle(config: ExperimentConfig, seed: int) -> DataBundle:
-    try:
-        return bundle_from_config(config.data, seed)
-    except ValueError as err:
-        if str(err).startswith("data.classes"):
-            raise ConfigError(str(err)) from None
-        raise
+    return bundle_from_config(config.data, seed)
 
 
 def check_access(config: ExperimentConfig) -> Access:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -205,3 +206,21 @@ def match_reconstructions(
 def psnr_of_mse(value: float, data_range: float = 1.0) -> float:
     """PSNR in dB of a given MSE."""
     return math.inf if value == 0 else 10 * math.log10(data_range**2 / value)
+
+
+def identification_rate(
+    matched: MatchedReconstruction,
+    recon: torch.Tensor,
+    truth_rows: Sequence[int],
+    pool: torch.Tensor,
+) -> float:
+    """Fraction of matched reconstructions whose nearest image of ``pool`` (flattened rows,
+    pixel distance) is the true image they were matched with, ``truth_rows[k]`` being the pool
+    row of true image k: the reconstruction identifies its source among all candidates."""
+    r = recon.detach().to(pool.dtype).cpu().flatten(1)
+    nearest = torch.cdist(r, pool).argmin(1)
+    hits = [
+        int(nearest[int(ri)]) == int(truth_rows[int(ti)])
+        for ti, ri in zip(matched.truth_index, matched.recon_index, strict=True)
+    ]
+    return float(np.mean(hits))
