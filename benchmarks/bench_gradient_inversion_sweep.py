@@ -28,7 +28,7 @@ from pathlib import Path
 from _common import Clock, load_note, machine_info, set_threads, write_result
 
 from privlab.config import load_config
-from privlab.experiment.runner import run_experiment
+from privlab.run.runner import run_experiment
 
 NAME = "gradient_inversion_sweep"
 REQUIREMENT = (

@@ -85,9 +85,9 @@ from torch import nn
 
 from privlab.config import Component, ReferenceModelsConfig, TrainConfig
 from privlab.data.bundle import Split
-from privlab.experiment.models import build_model, build_regime
-from privlab.experiment.progress import SilentProgress
-from privlab.experiment.reference_models import get_or_train_references
+from privlab.run.model_cache import build_model, build_regime
+from privlab.run.progress import SilentProgress
+from privlab.studies.targets.reference_models import get_or_train_references
 from privlab.metrics.membership import membership_metrics
 from privlab.registry import ATTACKS, DATASETS
 from privlab.threat_model import Access, Knowledge, Target, TargetInfo

@@ -4,7 +4,7 @@ Requirement (reconstruction issue): "100,000 shadow heads (N = 10, 10 classes, f
 default extractor) generated and written to disk in at most 60 s on 2 cores; 1,000,000 in at
 most 10 minutes with memory bounded by the shard size".
 
-Features: :func:`privlab.experiment.transfer.transfer_setting` (the cached base network's 256-d
+Features: :func:`privlab.studies.reconstruction.transfer.transfer_setting` (the cached base network's 256-d
 features of the 2,500 transfer images; its training is not timed). Heads: the Table 3 MNIST
 recipe (FC(10), 32 epochs of full-batch GD). Written as safetensors shards of ``--shard-size``
 heads (parameters + training-set indices + the job's config hash) into a temporary folder.
@@ -24,9 +24,9 @@ import tempfile
 
 from _common import Clock, load_note, machine_info, set_threads, write_result
 
-from privlab.experiment.models import default_cache_dir
-from privlab.experiment.shadow_heads import ShadowJob, generate_shadow_heads
-from privlab.experiment.transfer import transfer_setting
+from privlab.run.model_cache import default_cache_dir
+from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
+from privlab.studies.reconstruction.transfer import transfer_setting
 from privlab.training.heads import HeadSpec
 
 

@@ -4,7 +4,7 @@ Requirements (reconstruction issue): "Reconstructor training for the default con
 30 minutes on 2 cores (the paper's residual generator), with a smaller reconstructor option that
 trains in at most 5 minutes". Also a first Table 1 analogue (TPR*, FPR*, TPR@FPR = 0.01).
 
-Setting: :func:`privlab.experiment.transfer.transfer_setting` (frozen 256-d features of 2,500
+Setting: :func:`privlab.studies.reconstruction.transfer.transfer_setting` (frozen 256-d features of 2,500
 MNIST images); the transfer images are split 2,000 / 500 into the attacker's training prior and
 a disjoint validation prior (Algorithm 1 runs on each). Heads: Table 3 MNIST recipe, N = 10
 (balanced). ``--heads`` training shadows, ``--val-heads`` validation shadows (both generated,
@@ -33,9 +33,9 @@ from privlab.attacks.reconstruction.weak_adversary import (
     train_reconstructor,
 )
 from privlab.data.bundle import stratified_split
-from privlab.experiment.models import default_cache_dir
-from privlab.experiment.shadow_heads import ShadowJob, generate_shadow_heads
-from privlab.experiment.transfer import transfer_setting
+from privlab.run.model_cache import default_cache_dir
+from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
+from privlab.studies.reconstruction.transfer import transfer_setting
 from privlab.metrics.reconstruction import nn_mse_threshold, to_symmetric
 from privlab.training.heads import HeadSpec
 

@@ -8,13 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from privlab.experiment.aggregate import (
+from privlab.studies.targets.aggregate import (
     aggregate_targets,
     format_pm,
     markdown_summary,
     markdown_table,
 )
-from privlab.experiment.inversion_report import (
+from privlab.studies.targets.inversion_report import (
     inversion_markdown,
     inversion_rows,
     robustness_correlation,
@@ -60,7 +60,7 @@ def correlation_lines(report: dict) -> str:
 
 def reconstruction_summary(name: str, report: dict) -> None:
     """Weak-adversary and informed-adversary tables, the ε criterion, and the figures."""
-    from privlab.experiment import reconstruction_report as rr
+    from privlab.studies.reconstruction import report as rr
 
     for header, rows in (rr.weak_table(report), rr.informed_table(report)):
         if rows:
@@ -88,7 +88,7 @@ def reconstruction_summary(name: str, report: dict) -> None:
 
 def gradient_inversion_summary(name: str, report: dict) -> None:
     """Per-point table, the matched comparison and the Fig. 2 / 3 / 4 figures."""
-    from privlab.experiment import gradient_inversion_report as gr
+    from privlab.studies.gradient_inversion import report as gr
 
     for header, rows in (gr.points_table(report), gr.matched_table(report)):
         if rows:

@@ -6,7 +6,7 @@ I_B is much smaller)."""
 import pytest
 
 from privlab.config import load_config_dict
-from privlab.experiment.runner import run_experiment
+from privlab.run.runner import run_experiment
 
 
 @pytest.fixture(scope="module")

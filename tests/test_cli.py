@@ -90,7 +90,7 @@ def test_bad_device_and_missing_report_are_clear(tmp_path):
 def test_shadow_heads_command_writes_resumes_and_refuses_foreign_shards(tmp_path, monkeypatch):
     import torch
 
-    import privlab.experiment.transfer as transfer
+    import privlab.studies.reconstruction.transfer as transfer
 
     labels = torch.arange(60) % 10
     fake = transfer.TransferData(

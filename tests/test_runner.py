@@ -8,9 +8,9 @@ import torch
 
 from conftest import tiny_config
 from privlab.config import ConfigError, load_config_dict
-from privlab.experiment import models as model_store
-from privlab.experiment.runner import run_experiment
-from privlab.experiment.store import ModelFileError, load_state, save_model
+from privlab.run import model_cache as model_store
+from privlab.run.runner import run_experiment
+from privlab.run.store import ModelFileError, load_state, save_model
 
 STABLE_KEYS = {"schema_version", "config", "seed", "versions", "timings", "targets"}
 

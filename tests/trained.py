@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from privlab.data.bundle import DataBundle, Split
-from privlab.experiment.reference_models import balanced_masks, reference_pool
+from privlab.studies.targets.reference_models import balanced_masks, reference_pool
 from privlab.registry import MODELS, REGIMES
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
 from privlab.training.ensembles import train_ensemble

@@ -5,17 +5,19 @@ from __future__ import annotations
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from privlab.config import ConfigError, load_config
 from privlab.data.bundle import DatasetError
-from privlab.experiment.aggregate import UTILITY_COLUMNS
-from privlab.experiment.store import ModelFileError, read_json
-from privlab.registry import ATTACKS, DATASETS, MODELS, REGIMES, UnknownComponentError
+from privlab.registry import REGISTRIES, UnknownComponentError
+from privlab.report.console import output_console, print_report, print_table
+from privlab.run.store import ModelFileError
+from privlab.studies.base import TextTable
 from privlab.threat_model import AccessDenied
 
 app = typer.Typer(
@@ -23,8 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True, soft_wrap=True)
-out_console = Console()
+console = output_console(stderr=True)
+out_console = output_console()
 
 USER_ERRORS = (
     ConfigError,
@@ -49,7 +51,7 @@ def _execute(
     config_path: Path, out: Path | None, overrides: list[str], device: str | None, seed: int | None
 ) -> None:
     from privlab.cli_progress import RichProgressReporter
-    from privlab.experiment.runner import run_experiment
+    from privlab.run.runner import run_experiment
 
     if seed is not None:
         overrides = [*overrides, f"seed={seed}", "seeds=null"]
@@ -67,111 +69,8 @@ def _execute(
             "same command again to resume[/]"
         )
         raise typer.Exit(130) from None
-    _print_summary(report)
+    print_report(report, out_console)
     console.print(f"report: [bold]{out_dir / 'report.html'}[/] (and report.json)")
-
-
-def _pct(value: Any) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """Formatted cells as a terminal table, the first column left-aligned."""
-    table = Table(title=title)
-    for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    out_console.print(table)
-
-
-def _print_reconstruction(report: dict[str, Any]) -> None:
-    from privlab.experiment.reconstruction_report import informed_table, weak_table
-
-    name = report["config"]["name"]
-    for title, (header, rows) in (
-        ("weak adversary (%)", weak_table(report)),
-        ("informed adversary (%)", informed_table(report)),
-    ):
-        if rows:
-            _print_table(f"{name}: {title}", header, rows)
-
-
-def _print_gradient_inversion(report: dict[str, Any]) -> None:
-    from privlab.experiment.gradient_inversion_report import (
-        matched_table,
-        points_table,
-        summary_lines,
-    )
-
-    name = report["config"]["name"]
-    header, rows = points_table(report)
-    if rows:
-        _print_table(f"{name}: gradient inversion (PSNR dB, RMSE, %)", header, rows)
-    header, rows = matched_table(report)
-    if rows and len(header) > 4:  # client, level, best defence and at least two defences
-        _print_table(f"{name}: best RMSE at equal utility loss", header, rows)
-    for line in summary_lines(report):
-        out_console.print(line)
-
-
-def _print_summary(report: dict[str, Any]) -> None:
-    if report.get("kind") == "reconstruction":
-        _print_reconstruction(report)
-        return
-    if report.get("kind") == "gradient_inversion":
-        _print_gradient_inversion(report)
-        return
-    labels = list(dict.fromkeys(a["label"] for t in report["targets"] for a in t["attacks"]))
-    title = "membership inference accuracy (worst-case / honest threshold, %)"
-    table = Table(title=f"{report['config']['name']}: {title if labels else 'accuracy (%)'}")
-    utilities = [t["utility"] for t in report["targets"]]
-    # utility columns with at least one informative value: verified accuracy needs a budget,
-    # and is left out when nothing was certified (models not trained to be verifiable)
-    keys = [
-        k
-        for k in UTILITY_COLUMNS
-        if any(u.get(k) is not None for u in utilities)
-        and (not k.startswith("ver_") or any(u.get(k) for u in utilities))
-    ]
-    for col in ["target", *(UTILITY_COLUMNS[k] for k in keys), *labels]:
-        table.add_column(col, justify="left" if col == "target" else "right")
-    for t in report["targets"]:
-        u = t["utility"]
-        cells = {a["label"]: a["metrics"] for a in t["attacks"]}
-        attack_cells = []
-        for label in labels:
-            m = cells.get(label)
-            honest = (m or {}).get("honest") or {}
-            attack_cells.append(
-                "—" if m is None else f"{_pct(m['accuracy'])}/{_pct(honest.get('accuracy'))}"
-            )
-        table.add_row(t["name"], *(_pct(u.get(k)) for k in keys), *attack_cells)
-    out_console.print(table)
-    _print_inversion(report)
-    _print_gradient_inversion(report)
-
-
-def _print_inversion(report: dict[str, Any]) -> None:
-    from privlab.experiment.inversion_report import inversion_table
-
-    header, cells = inversion_table(report)
-    if not cells:
-        return
-    # the terminal shows accuracy, robustness, Acc@1 and the KNN distance; report.html has all
-    several = any(row[1] != "1" for row in cells)
-    keep = [
-        i
-        for i, h in enumerate(header)
-        if h in ("target", "test acc", "robust acc")
-        or (h == "n" and several)
-        or h.endswith(("Acc@1", "KNN dist"))
-    ]
-    _print_table(
-        f"{report['config']['name']}: model inversion (%, KNN distance)",
-        [header[i] for i in keep],
-        [[row[i] for i in keep] for row in cells],
-    )
 
 
 @app.command()
@@ -210,9 +109,13 @@ def shadow_heads(
 ) -> None:
     """Train shadow heads on the transfer setting's features (Maciazek & Allison, Algorithm 1)
     and write them to disk in resumable shards."""
-    from privlab.experiment.models import default_cache_dir
-    from privlab.experiment.shadow_heads import ShadowJob, ShardError, generate_shadow_heads
-    from privlab.experiment.transfer import transfer_setting
+    from privlab.run.model_cache import default_cache_dir
+    from privlab.studies.reconstruction.shadow_heads import (
+        ShadowJob,
+        ShardError,
+        generate_shadow_heads,
+    )
+    from privlab.studies.reconstruction.transfer import transfer_setting
     from privlab.training.heads import HeadSpec
 
     try:
@@ -234,15 +137,16 @@ def shadow_heads(
 
 @app.command("list")
 def list_components() -> None:
-    """Every registered dataset, model, regime and attack."""
-    for registry in (DATASETS, MODELS, REGIMES, ATTACKS):
-        table = Table(title=f"{registry.kind}s", show_header=False, title_justify="left")
-        table.add_column("name", style="bold")
-        table.add_column("description")
+    """Every registered dataset, model, regime, attack, federated defence and study."""
+    for registry in REGISTRIES:
+        table = Table(title=Text(registry.plural), show_header=False, title_justify="left")
+        table.add_column("name", style="bold", no_wrap=True)
+        table.add_column("description", overflow="fold")
         for name in registry.names():
             family = getattr(registry.get(name), "family", None)
             described = registry.describe(name)
-            table.add_row(name, f"({family}) {described}" if family else described)
+            text = f"({family}) {described}" if family else described
+            table.add_row(Text(name), Text(text))  # literal: [brackets] are not markup
         out_console.print(table)
 
 
@@ -250,40 +154,38 @@ def list_components() -> None:
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folder(s) with report.json.")],
     html: Annotated[Path | None, typer.Option(help="Write the comparison here.")] = None,
-    markdown: Annotated[bool, typer.Option(help="Print a mean ± std table.")] = False,
+    markdown: Annotated[bool, typer.Option(help="Print markdown; mean ± std over seeds.")] = False,
 ) -> None:
-    """Re-render one run's report.html, or compare several runs as a table."""
-    from privlab.experiment.aggregate import markdown_summary
-    from privlab.experiment.html import comparison_table, render_comparison_html, write_html
-    from privlab.experiment.store import atomic_write_bytes
+    """Re-render one run's report.html, or compare several runs (every study)."""
+    from privlab.report.compare import (
+        comparison_markdown,
+        comparison_tables,
+        markdown_report,
+        render_comparison_html,
+    )
+    from privlab.report.html import write_html
+    from privlab.report.schema import ReportError, load_report
+    from privlab.run.store import atomic_write_bytes
 
-    loaded = []
-    for run_dir in runs:
-        path = run_dir if run_dir.suffix == ".json" else run_dir / "report.json"
-        try:
-            loaded.append((str(run_dir), read_json(path)))
-        except FileNotFoundError:
-            console.print(f"[bold red]error:[/] {path} not found (is {run_dir} a run folder?)")
-            raise typer.Exit(2) from None
-        except ValueError as err:
-            console.print(f"[bold red]error:[/] {err}")
-            raise typer.Exit(2) from None
-    if len(loaded) == 1 and run_dir.is_dir():
-        write_html(loaded[0][1], run_dir / "report.html")
-        console.print(f"re-rendered {run_dir / 'report.html'}")
-    for label, rep in loaded:
-        if markdown:
-            typer.echo(f"## {label}\n\n{markdown_summary(rep)}")  # raw: no rich wrapping
-        else:
-            _print_summary(rep)
-    if len(loaded) > 1:
-        rows = comparison_table(loaded)
-        table = Table(title="comparison")
-        for col in rows[0] if rows else []:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
-        out_console.print(table)
+    try:
+        loaded = [(str(run_dir), load_report(run_dir)) for run_dir in runs]
+    except ReportError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        raise typer.Exit(2) from None
+    if len(loaded) == 1 and runs[0].is_dir():
+        write_html(loaded[0][1], runs[0] / "report.html")
+        console.print(f"re-rendered {runs[0] / 'report.html'}")
+    if markdown:
+        for label, rep in loaded:
+            typer.echo(f"## {label}\n\n{markdown_report(rep)}")  # raw: no rich wrapping
+        if len(loaded) > 1:
+            typer.echo(comparison_markdown(loaded))
+    else:
+        for _, rep in loaded:
+            print_report(rep, out_console)
+        if len(loaded) > 1:
+            for title, header, rows in comparison_tables(loaded):
+                print_table(out_console, TextTable(f"comparison: {title}", header, rows))
     if html is not None:
         atomic_write_bytes(html, render_comparison_html(loaded).encode())
         console.print(f"wrote {html}")

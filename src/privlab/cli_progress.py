@@ -20,7 +20,7 @@ class _Handle:
 
 
 class RichProgressReporter:
-    """Implements :class:`privlab.experiment.progress.Progress` with rich bars."""
+    """Implements :class:`privlab.run.progress.Progress` with rich bars."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

@@ -1,7 +1,9 @@
-"""Registries of named components: datasets, models, regimes and attacks.
+"""Every registry of named components in one place: datasets, models, regimes, attacks,
+federated defences and studies.
 
 Adding a component is one file with ``@REGISTRY.register("name")``; the CLI's ``list`` and the
-contract tests pick it up from here.
+contract tests pick it up from here. Adding an attack family is ``attacks/<family>/`` plus
+``studies/<family>/`` and one ``@STUDIES.register``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class UnknownComponentError(KeyError):
 class Registry(Generic[T]):
     """A name → factory mapping with helpful errors."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -41,7 +44,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownComponentError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}"
             ) from None
 
     def build(self, name: str, /, **params: Any) -> T:
@@ -54,6 +57,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         _load_builtin_components()
         return sorted(self._entries)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests that register a component of their own clean up with it)."""
+        self._entries.pop(name, None)
 
     def describe(self, name: str) -> str:
         """First paragraph of the component's docstring, on one line."""
@@ -72,6 +79,11 @@ DATASETS: Registry[Any] = Registry("dataset")
 MODELS: Registry[Any] = Registry("model")
 REGIMES: Registry[Any] = Registry("regime")
 ATTACKS: Registry[Any] = Registry("attack")
+DEFENCES: Registry[Any] = Registry("defence")  # federated clients' defences
+STUDIES: Registry[Any] = Registry("study", "studies")  # one per attack family (privlab.studies.base)
+
+#: every registry, in the order ``privlab list`` shows them
+REGISTRIES: tuple[Registry[Any], ...] = (DATASETS, MODELS, REGIMES, ATTACKS, DEFENCES, STUDIES)
 
 _loaded = False
 
@@ -86,4 +98,5 @@ def _load_builtin_components() -> None:
     import privlab.data
     import privlab.federated.defences
     import privlab.models
+    import privlab.studies.builtin
     import privlab.training.regimes  # noqa: F401

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from privlab.experiment.aggregate import aggregate_targets, markdown_summary, mean_std
-from privlab.experiment.figures import advantage_bar_figure, loss_histogram_figure, roc_figure
-from privlab.experiment.html import (
+from privlab.studies.targets.aggregate import aggregate_targets, markdown_summary, mean_std
+from privlab.report.figures import advantage_bar_figure, loss_histogram_figure, roc_figure
+from privlab.report.html import (
     comparison_table,
     render_comparison_html,
     render_html,
@@ -115,7 +115,7 @@ def fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the (slow-ish) matplotlib figures by a tiny PNG for non-figure tests."""
     tiny = base64.b64encode(PNG_SIGNATURE).decode("ascii")
     for name in ("roc_figure", "loss_histogram_figure", "advantage_bar_figure"):
-        monkeypatch.setattr(f"privlab.experiment.html.{name}", lambda _arg: tiny)
+        monkeypatch.setattr(f"privlab.report.html.{name}", lambda _arg: tiny)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_write_html_leaves_no_temp_file_on_failure(
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("privlab.experiment.store.os.replace", boom)
+    monkeypatch.setattr("privlab.run.store.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_html(make_report(), path)
     assert path.read_text(encoding="utf-8") == "old"

@@ -13,15 +13,15 @@ from privlab.config import (
     GradientInversionExperimentConfig,
     load_config_dict,
 )
-from privlab.experiment import gradient_inversion as gi
-from privlab.experiment.gradient_inversion_report import (
+from privlab.studies.gradient_inversion import run as gi
+from privlab.studies.gradient_inversion.report import (
     attacks_figure,
     grid_figure,
     matched_table,
     points_table,
     tradeoff_figure,
 )
-from privlab.experiment.runner import run_experiment
+from privlab.run.runner import run_experiment
 
 SMALL = {
     "kind": "gradient_inversion",

@@ -10,7 +10,7 @@ import torch
 
 from privlab.data.bundle import restrict_classes
 from privlab.data.embedded import pseudo_identities
-from privlab.experiment.inversion import masked_invariance
+from privlab.studies.targets.inversion import masked_invariance
 from privlab.registry import MODELS, REGIMES
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import tiny_config
 from privlab.config import ConfigError, load_config_dict
-from privlab.experiment.inversion_report import inversion_markdown, inversion_rows
-from privlab.experiment.runner import run_experiment
+from privlab.studies.targets.inversion_report import inversion_markdown, inversion_rows
+from privlab.run.runner import run_experiment
 
 INVERSION = {
     "attacks": [{"name": "ppa", "params": {"search": 200, "candidates": 6, "steps": 20}}],
@@ -114,7 +114,7 @@ def test_unknown_private_class_names_the_valid_ones(tmp_path):
 
 
 def test_robustness_correlation_matches_hand_computed_ranks():
-    from privlab.experiment.inversion_report import robustness_correlation
+    from privlab.studies.targets.inversion_report import robustness_correlation
 
     def target(name, robust, acc1, knn):
         attack = {"label": "ppa", "acc1": acc1, "acc5": 1.0, "nn_acc1": acc1, "knn_dist": knn}

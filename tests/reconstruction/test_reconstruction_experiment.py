@@ -6,8 +6,8 @@ import math
 import pytest
 
 from privlab.config import ConfigError, load_config_dict
-from privlab.config_reconstruction import ReconstructionExperimentConfig
-from privlab.experiment.runner import run_experiment
+from privlab.studies.reconstruction.config import ReconstructionExperimentConfig
+from privlab.run.runner import run_experiment
 
 SMALL = {
     "kind": "reconstruction",
@@ -79,8 +79,8 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["kind"] == "reconstruction" and saved["weak_adversary"]["tau"] == weak["tau"]
     # resume: every unit comes from state/, nothing is trained again
-    import privlab.experiment.informed_study as informed
-    import privlab.experiment.reconstruction as rec
+    import privlab.studies.reconstruction.informed as informed
+    import privlab.studies.reconstruction.weak as rec
 
     def boom(*a, **k):
         raise AssertionError("retrained a finished unit")

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from privlab.experiment.shadow_heads import (
+from privlab.studies.reconstruction.shadow_heads import (
     ShadowJob,
     ShardError,
     balanced_sets,
@@ -100,7 +100,7 @@ def test_ray_backend_gives_the_same_shards(pool, tmp_path):
 
 
 def test_one_vs_rest_sets_hold_one_identity_against_the_others():
-    from privlab.experiment.shadow_heads import one_vs_rest_sets
+    from privlab.studies.reconstruction.shadow_heads import one_vs_rest_sets
 
     identities = torch.arange(300) % 30
     idx, y = one_vs_rest_sets(identities, 50, 20, torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@
 
 import torch
 
-from privlab.experiment.transfer import transfer_setting
+from privlab.studies.reconstruction.transfer import transfer_setting
 
 
 def test_features_of_the_transfer_half_from_a_cached_base(tmp_path):

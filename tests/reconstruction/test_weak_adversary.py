@@ -9,7 +9,7 @@ from privlab.attacks.reconstruction.weak_adversary import (
     fit_normaliser,
     train_reconstructor,
 )
-from privlab.experiment.shadow_heads import ShadowJob, generate_shadow_heads
+from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
 from privlab.metrics.reconstruction import nn_mse_threshold
 from privlab.training.heads import HeadSpec
 

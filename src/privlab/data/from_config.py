@@ -8,7 +8,7 @@ from privlab.data.bundle import DataBundle, restrict_classes
 from privlab.registry import DATASETS
 
 if TYPE_CHECKING:
-    from privlab.config_base import DataConfig
+    from privlab.config.base import DataConfig
 
 
 def bundle_from_config(data: DataConfig, seed: int, where: str = "data") -> DataBundle:

@@ -32,8 +32,8 @@ from privlab.attacks.reconstruction.reconstructor import (
     WeightNormaliser,
     soft_min_loss,
 )
-from privlab.experiment.shadow_heads import ShadowJob, iter_shards
 from privlab.metrics.reconstruction import rates_at, tpr_at_fpr
+from privlab.studies.reconstruction.shadow_heads import ShadowJob, iter_shards
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -32,11 +32,12 @@ from torch import nn
 
 from privlab.federated.client import client_update
 from privlab.federated.observation import GradientObservation
-from privlab.registry import Registry
+from privlab.registry import DEFENCES
+
+__all__ = ["DEFENCES", "Defence", "defended_update"]
 
 Gradients = dict[str, torch.Tensor]
 
-DEFENCES: Registry[Defence] = Registry("defence")
 
 
 def require_generator(generator: torch.Generator | None, who: str) -> torch.Generator:

@@ -1,1 +1,0 @@
-"""Experiments: run a config, cache models, write reports."""

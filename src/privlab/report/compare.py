@@ -1,0 +1,98 @@
+"""Markdown summaries and the comparison of runs, for every study.
+
+A study reduces one seed's run to scalars (:meth:`Study.scalars`: ``{row: {metric: value}}``);
+here they become mean ± sample std over seeds, one table per study with a row per (run, row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from privlab.registry import STUDIES
+from privlab.report.console import study_tables
+from privlab.report.html_format import esc, page
+from privlab.report.schema import upgrade
+from privlab.report.stats import Stat, markdown_table, mean_std
+from privlab.studies.base import runs_of
+
+Reports = Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    """Every study's tables of one report as GitHub markdown."""
+    parts = []
+    for table in study_tables(report):
+        parts.append(f"**{table.title}**\n\n{markdown_table(table.header, table.rows)}")
+        parts += list(table.notes)
+    return "\n\n".join(parts) + "\n"
+
+
+def study_stats(report: Mapping[str, Any], study: str) -> dict[str, dict[str, Any]]:
+    """``{row: {"n": seeds, metric: (mean, std)}}`` of one study over the run's seeds."""
+    section = (upgrade(dict(report)).get("studies") or {}).get(study) or {}
+    per_row: dict[str, dict[str, list[Any]]] = {}
+    for run in runs_of(section):
+        for row, metrics in STUDIES.get(study)().scalars(run).items():
+            for metric, value in metrics.items():
+                per_row.setdefault(row, {}).setdefault(metric, []).append(value)
+    out: dict[str, dict[str, Any]] = {}
+    for row, metrics in per_row.items():
+        out[row] = {"n": max(len(v) for v in metrics.values())}
+        out[row] |= {metric: mean_std(values) for metric, values in metrics.items()}
+    return out
+
+
+def _fmt(stat: Stat | None) -> str:
+    mean, std = stat or (None, None)
+    if mean is None:
+        return "—"
+    return f"{mean:.4g}" if not std else f"{mean:.4g} ± {std:.2g}"
+
+
+def comparison_tables(reports: Reports) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One (study title, header, rows) per study present in any of ``reports``."""
+    studies = list(
+        dict.fromkeys(
+            name
+            for _, r in reports
+            for name in (upgrade(dict(r)).get("studies") or {})
+            if name in STUDIES
+        )
+    )
+    tables = []
+    for name in studies:
+        stats = [(label, study_stats(r, name)) for label, r in reports]
+        metrics = list(
+            dict.fromkeys(m for _, s in stats for row in s.values() for m in row if m != "n")
+        )
+        rows = [
+            [label, row, str(values["n"]), *(_fmt(values.get(m)) for m in metrics)]
+            for label, s in stats
+            for row, values in s.items()
+        ]
+        tables.append((STUDIES.get(name).title, ["run", "row", "n", *metrics], rows))
+    return tables
+
+
+def comparison_markdown(reports: Reports) -> str:
+    """The comparison of runs as markdown: mean ± std over each run's seeds."""
+    parts = ["Mean ± sample std over each run's seeds (fractions, not %)."]
+    for title, header, rows in comparison_tables(reports):
+        parts.append(f"### {title}\n\n{markdown_table(header, rows)}")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_comparison_html(reports: Reports) -> str:
+    """The comparison of runs as a self-contained HTML page."""
+    parts = [
+        f"<h1>Run comparison</h1><p>Runs: {', '.join(esc(lab) for lab, _ in reports)}. "
+        "Mean ± sample std over each run's seeds.</p>"
+    ]
+    for title, header, rows in comparison_tables(reports):
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join(
+            "<tr>" + "".join(f'<td class="n">{esc(c)}</td>' for c in row) + "</tr>" for row in rows
+        )
+        parts.append(f"<h2>{esc(title)}</h2><table><tr>{head}</tr>{body}</table>")
+    return page("Run comparison", "\n".join(parts))

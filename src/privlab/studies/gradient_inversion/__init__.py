@@ -1,0 +1,1 @@
+"""The gradient-inversion study: federated clients' updates inverted by the server."""

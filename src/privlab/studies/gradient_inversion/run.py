@@ -1,0 +1,376 @@
+"""Run a gradient-inversion study (Liu et al. 2025): attacks × defences × client settings → report.
+
+Per seed the federated task is fixed: the data bundle (the clients' private data are its
+members, the test set its non-members), the global model the server sends (its initialisation,
+or ``pretrain_epochs`` of natural training on the population) and, per client setting, the
+``batches`` client batches attacked (disjoint draws of B members). Then, for every defence at
+every strength of its sweep:
+
+* **privacy**: each batch becomes the server's observation under the defence
+  (:func:`~privlab.federated.defences.defended_update`, seeded per batch) and every attack
+  inverts it; reconstructions are matched one-to-one to the batch (least MSE) and scored by
+  PSNR, RMSE, SSIM, label accuracy and the *identification rate* (the fraction whose nearest
+  member, among all the clients' data, is the image it was matched with: recognisable);
+  the point's "best" values are the strongest attack's (Liu et al. report the best RMSE);
+* **utility**: FedAvg training of the task with the defence at every client
+  (:func:`~privlab.federated.training.federated_train`); utility loss = final training loss
+  minus the undefended run's (the paper's measure), accuracy loss beside it, ε for DP-SGD.
+
+Finally the defences of each client setting are compared at equal utility loss
+(:func:`~privlab.federated.utility_matching.utility_matched_table`, each defence's curve starting
+at the undefended point). Every (point, part) is a unit cached in ``state/``: an interrupted run
+resumes. The attacks' optimisation runs on the experiment's device (CUDA when present); the
+clients, FedAvg and the scoring on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privlab import __version__
+from privlab.config.base import Component
+from privlab.data.from_config import bundle_from_config
+from privlab.federated.defences import DEFENCES, defended_update
+from privlab.federated.training import federated_train
+from privlab.registry import ATTACKS
+from privlab.report.image_codec import image_hex
+from privlab.run.model_cache import build_model, get_or_train
+from privlab.run.progress import Progress, step
+from privlab.run.store import StateDir, state_sha256
+from privlab.studies.gradient_inversion.config import (
+    ClientSetting,
+    GradientInversionConfig,
+)
+from privlab.studies.gradient_inversion.defence_comparison import QUALITY, matched_comparison
+from privlab.studies.gradient_inversion.scores import best_of, mean_of, score_batch
+
+SCHEMA_VERSION = 1
+CPU = torch.device("cpu")
+
+
+# ---------------------------------------------------------------- the task
+
+
+class FederatedTask:
+    """One seed's fixed pieces: data, the attacked global model and the client batches."""
+
+    def __init__(
+        self,
+        cfg: GradientInversionConfig,
+        seed: int,
+        cache: Path,
+        progress: Progress,
+        device: torch.device = CPU,
+    ) -> None:
+        self.cfg, self.seed, self.device = cfg, seed, device
+        self.bundle = bundle_from_config(cfg.data, seed, "gradient_inversion.data")
+        self.model = self._global_model(cache, progress).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.model_sha256 = state_sha256(self.model)
+        self.members = self.bundle.members
+        self.members_sha256 = self.members.sha256()
+        self.pool = self.members.x.flatten(1).double()  # identification candidates
+
+    def _global_model(self, cache: Path, progress: Progress) -> nn.Module:
+        if self.cfg.pretrain_epochs == 0:
+            with torch.random.fork_rng():
+                return build_model(self.cfg.model, self.bundle, self.seed).cpu()
+        from privlab.config.base import TrainConfig
+
+        trained = get_or_train(
+            role="federated_global",
+            data=self.bundle.population,
+            bundle=self.bundle,
+            model_cfg=self.cfg.model,
+            regime_cfg=Component(name="natural"),
+            train_cfg=TrainConfig(epochs=self.cfg.pretrain_epochs),
+            seed=self.seed,
+            device=CPU,
+            cache_dir=cache,
+            progress=progress,
+            label="global model (pre-trained on the population)",
+        )
+        return trained.model.cpu()
+
+    def new_model(self, seed: int | None = None) -> nn.Module:
+        """A freshly initialised model (FedAvg starts here), from the task's seed by default."""
+        return build_model(self.cfg.model, self.bundle, self.seed if seed is None else seed)
+
+    def batches(self, client: ClientSetting) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+        """``batches`` disjoint client batches of B members, drawn with a seeded permutation
+        (the splits are sorted by class, so consecutive members would share a label)."""
+        need = self.cfg.batches * client.batch_size
+        if need > len(self.members):
+            raise ValueError(
+                f"{self.cfg.batches} batches of {client.batch_size} need {need} members, the "
+                f"data has {len(self.members)}"
+            )
+        gen = torch.Generator().manual_seed(self.seed + 7919 * client.batch_size)
+        order = torch.randperm(len(self.members), generator=gen)[:need]
+        out = []
+        for rows in order.split(client.batch_size):
+            out.append((self.members.x[rows], self.members.y[rows], rows.tolist()))
+        return out
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "seed": self.seed,
+            "model_sha256": self.model_sha256,
+            "members_sha256": self.members_sha256,
+        }
+
+
+# ---------------------------------------------------------------- the units
+
+
+def attack_point(
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
+) -> dict[str, Any]:
+    """Every attack against every batch under one defence at one strength."""
+    cfg = task.cfg
+    lo, hi = task.bundle.value_range
+    defence = DEFENCES.build(defence_name, **params)
+    observations = [
+        defended_update(
+            task.model,
+            x,
+            y,
+            defence,
+            generator=torch.Generator().manual_seed(task.seed * 1_000_003 + b),
+            **client.schedule(),
+        )
+        for b, (x, y, _) in enumerate(batches)
+    ]
+    attacks: dict[str, Any] = {}
+    examples: dict[str, Any] = {}
+    for acfg in cfg.attacks:
+        per_batch = []
+        start = time.perf_counter()
+        for b, ((x, y, rows), obs) in enumerate(zip(batches, observations, strict=True)):
+            attack = ATTACKS.build(acfg.name, **acfg.params)
+            result = attack.invert(
+                task.model,
+                obs,
+                input_shape=task.bundle.input_shape,
+                num_classes=task.bundle.num_classes,
+                value_range=(lo, hi),
+                seed=task.seed + b,
+                device=task.device,
+            )
+            summary, order = score_batch(
+                result.images, result.labels, x, y, rows, task.pool, hi - lo
+            )
+            per_batch.append(summary)
+            if b == 0 and cfg.examples:
+                ordered = result.images[torch.as_tensor(order)][: cfg.examples]
+                examples[acfg.display] = [image_hex(img, (lo, hi)) for img in ordered]
+        attacks[acfg.display] = {
+            **{q: mean_of(per_batch, q) for q in QUALITY},
+            "per_batch": per_batch,
+            "seconds": time.perf_counter() - start,
+        }
+    return {
+        "attacks": attacks,
+        "best": best_of(attacks),
+        "observed_norm": float(np.mean([o.norm() for o in observations])),
+        "examples": examples,
+    }
+
+
+def utility_point(
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """FedAvg training of the task with the defence at every client (``seed``: another
+    initialisation and client sampling, for the run-to-run noise floor)."""
+    u = task.cfg.utility
+    assert u is not None
+    seed = task.seed if seed is None else seed
+    result = federated_train(
+        partial(task.new_model, seed),
+        task.members,
+        task.bundle.nonmembers,
+        clients=u.clients,
+        rounds=u.rounds,
+        batch_size=client.batch_size,
+        local_steps=client.local_steps,
+        lr=client.lr,
+        local_batch=client.local_batch,
+        defence=DEFENCES.build(defence_name, **params),
+        seed=seed,
+        participation=u.participation,
+        server_lr=u.server_lr,
+    )
+    result.pop("model")
+    return result
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _baselines(
+    task: FederatedTask, batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]]
+) -> dict[str, Any]:
+    """What no attack needs: the members' mean image, and uniform noise, scored like attacks."""
+    lo, hi = task.bundle.value_range
+    mean_image = task.members.x.mean(0, keepdim=True)
+    gen = torch.Generator().manual_seed(task.seed)
+    out: dict[str, Any] = {}
+    for name, make in (
+        ("mean_image", lambda n: mean_image.repeat(n, *([1] * (mean_image.dim() - 1)))),
+        (
+            "uniform_noise",
+            lambda n: lo + (hi - lo) * torch.rand(n, *mean_image.shape[1:], generator=gen),
+        ),
+    ):
+        rows = [
+            score_batch(make(len(x)), y.clone(), x, y, r, task.pool, hi - lo)[0]
+            for x, y, r in batches
+        ]
+        out[name] = {q: mean_of(rows, q) for q in ("psnr", "rmse", "ssim", "identified")}
+    return out
+
+
+def run_client_setting(
+    task: FederatedTask, client: ClientSetting, state: StateDir, progress: Progress
+) -> dict[str, Any]:
+    cfg = task.cfg
+    batches = task.batches(client)
+    lo, hi = task.bundle.value_range
+    base_key = task.key() | {"client": client.model_dump(mode="json")}
+    util_cfg = cfg.utility.model_dump(mode="json", exclude={"noise_seeds"}) if cfg.utility else None
+
+    def unit(prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
+        return state.get_or_run(f"gi-{client.label}-{prefix}", base_key | extra, fn)
+
+    baseline_utility, floor = None, 0.0
+    if cfg.utility is not None:
+        with step(progress, f"FedAvg without a defence ({client.label})"):
+            baseline_utility = unit(
+                "utility-none",
+                {"unit": "utility", "defence": "none", "utility": util_cfg},
+                partial(utility_point, task, client, "none", {}),
+            )
+            others = [
+                unit(
+                    f"utility-none-seed{k}",
+                    {"unit": "utility", "defence": "none", "utility": util_cfg, "seed_offset": k},
+                    partial(utility_point, task, client, "none", {}, task.seed + k),
+                )["final_train_loss"]
+                for k in range(1, cfg.utility.noise_seeds + 1)
+            ]
+            floor = max(
+                (abs(v - baseline_utility["final_train_loss"]) for v in others), default=0.0
+            )
+    points = []
+    for d in cfg.defences:
+        for rank, params, label in d.points():
+            attack_key = {
+                "unit": "attacks",
+                "defence": d.name,
+                "params": params,
+                "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
+                "batches": cfg.batches,
+                "examples": cfg.examples,
+            }
+            with step(progress, f"{label} ({client.label}): attacks"):
+                privacy = unit(
+                    label, attack_key, partial(attack_point, task, client, d.name, params, batches)
+                )
+            point: dict[str, Any] = {
+                "label": label,
+                "label_defence": d.display,
+                "defence": d.name,
+                "params": params,
+                "rank": rank,
+                **privacy,
+            }
+            if cfg.utility is not None:
+                assert baseline_utility is not None
+                with step(progress, f"{label} ({client.label}): FedAvg"):
+                    util = (
+                        baseline_utility
+                        if d.name == "none" and not params
+                        else unit(
+                            f"{label}-utility",
+                            {
+                                "unit": "utility",
+                                "defence": d.name,
+                                "params": params,
+                                "utility": util_cfg,
+                            },
+                            partial(utility_point, task, client, d.name, params),
+                        )
+                    )
+                point["utility"] = {
+                    "final_train_loss": util["final_train_loss"],
+                    "final_accuracy": util["final_accuracy"],
+                    "utility_loss": util["final_train_loss"] - baseline_utility["final_train_loss"],
+                    "accuracy_loss": baseline_utility["final_accuracy"] - util["final_accuracy"],
+                    "epsilon": util.get("epsilon"),
+                    "delta": util.get("delta"),
+                    "accuracy_curve": util["accuracy"],
+                    "seconds": util["seconds"],
+                }
+            points.append(point)
+    x0 = batches[0][0][: cfg.examples]
+    return {
+        "client": client.model_dump(mode="json") | {"label": client.label},
+        "batch_rows": [rows for _, _, rows in batches],
+        "baselines": _baselines(task, batches),
+        "baseline_utility": None
+        if baseline_utility is None
+        else {
+            "final_train_loss": baseline_utility["final_train_loss"],
+            "final_accuracy": baseline_utility["final_accuracy"],
+        },
+        "originals": [image_hex(img, (lo, hi)) for img in x0],
+        "points": points,
+        "utility_noise_floor": floor if cfg.utility else None,
+        "matched": matched_comparison(points, cfg.matched_levels, floor) if cfg.utility else {},
+    }
+
+
+def run_gradient_inversion_study(
+    cfg: GradientInversionConfig,
+    seed: int,
+    *,
+    state: StateDir,
+    cache: Path,
+    progress: Progress,
+    device: torch.device = CPU,
+) -> dict[str, Any]:
+    """The report's ``gradient_inversion`` section for one seed; the attacks' optimisation runs
+    on ``device`` (clients, FedAvg and scoring on the CPU)."""
+    start = time.perf_counter()
+    task = FederatedTask(cfg, seed, cache, progress, device)
+    settings = [run_client_setting(task, c, state, progress) for c in cfg.clients]
+    return {
+        "dataset": cfg.data.name,
+        "model": cfg.model.model_dump(mode="json"),
+        "model_sha256": task.model_sha256,
+        "pretrain_epochs": cfg.pretrain_epochs,
+        "members": len(task.members),
+        "members_sha256": task.members_sha256,
+        "attacks": [a.display for a in cfg.attacks],
+        "device": str(device),
+        "settings": settings,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,1 @@
+"""The reconstruction study: weak and informed adversaries against released weights."""

@@ -1,0 +1,336 @@
+"""The reconstruction study's weak adversary (Maciazek & Allison; the informed adversary is in
+:mod:`privlab.studies.reconstruction.informed`), per variant: shadow heads on the attacker's training and
+validation priors (sharded, cached under the cache folder by job key, resumable), the
+reconstructor, then the hypothesis test on the validation heads: TPR*/FPR* at the
+nearest-neighbour τ, TPR at FPR = 0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out
+heads and the random-draw baseline, head test accuracy (utility) and, for DP-SGD heads, ε and
+the ReRo bound on the success. Informed adversary (Balle et al.): closed-form exact recovery,
+RecoNN with and without the initialisation, DP-SGD mitigation against the bound.
+
+Every finished unit (a variant, an informed study) is written atomically to ``state/`` under a
+key of everything it depends on; re-running an interrupted experiment resumes from there.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from privlab import __version__
+from privlab.attacks.reconstruction.weak_adversary import (
+    Reconstructor,
+    ReconstructorConfig,
+    evaluate_reconstructor,
+    fit_normaliser,
+    shard_weights,
+    train_reconstructor,
+)
+from privlab.data.bundle import Split, stratified_split
+from privlab.metrics.bounds import (
+    empirical_kappa,
+)
+from privlab.metrics.reconstruction import (
+    largest_defended_epsilon,
+    likelihood_ratio_roc,
+    nn_mse_threshold,
+    pairwise_mse,
+    reconstruction_roc,
+    to_symmetric,
+)
+from privlab.report.image_codec import image_hex
+from privlab.run.progress import Progress, step
+from privlab.run.store import StateDir
+from privlab.studies.reconstruction.config import (
+    WeakAdversaryConfig,
+    WeakVariant,
+)
+from privlab.studies.reconstruction.informed import dp_epsilon_gamma
+from privlab.studies.reconstruction.shadow_heads import (
+    ShadowJob,
+    generate_shadow_heads,
+    iter_shards,
+)
+from privlab.studies.reconstruction.transfer import TransferData, transfer_setting
+from privlab.training.heads import HeadDP, HeadSpec, head_logits
+
+SCHEMA_VERSION = 1
+ROC_POINTS = 200
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
+    """At most ROC_POINTS points of a curve (its ends kept), rounded for the report."""
+    keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), ROC_POINTS)).round().astype(int))
+    return [round(float(v), 6) for v in x[keep]], [round(float(v), 6) for v in y[keep]]
+
+
+# ---------------------------------------------------------------- weak adversary
+
+
+class _Priors:
+    """The transfer pool split into the attacker's training prior and a validation prior."""
+
+    def __init__(self, cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: Progress):
+        self.data: TransferData = transfer_setting(
+            dataset=cfg.dataset,
+            seed=seed,
+            cache_dir=cache,
+            epochs=cfg.pretrain_epochs,
+            progress=progress,
+        )
+        self.pool_labels = (
+            self.data.identities(cfg.identities) if cfg.task == "one_vs_rest" else self.data.labels
+        )
+        size = len(self.pool_labels)
+        k = round(cfg.prior_split * size)
+        train_idx, val_idx = stratified_split(self.pool_labels.numpy(), [k, size - k], seed=seed)
+        self.idx = {"train": torch.as_tensor(train_idx), "val": torch.as_tensor(val_idx)}
+        self.images = to_symmetric(self.data.images)
+        self.tau = nn_mse_threshold(self.images[self.idx["train"]], self.images[self.idx["val"]])
+        self.sha256 = {
+            part: Split(self.data.features[i], self.pool_labels[i]).sha256()
+            for part, i in self.idx.items()
+        }
+
+    def part(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = self.idx[name]
+        return self.data.features[i], self.pool_labels[i], self.images[i]
+
+
+def _variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any]:
+    n = v.n or cfg.n
+    spec = cfg.head.spec(**({"sigma_init": v.sigma_init} if v.sigma_init is not None else {}))
+    dp_cfg = v.dp or cfg.dp
+    dp = None
+    if dp_cfg is not None:
+        epochs = spec.epochs_for(n)
+        dp = HeadDP(clip=dp_cfg.clip, noise_multiplier=HeadDP.noise_for(dp_cfg.epsilon, n, epochs))
+    recon = cfg.reconstructor.model_dump()
+    if v.reconstructor_epochs is not None:
+        recon["epochs"] = v.reconstructor_epochs
+    return {
+        "n": n,
+        "shadows": v.shadows or cfg.shadows,
+        "spec": spec,
+        "dp": dp,
+        "reconstructor": ReconstructorConfig(**recon),
+    }
+
+
+def _head_utility(
+    job: ShadowJob,
+    shard: dict[str, torch.Tensor],
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    positives: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Test accuracy of (up to 500) validation heads on the attacker's training prior (never in
+    their pool). Binary heads (``positives``: each head's positive identity): the rates on the
+    positive and the negative class, and their mean (balanced accuracy)."""
+    k = min(500, len(shard["indices"]))
+    params = {name[6:]: v[:k].float() for name, v in shard.items() if name.startswith("param.")}
+    logits = head_logits(job.spec, params, feats.float())
+    if positives is None:
+        acc = (logits.argmax(2) == labels[None, :]).double().mean(1)
+        return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std())}
+    said, truth = logits[..., 0] > 0, labels[None, :] == positives[:k, None]
+    tpr = (said & truth).sum(1).double() / truth.sum(1).clamp_min(1)
+    tnr = (~said & ~truth).sum(1).double() / (~truth).sum(1).clamp_min(1)
+    acc = (tpr + tnr) / 2
+    return {
+        "accuracy": float(acc.mean()),
+        "accuracy_std": float(acc.std()),
+        "positive_rate": float(tpr.mean()),
+        "negative_rate": float(tnr.mean()),
+    }
+
+
+def _examples(
+    recon: Reconstructor,
+    shard: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    tau: float,
+    count: int,
+) -> list[dict[str, Any]]:
+    """The first heads' reconstructions beside the nearest training image of their class."""
+    out: list[dict[str, Any]] = []
+    theta, idx, taught = shard_weights(shard), shard["indices"].long(), shard["labels"].long()
+    for k in range(min(count, len(theta))):
+        c = recon.targets[k % len(recon.targets)]
+        image = recon(theta[k : k + 1], torch.tensor([c]))[0]
+        members = idx[k][taught[k] == c]
+        mse = pairwise_mse(image[None], images[members])[0]
+        best = int(mse.argmin())
+        out.append(
+            {
+                "class": c,
+                "mse": float(mse[best]),
+                "success": bool(mse[best] <= tau),
+                "image": image_hex(image, (-1.0, 1.0)),
+                "nearest": image_hex(images[members[best]], (-1.0, 1.0)),
+            }
+        )
+    return out
+
+
+def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
+    _, tpr, fpr = reconstruction_roc(pos, neg)
+    np_tpr, np_fpr = likelihood_ratio_roc(pos, neg)
+    f, t = _thin(np.asarray(fpr), np.asarray(tpr))
+    nf, nt = _thin(np.asarray(np_fpr), np.asarray(np_tpr))
+    return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt}
+
+
+def run_weak_variant(
+    cfg: WeakAdversaryConfig,
+    variant: WeakVariant,
+    priors: _Priors,
+    s: dict[str, Any],
+    *,
+    seed: int,
+    cache: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One variant end to end; ``s``: its resolved settings (:func:`_variant_settings`)."""
+    spec: HeadSpec = s["spec"]
+    jobs = {
+        part: ShadowJob(
+            spec=spec,
+            n=s["n"],
+            count=s["shadows"] if part == "train" else cfg.val_shadows,
+            shard_size=cfg.shard_size,
+            seed=2 * seed + i,
+            pool_sha256=priors.sha256[part],
+            task=cfg.task,
+            dp=s["dp"],
+        )
+        for i, part in enumerate(("train", "val"))
+    }
+    dirs = {part: cache / "shadow_heads" / job.key()[:16] for part, job in jobs.items()}
+    start = time.perf_counter()
+    for part, job in jobs.items():
+        feats, labels, _ = priors.part(part)
+        with step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
+            generate_shadow_heads(job, feats, labels, dirs[part], backend=cfg.backend)
+    shadow_seconds = time.perf_counter() - start
+    (train_feats, train_labels, train_images), (_, val_labels, val_images) = (
+        priors.part("train"),
+        priors.part("val"),
+    )
+    # one pass over the training shards: the full covariance (the null weights' law) also
+    # gives the per-coordinate mean and std that normalise the reconstructor's input
+    null = fit_normaliser(jobs["train"], dirs["train"], covariance=True)
+    start = time.perf_counter()
+    with step(progress, f"{variant.name}: reconstructor"):
+        recon = train_reconstructor(
+            jobs["train"], dirs["train"], jobs["val"], dirs["val"], train_images, val_images,
+            s["reconstructor"], seed=seed, normaliser=null,
+        )  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    result = evaluate_reconstructor(
+        recon, jobs["val"], dirs["val"], val_images, val_labels, tau=priors.tau, null=null,
+        seed=seed,
+    )  # fmt: skip
+    pos = np.asarray(result["min_mse"]["trained_on"])
+    first = next(iter(iter_shards(jobs["val"], dirs["val"])))
+    positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
+    utility = _head_utility(jobs["val"], first, train_feats, train_labels, positives)
+    out: dict[str, Any] = {
+        "name": variant.name,
+        "n": s["n"],
+        "shadows": s["shadows"],
+        "val_shadows": cfg.val_shadows,
+        "sigma_init": spec.sigma_init,
+        "epochs": spec.epochs_for(s["n"]),
+        "reconstructor": s["reconstructor"].__dict__,
+        "steps": recon.history[-1]["step"] if recon.history else 0,
+        "history": recon.history,
+        "tau": priors.tau,
+        "tpr": result["tpr"],
+        "fpr": result["fpr"],
+        "tpr_at_fpr_0.01": result["tpr_at_fpr_0.01"],
+        "held_out": result["held_out"],
+        "prior_draw_tpr": result["prior_draw_tpr"],
+        "roc": _roc_block(pos, np.asarray(result["min_mse"]["null"])),
+        "roc_held_out": _roc_block(pos, np.asarray(result["min_mse"]["held_out"])),
+        "utility": utility,
+        "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
+        "job_keys": {part: job.key() for part, job in jobs.items()},
+        "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
+    }
+    if s["dp"] is not None:
+        dp: HeadDP = s["dp"]
+        epochs = spec.epochs_for(s["n"])
+        members = s["n"] // jobs["val"].classes if cfg.task == "balanced" else s["n"] // 10
+        # κ of the prior a training image of the class is drawn from (the whole pool for
+        # one_vs_rest, where the identity is unknown); the largest over the classes
+        pools = (
+            [val_images[val_labels == c] for c in recon.targets]
+            if cfg.task == "balanced"
+            else [val_images]
+        )
+        kappa = max(empirical_kappa(pool, priors.tau) for pool in pools)
+        # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
+        # compares with every class member, hence the union bound over them
+        eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
+        out["privacy"] = {
+            "epsilon": eps,
+            "delta": HeadDP.delta(s["n"]),
+            "noise_multiplier": dp.noise_multiplier,
+            "clip": dp.clip,
+            "accountant": "rdp (opacus)",
+        }
+        out["bound"] = {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)}
+    return out
+
+
+def run_weak_adversary(
+    cfg: WeakAdversaryConfig, seed: int, cache: Path, state: StateDir, progress: Progress
+) -> dict[str, Any]:
+    priors = _Priors(cfg, seed, cache, progress)
+    variants = []
+    for v in cfg.resolved_variants():
+        s = _variant_settings(cfg, v)
+        key = {
+            "unit": "weak_variant",
+            "version": __version__,
+            "seed": seed,
+            "priors": priors.sha256,
+            "extractor": priors.data.extractor.sha256,
+            "settings": {k: repr(val) for k, val in s.items()},
+            "config": cfg.model_dump(mode="json", exclude={"variants"}),
+        }
+        variants.append(
+            state.get_or_run(
+                f"weak-{v.name}",
+                key,
+                partial(
+                    run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache, progress=progress
+                ),
+            )
+        )
+    private = [v for v in variants if v.get("privacy")]
+    defended = (
+        {
+            str(n): largest_defended_epsilon(
+                [v["privacy"]["epsilon"] for v in private if v["n"] == n],
+                [v["tpr_at_fpr_0.01"] for v in private if v["n"] == n],
+            )
+            for n in sorted({v["n"] for v in private})
+        }
+        if private
+        else None
+    )
+    return {
+        "dataset": cfg.dataset,
+        "task": cfg.task,
+        "defended_epsilon": defended,
+        "tau": priors.tau,
+        "pool": {part: len(i) for part, i in priors.idx.items()},
+        "sha256": priors.sha256 | {"extractor": priors.data.extractor.sha256},
+        "variants": variants,
+    }

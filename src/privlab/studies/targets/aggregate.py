@@ -1,0 +1,168 @@
+"""Aggregate a multi-seed ``report.json`` per target and summarise it as markdown.
+
+Targets are grouped by ``base_name`` (the target name without its seed).  For every
+group we report the mean and the sample standard deviation (``n - 1`` denominator; 0 for
+a single value) of the utility numbers and of each attack's worst-case accuracy,
+advantage, AUC and honest accuracy.  Values that were not measured (None, NaN, missing)
+are left out of the statistics; a statistic with no values at all is ``(None, None)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from privlab.report.stats import as_float, format_pm, md_escape, mean_std
+
+__all__ = [
+    "ATTACK_STATS",
+    "UTILITY_KEYS",
+    "aggregate_targets",
+    "as_float",
+    "attack_label",
+    "attack_value",
+    "attacks_of",
+    "markdown_summary",
+    "mean_std",
+    "targets_of",
+]
+
+#: utility keys of a report and their column headers
+UTILITY_COLUMNS = {
+    "train_acc": "train",
+    "test_acc": "test",
+    "adv_train_acc": "adv-train",
+    "adv_test_acc": "adv-test",
+    "ver_train_acc": "ver-train",
+    "ver_test_acc": "ver-test",
+}
+UTILITY_KEYS = tuple(UTILITY_COLUMNS)
+ATTACK_STATS = ("accuracy", "advantage", "auc", "honest_accuracy", "tpr@0.001", "tpr@0.01")
+
+
+def attack_label(attack: Mapping[str, Any]) -> str:
+    return str(attack.get("label") or attack.get("name") or "attack")
+
+
+def attack_value(attack: Mapping[str, Any], key: str) -> Any:
+    """One metric of an attack; ``honest_accuracy`` reads ``metrics.honest.accuracy`` and
+    ``tpr@F`` the TPR at false-positive rate F."""
+    metrics = attack.get("metrics") or {}
+    if key == "honest_accuracy":
+        return (metrics.get("honest") or {}).get("accuracy")
+    if key.startswith("tpr@"):
+        tprs = metrics.get("tpr_at_fpr") or {}
+        fpr = float(key[4:])
+        return next((v for k, v in tprs.items() if as_float(k) == fpr), None)
+    return metrics.get(key)
+
+
+def targets_of(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The report's target dicts, skipping malformed entries."""
+    return [t for t in report.get("targets") or [] if isinstance(t, Mapping)]
+
+
+def attacks_of(target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A target's attack dicts, skipping malformed entries."""
+    return [a for a in target.get("attacks") or [] if isinstance(a, Mapping)]
+
+
+def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per ``base_name`` with ``(mean, std)`` of utility and attack metrics.
+
+    Row layout::
+
+        {"target": "pgd_at", "n": 3, "seeds": [0, 1, 2], "regime": "pgd_at",
+         "train_acc": (m, s), "test_acc": (m, s), "adv_train_acc": (m, s),
+         "adv_test_acc": (m, s),
+         "attacks": {"I_A": {"accuracy": (m, s), "advantage": (m, s), "auc": (m, s),
+                             "honest_accuracy": (m, s), "n": 3}}}
+
+    Groups keep the order of first appearance, as do attack labels within a group.
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for t in targets_of(report):
+        base = str(t.get("base_name") or t.get("name") or "?")
+        groups.setdefault(base, []).append(t)
+
+    rows = []
+    for base, members in groups.items():
+        row: dict[str, Any] = {
+            "target": base,
+            "n": len(members),
+            "seeds": [t.get("seed") for t in members],
+            "regime": next((t.get("regime") for t in members if t.get("regime")), None),
+        }
+        for key in UTILITY_KEYS:
+            row[key] = mean_std((t.get("utility") or {}).get(key) for t in members)
+        per_label: dict[str, list[Mapping[str, Any]]] = {}
+        for t in members:
+            for a in attacks_of(t):
+                per_label.setdefault(attack_label(a), []).append(a)
+        row["attacks"] = {
+            label: {
+                **{k: mean_std(attack_value(a, k) for a in attacks) for k in ATTACK_STATS},
+                "n": len(attacks),
+            }
+            for label, attacks in per_label.items()
+        }
+        rows.append(row)
+    return rows
+
+
+def markdown_summary(report: Mapping[str, Any]) -> str:
+    """GitHub markdown table of :func:`aggregate_targets` (percent, ``mean ± std``).
+
+    Columns: target, n (seeds), the utility columns (train … ver-test), then one column per
+    attack label with its worst-case inference accuracy A_inf.
+    """
+    rows = aggregate_targets(report)
+    labels: list[str] = []
+    for row in rows:
+        labels.extend(lab for lab in row["attacks"] if lab not in labels)
+    header = ["target", "n", *UTILITY_COLUMNS.values()]
+    header += [f"{md_escape(lab)} A_inf" for lab in labels]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---", "--:"] + ["--:"] * (len(header) - 2)) + " |",
+    ]
+    for row in rows:
+        cells = [md_escape(row["target"]), str(row["n"])]
+        cells += [format_pm(row[k]) for k in UTILITY_KEYS]
+        cells += [format_pm((row["attacks"].get(lab) or {}).get("accuracy")) for lab in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    name = (report.get("config") or {}).get("name")
+    seeds = report.get("seeds")
+    note = "Values in %, mean ± sample std over seeds"
+    if seeds:
+        note += f" ({', '.join(str(s) for s in seeds)})"
+    note += "; A_inf is the worst-case (oracle-threshold) membership inference accuracy."
+    title = f"**{md_escape(name)}**\n\n" if name else ""
+    return title + "\n".join(lines) + "\n\n" + note + "\n"
+
+
+TPR_FPRS = (0.001, 0.01, 0.1)
+
+
+def lookup_fpr(mapping: Any, fpr: float) -> Any:
+    """Value for FPR ``fpr`` in a ``{"0.01": ...}`` mapping, matching keys numerically."""
+    if not isinstance(mapping, Mapping):
+        return None
+    for key, value in mapping.items():
+        k = as_float(key)
+        if k is not None and abs(k - fpr) <= 1e-9 * max(1.0, fpr):
+            return value
+    return None
+
+
+def attack_labels(targets: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Attack labels in order of first appearance, each with its first attack dict."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for t in targets:
+        for a in attacks_of(t):
+            out.setdefault(attack_label(a), a)
+    return out
+
+
+def find_attack(target: Mapping[str, Any], label: str) -> Mapping[str, Any] | None:
+    return next((a for a in attacks_of(target) if attack_label(a) == label), None)

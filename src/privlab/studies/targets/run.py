@@ -1,0 +1,461 @@
+"""The targets study's run for one seed: data → trained targets → utility → attacks.
+
+Models are cached by recipe hash (:mod:`privlab.run.model_cache`) and finished utility and
+attack results are units of the run's ``state/``, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from privlab import __version__
+from privlab.config.base import AttackConfig
+from privlab.config.schema import ConfigError
+from privlab.data.bundle import DataBundle, Split, stratified_split
+from privlab.data.from_config import bundle_from_config
+from privlab.metrics.utility import (
+    accuracy,
+    adversarial_accuracy,
+    per_example_loss,
+    verified_accuracy,
+)
+from privlab.registry import ATTACKS
+from privlab.run.context import RunContext
+from privlab.run.model_cache import TrainedModel, get_or_train
+from privlab.run.store import save_model
+from privlab.studies.targets.config import ReferenceModelsConfig, TargetConfig, TargetsConfig
+from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
+from privlab.studies.targets.membership import build_attack, evaluate_attack
+from privlab.studies.targets.reference_models import get_or_train_references
+from privlab.studies.targets.sensitivity import leave_out_sensitivity
+from privlab.threat_model import (
+    Access,
+    Knowledge,
+    LabelledQueries,
+    ReferenceModels,
+    Target,
+    TargetInfo,
+)
+from privlab.training.perturbations import Norm
+from privlab.verify import UnsupportedLayerError
+
+
+def load_bundle(config: TargetsConfig, seed: int) -> DataBundle:
+    return bundle_from_config(config.data, seed)
+
+
+def check_access(config: TargetsConfig) -> Access:
+    """Refuse, before any training, attacks that need more than the declared access."""
+    try:
+        access = Access.parse(config.threat_model.access)
+    except ValueError as err:
+        raise ConfigError(f"threat_model.access: {err}") from None
+    refs = reference_models_config(config)
+    for i, cfg in enumerate(config.attacks):
+        attack = _granted(cfg, f"attacks.{i}", access)
+        if attack.needs_reference and config.threat_model.reference == "none":
+            raise ConfigError(
+                f"attacks.{i} ({cfg.display}) trains on reference data; set "
+                "threat_model.reference to 'shadow' or 'known'"
+            )
+        if getattr(attack, "mode", None) == "online" and refs is not None and not refs.online:
+            raise ConfigError(
+                f"attacks.{i} ({cfg.display}) is online: it needs reference models trained on "
+                "the audited candidates; set threat_model.reference_models.online: true or the "
+                "attack's mode: offline"
+            )
+    for i, cfg in enumerate(config.inversion.attacks if config.inversion else []):
+        _granted(cfg, f"inversion.attacks.{i}", access)
+    return access
+
+
+def _granted(cfg: AttackConfig, where: str, access: Access) -> Any:
+    """Build the attack of ``cfg``; a bad parameter or missing access is a ConfigError."""
+    try:
+        attack = build_attack(cfg)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({cfg.display}): {err}") from None
+    missing = attack.requires & ~access
+    if missing:
+        raise ConfigError(
+            f"{where} ({cfg.display}) needs access {missing.names()} but "
+            f"threat_model.access grants only {access.names()}"
+        )
+    return attack
+
+
+def reference_models_config(config: TargetsConfig) -> ReferenceModelsConfig | None:
+    """The reference models to train: the configured ones, defaults when an attack needs them."""
+    if config.threat_model.reference_models is not None:
+        return config.threat_model.reference_models
+    needed = any(
+        getattr(ATTACKS.get(a.name), "needs_reference_models", False) for a in config.attacks
+    )
+    return ReferenceModelsConfig() if needed else None
+
+
+def split_reference(
+    bundle: DataBundle, config: TargetsConfig, seed: int
+) -> tuple[Split, Split, Split | None, Split | None]:
+    """Evaluation members/non-members, and the revealed ones when reference = 'known'."""
+    if config.threat_model.reference != "known":
+        return bundle.members, bundle.nonmembers, None, None
+    k = config.threat_model.known_per_class
+    rng = np.random.default_rng(seed + 7)
+    parts = []
+    for split in (bundle.members, bundle.nonmembers):
+        y = split.y.numpy()
+        known = np.sort(
+            np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)])
+        )
+        rest = np.setdiff1d(np.arange(len(y)), known)
+        parts.append((split.subset(rest), split.subset(known)))
+    (m_eval, m_known), (n_eval, n_known) = parts
+    return m_eval, n_eval, m_known, n_known
+
+
+def shadow_splits(bundle: DataBundle, seed: int) -> tuple[Split, Split]:
+    """Halve the attacker's population into shadow members and shadow non-members."""
+    pop = bundle.population
+    n = min(len(pop) // 2, len(bundle.members))
+    if n < bundle.num_classes:
+        raise ConfigError(f"population of {len(pop)} examples is too small for shadow models")
+    idx_in, idx_out = stratified_split(pop.y.numpy(), [n, min(n, len(pop) - n)], seed=seed + 1)
+    return pop.subset(idx_in), pop.subset(idx_out)
+
+
+def loss_histogram(
+    model: torch.nn.Module, bundle: DataBundle, bins: int, device: torch.device
+) -> dict[str, Any]:
+    """Member vs non-member log10-loss histograms (Song et al. Fig. 1)."""
+    losses = [
+        per_example_loss(model, s.x, s.y, device=device).clamp_min(1e-12).log10().numpy()
+        for s in (bundle.members, bundle.nonmembers)
+    ]
+    edges = np.linspace(
+        min(-12.0, float(np.min(np.r_[losses[0], losses[1]]))),
+        max(1.0, float(np.max(np.r_[losses[0], losses[1]]))),
+        bins + 1,
+    )
+    counts = [np.histogram(v, bins=edges)[0] / max(len(v), 1) for v in losses]
+    return {
+        "log10": True,
+        "bins": edges.tolist(),
+        "members": counts[0].tolist(),
+        "nonmembers": counts[1].tolist(),
+        "zero_loss_fraction": {
+            "members": float(np.mean(losses[0] <= -6)),
+            "nonmembers": float(np.mean(losses[1] <= -6)),
+        },
+    }
+
+
+class TargetsRun:
+    """One seed of the targets study, over the run context's folders, cache and device."""
+
+    def __init__(self, config: TargetsConfig, ctx: RunContext, seed: int) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.seed = seed
+        self.out = ctx.out
+        self.device = ctx.device
+        self.progress = ctx.progress
+        self.cache = ctx.cache
+        self.access = check_access(config)
+        #: the seed's inversion prior and evaluator (their public data also feeds TL-DMI)
+        self.inversion: InversionSetup | None = None
+
+    def _recipe(self, tcfg: TargetConfig) -> dict[str, Any]:
+        """How a target is trained (shared by its shadow and reference models) and cached."""
+        return {
+            "model_cfg": self.config.model_for(tcfg),
+            "regime_cfg": tcfg.regime,
+            "train_cfg": self.config.train_for(tcfg),
+            "device": self.device,
+            "cache_dir": self.cache,
+            "progress": self.progress,
+        }
+
+    def _train(
+        self, role: str, data: Split, bundle: DataBundle, tcfg: TargetConfig, seed: int, label: str
+    ) -> TrainedModel:
+        trained = get_or_train(
+            role=role,
+            data=data,
+            bundle=bundle,
+            seed=seed,
+            label=label,
+            public=self.inversion.public if self.inversion is not None else None,
+            **self._recipe(tcfg),
+        )
+        if not trained.cached:
+            self.ctx.add_time("train_seconds", trained.seconds)
+        return trained
+
+    def _info(self, name: str, bundle: DataBundle, trained: TrainedModel) -> TargetInfo:
+        eps, norm = trained.regime.budget()
+        tm = self.config.threat_model
+        return TargetInfo(
+            name=name,
+            num_classes=bundle.num_classes,
+            input_shape=bundle.input_shape,
+            value_range=bundle.value_range,
+            eps=eps if eps is not None else tm.eps,
+            norm=cast(Norm, norm if eps is not None else tm.norm),
+            verifier=getattr(trained.regime, "verifier", None),
+        )
+
+    def _verified(
+        self, model: torch.nn.Module, info: TargetInfo, bundle: DataBundle
+    ) -> dict[str, float | None]:
+        """Verified train/test accuracy (Song §3.4) with the model's own training verifier (IBP
+        for the others); None where the verifier cannot bound the model."""
+        assert info.eps is not None
+        try:
+            return {
+                f"ver_{name}_acc": verified_accuracy(
+                    model,
+                    split.x,
+                    split.y,
+                    eps=info.eps,
+                    clip=info.value_range,
+                    verifier=info.verifier or "ibp",
+                    device=self.device,
+                )
+                for name, split in (("train", bundle.members), ("test", bundle.nonmembers))
+            }
+        except UnsupportedLayerError:
+            return {"ver_train_acc": None, "ver_test_acc": None}
+
+    def _utility(
+        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
+    ) -> dict[str, float | None]:
+        start = time.perf_counter()
+        ev, m, dev = self.config.evaluation, trained.model, self.device
+        torch.manual_seed(seed)
+        out: dict[str, float | None] = {
+            "train_acc": accuracy(m, bundle.members.x, bundle.members.y, device=dev),
+            "test_acc": accuracy(m, bundle.nonmembers.x, bundle.nonmembers.y, device=dev),
+            "adv_train_acc": None,
+            "adv_test_acc": None,
+        }
+        if info.eps and ev.adv_steps > 0:
+            kw: dict[str, Any] = dict(
+                eps=info.eps,
+                steps=ev.adv_steps,
+                step_size=ev.adv_step_size,
+                norm=info.norm,
+                clip=info.value_range,
+                device=dev,
+            )
+            out["adv_train_acc"] = adversarial_accuracy(m, bundle.members.x, bundle.members.y, **kw)
+            out["adv_test_acc"] = adversarial_accuracy(
+                m, bundle.nonmembers.x, bundle.nonmembers.y, **kw
+            )
+            out.update(self._verified(m, info, bundle))
+        self.ctx.add_time("utility_seconds", time.perf_counter() - start)
+        return out
+
+    def _utility_cached(
+        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
+    ) -> dict[str, float | None]:
+        key = {
+            "model": trained.key,
+            "evaluation": self.config.evaluation.model_dump(),
+            "eps": info.eps,
+        }
+        return self.ctx.state.get_or_run(
+            "utility", key, lambda: self._utility(trained, info, bundle, seed)
+        )
+
+    def _attacks(
+        self,
+        trained: TrainedModel,
+        target: Target,
+        knowledge: Knowledge,
+        members: Split,
+        nonmembers: Split,
+        seed: int,
+    ) -> list[dict[str, Any]]:
+        """Every configured attack on one target; finished results come from ``state/``."""
+        results = []
+        for acfg in self.config.attacks:
+            key = {
+                "privlab": __version__,
+                "model": trained.key,
+                "temperature": target.temperature,
+                "attack": acfg.model_dump(),
+                "threat_model": self.config.threat_model.model_dump(),
+            }
+
+            def attack(acfg: AttackConfig = acfg) -> dict[str, Any]:
+                task = self.progress.task(f"{acfg.display} on {target.info.name}", 1)
+                result = evaluate_attack(acfg, target, knowledge, members, nonmembers, seed)
+                task.done()
+                self.ctx.add_time("attack_seconds", result["seconds"])
+                return result
+
+            results.append(self.ctx.state.get_or_run(f"attack-{acfg.display}", key, attack))
+        return results
+
+    def _sensitivity(
+        self, tcfg: TargetConfig, trained: TrainedModel, bundle: DataBundle, seed: int, label: str
+    ) -> dict[str, Any] | None:
+        cfg = self.config.sensitivity
+        if cfg is None or (cfg.targets is not None and tcfg.name not in cfg.targets):
+            return None
+
+        def retrain(data: Split, round_: int) -> torch.nn.Module:
+            name = f"{label} leave-out {round_ + 1}/{cfg.rounds}"
+            return self._train("leave_out", data, bundle, tcfg, seed, name).model
+
+        return leave_out_sensitivity(
+            trained.model, bundle.members, retrain, rounds=cfg.rounds, seed=seed, device=self.device
+        )
+
+    def _references(
+        self, tcfg: TargetConfig, info: TargetInfo, bundle: DataBundle, seed: int, label: str
+    ) -> tuple[ReferenceModels | None, dict[str, Any] | None]:
+        cfg = reference_models_config(self.config)
+        if cfg is None:
+            return None, None
+        refs, summary = get_or_train_references(
+            cfg,
+            bundle=bundle,
+            info=replace(info, name=f"{label} reference"),
+            seed=seed,
+            label=label,
+            **self._recipe(tcfg),
+        )
+        if not summary["cached"]:
+            self.ctx.add_time("train_seconds", summary["train_seconds"])
+        return refs, summary
+
+    def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
+        """Train (or load) one target, measure utility, and attack it at every temperature."""
+        label = f"{tcfg.name}/seed{seed}" if len(self.ctx.seeds) > 1 else tcfg.name
+        trained = self._train("target", bundle.members, bundle, tcfg, seed, label)
+        save_model(
+            trained.model,
+            self.out / "models" / f"{label.replace('/', '_')}.safetensors",
+            {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
+        )
+        info = self._info(label, bundle, trained)
+        utility = self._utility_cached(trained, info, bundle, seed)
+        losses = loss_histogram(
+            trained.model, bundle, self.config.evaluation.histogram_bins, self.device
+        )
+        m_eval, n_eval, m_known, n_known = split_reference(bundle, self.config, seed)
+        shadow: tuple[TrainedModel, TargetInfo, Split, Split] | None = None
+        if self.config.threat_model.reference == "shadow" and self.config.attacks:
+            s_in, s_out = shadow_splits(bundle, seed)
+            model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
+            shadow = (model, self._info(f"{label} shadow", bundle, model), s_in, s_out)
+        sensitivity = self._sensitivity(tcfg, trained, bundle, seed, label)
+        references, references_summary = self._references(tcfg, info, bundle, seed, label)
+        several = len(tcfg.temperatures()) > 1
+        inversion = None
+        if self.inversion is not None:
+            plain = Target(trained.model, info, self.access, device=self.device)
+            inversion = evaluate_inversion(
+                trained,
+                plain,
+                self.inversion,
+                bundle,
+                self.config,
+                seed,
+                state=self.ctx.state,
+                grid_seed=self.ctx.seeds[0],
+                device=self.device,
+                progress=self.progress,
+            )
+            self.ctx.add_time("attack_seconds", inversion["seconds"])
+        entries = []
+        for temperature in tcfg.temperatures():
+            name = f"{label}@T={temperature:g}" if several else label
+            target = Target(
+                trained.model,
+                replace(info, name=name),
+                self.access,
+                device=self.device,
+                temperature=temperature,
+            )
+            reference: list[LabelledQueries] = []
+            if shadow is not None:
+                s_model, s_info, s_in, s_out = shadow
+                s_target = Target(
+                    s_model.model, s_info, self.access, device=self.device, temperature=temperature
+                )
+                reference = [LabelledQueries(s_target, s_in, s_out, "shadow")]
+            elif m_known is not None and n_known is not None:
+                reference = [LabelledQueries(target, m_known, n_known, "known")]
+            knowledge = Knowledge(
+                population=bundle.population,
+                reference=tuple(reference),
+                reference_models=references,
+            )
+            entries.append(
+                {
+                    "name": name,
+                    "base_name": f"{tcfg.name}@T={temperature:g}" if several else tcfg.name,
+                    "seed": seed,
+                    "regime": tcfg.regime.name,
+                    "regime_params": trained.regime.params(),
+                    "model": self.config.model_for(tcfg).model_dump(),
+                    "model_sha256": trained.sha256,
+                    "cache_key": trained.key,
+                    "temperature": temperature,
+                    "train_seconds": trained.seconds,
+                    "eps": info.eps,
+                    "norm": info.norm,
+                    "utility": utility,
+                    "privacy": trained.summary,
+                    "losses": losses,
+                    "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
+                    "sensitivity": sensitivity,
+                    "reference_models": references_summary,
+                    "inversion": inversion,
+                }
+            )
+        return entries
+
+    def _inversion_setup(self, bundle: DataBundle) -> dict[str, Any]:
+        self.inversion = inversion_setup(
+            self.config,
+            bundle,
+            self.seed,
+            device=self.device,
+            cache_dir=self.cache,
+            progress=self.progress,
+        )
+        return {
+            "public": len(self.inversion.public),
+            "public_sha256": self.inversion.public.sha256(),
+            "prior_key": self.inversion.prior_key,
+            "evaluator_sha256": self.inversion.evaluator.sha256,
+            "evaluator_test_acc": self.inversion.evaluator_test_acc,
+        }
+
+    def run(self) -> dict[str, Any]:
+        """The seed's section: its data splits (sizes, hashes) and every target's entries."""
+        bundle = load_bundle(self.config, self.seed)
+        data: dict[str, Any] = {
+            "name": self.config.data.name,
+            "members": len(bundle.members),
+            "nonmembers": len(bundle.nonmembers),
+            "population": len(bundle.population),
+            "sha256": bundle.hashes(),
+        }
+        if self.config.inversion is not None:
+            data["inversion"] = self._inversion_setup(bundle)
+        targets = [
+            entry
+            for tcfg in self.config.targets
+            for entry in self.run_target(tcfg, bundle, self.seed)
+        ]
+        return {"seed": self.seed, "data": data, "targets": targets}

@@ -1,0 +1,72 @@
+"""The targets study: targets trained per seed with their regimes, attacked by membership
+inference, model inversion and the leave-out sensitivity analysis (Song et al.; AT-AT)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from privlab.registry import STUDIES
+from privlab.run.context import RunContext
+from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
+from privlab.studies.targets.aggregate import UTILITY_KEYS, attack_label, attack_value, attacks_of
+from privlab.studies.targets.config import TargetsConfig
+from privlab.studies.targets.console import inversion_text_table, membership_text_table
+from privlab.studies.targets.html import targets_html
+from privlab.studies.targets.run import TargetsRun, check_access
+
+#: per attack, the numbers compared across runs
+ATTACK_SCALARS = ("accuracy", "advantage", "auc", "honest_accuracy", "tpr@0.01")
+
+
+def flat_view(report: Mapping[str, Any], section: StudyReport) -> dict[str, Any]:
+    """The section's runs as one flat list of targets, with the data splits per seed (the
+    form the targets' tables and figures read)."""
+    runs = runs_of(section)
+    data = next((r.get("data") for r in runs if r.get("data")), None) or {}
+    return {
+        "config": report.get("config") or {},
+        "seeds": [r.get("seed") for r in runs],
+        "data": {
+            "name": data.get("name"),
+            "splits": {str(r.get("seed")): r.get("data") or {} for r in runs},
+        },
+        "targets": [t for r in runs for t in r.get("targets") or [] if isinstance(t, Mapping)],
+    }
+
+
+@STUDIES.register("targets")
+class TargetsStudy(StudyBase):
+    """Targets trained per seed under their regimes, attacked by membership inference (LiRA,
+    RMIA, Shokri, I_A, …), model inversion and leave-out sensitivity."""
+
+    name = "targets"
+    title = "Trained targets: membership inference, model inversion, sensitivity"
+    section = TargetsConfig
+    order = 0
+
+    def check(self, cfg: TargetsConfig, ctx: RunContext) -> None:
+        check_access(cfg)
+
+    def run(self, ctx: RunContext, cfg: TargetsConfig, seed: int) -> dict[str, Any]:
+        return TargetsRun(cfg, ctx, seed).run()
+
+    def html(self, report: Mapping[str, Any], section: StudyReport) -> str:
+        return targets_html(flat_view(report, section))
+
+    def tables(self, report: Mapping[str, Any], section: StudyReport) -> list[TextTable]:
+        view = flat_view(report, section)
+        tables = [membership_text_table(view), inversion_text_table(view)]
+        return [t for t in tables if t is not None]
+
+    def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for t in run.get("targets") or []:
+            row: dict[str, Any] = {k: (t.get("utility") or {}).get(k) for k in UTILITY_KEYS}
+            for a in attacks_of(t):
+                for key in ATTACK_SCALARS:
+                    row[f"{attack_label(a)} {key}"] = attack_value(a, key)
+            out[str(t.get("base_name") or t.get("name"))] = {
+                k: v for k, v in row.items() if v is not None
+            }
+        return out
