@@ -8,6 +8,7 @@ contract tests pick it up from here. Adding an attack family is ``attacks/<famil
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -88,15 +89,23 @@ REGISTRIES: tuple[Registry[Any], ...] = (DATASETS, MODELS, REGIMES, ATTACKS, DEF
 _loaded = False
 
 
+#: packages whose modules register the built-in components when imported; loaded by name on
+#: first use (as plugins are), so this module imports none of them
+BUILTIN_PACKAGES = (
+    "privlab.attacks",
+    "privlab.data",
+    "privlab.federated.defences",
+    "privlab.models",
+    "privlab.studies.builtin",
+    "privlab.training.regimes",
+)
+
+
 def _load_builtin_components() -> None:
     """Import the built-in component packages once so their decorators run."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import privlab.attacks
-    import privlab.data
-    import privlab.federated.defences
-    import privlab.models
-    import privlab.studies.builtin
-    import privlab.training.regimes  # noqa: F401
+    for package in BUILTIN_PACKAGES:
+        importlib.import_module(package)

@@ -125,6 +125,5 @@ def defended_update(
 
 
 def _no_defence() -> Defence:
-    from privlab.federated.defences.none import NoDefence
-
-    return NoDefence()
+    defence: Defence = DEFENCES.build("none")
+    return defence
