@@ -45,10 +45,15 @@ def overfit(tiny: DataBundle) -> tuple[Target, Knowledge]:
     )
 
 
+HEADER_KEYS = ("name", "description", "seed", "seeds", "device", "cache_dir")
+
+
 def tiny_config(**overrides: object) -> dict:
-    """A complete, fast experiment config as plain data."""
-    config: dict = {
-        "name": "tiny",
+    """A complete, fast experiment config as plain data: a header and a ``targets:`` section.
+
+    Header keys among ``overrides`` (name, seed, seeds, device, cache_dir, description) go to
+    the top level; every other key replaces the same key of the ``targets:`` section."""
+    section: dict = {
         "data": {"name": "synthetic", "params": {"n": 240, "num_classes": 4, "noise": 0.4}},
         "model": {"name": "mlp", "params": {"hidden": [64]}},
         "train": {"epochs": 3, "batch_size": 32},
@@ -63,8 +68,26 @@ def tiny_config(**overrides: object) -> dict:
         ],
         "evaluation": {"adv_steps": 2},
     }
-    config.update(overrides)
+    config: dict = {"name": "tiny"}
+    for key, value in overrides.items():
+        (config if key in HEADER_KEYS else section)[key] = value
+    config["targets"] = section
     return config
+
+
+def study_runs(report: dict, study: str = "targets") -> list[dict]:
+    """One study's per-seed runs of a (schema 2) report."""
+    return report["studies"][study]["runs"]
+
+
+def targets_of(report: dict) -> list[dict]:
+    """Every target entry of a report's targets study, seed after seed."""
+    return [t for run in study_runs(report) for t in run["targets"]]
+
+
+def data_of(report: dict, seed: int = 0) -> dict:
+    """The data splits (sizes, hashes) of the targets study's run for ``seed``."""
+    return next(run["data"] for run in study_runs(report) if run["seed"] == seed)
 
 
 @pytest.fixture

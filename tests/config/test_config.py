@@ -7,17 +7,20 @@ from privlab.config import ConfigError, load_config, load_config_dict
 
 def test_a_typo_in_a_key_names_it():
     cfg = tiny_config()
-    cfg["targets"][1]["regime"]["parms"] = cfg["targets"][1]["regime"].pop("params")
-    cfg["atacks"] = cfg.pop("attacks")
+    section = cfg["targets"]
+    section["targets"][1]["regime"]["parms"] = section["targets"][1]["regime"].pop("params")
+    section["atacks"] = section.pop("attacks")
+    cfg["sede"] = 1
     with pytest.raises(ConfigError) as err:
         load_config_dict(cfg)
-    assert "unknown key 'targets.1.regime.parms'" in str(err.value)
-    assert "unknown key 'atacks'" in str(err.value)
+    assert "unknown key 'targets.targets.1.regime.parms'" in str(err.value)
+    assert "unknown key 'targets.atacks'" in str(err.value)
+    assert "unknown key 'sede'" in str(err.value)
 
 
 def test_a_typo_in_a_train_override_names_it():
     cfg = tiny_config()
-    cfg["targets"][0]["train"] = {"epocs": 3}
+    cfg["targets"]["targets"][0]["train"] = {"epocs": 3}
     with pytest.raises(ConfigError, match="epocs"):
         load_config_dict(cfg)
 
@@ -33,7 +36,7 @@ def test_a_typo_in_a_train_override_names_it():
 )
 def test_unknown_component_names_list_the_valid_ones(path, value, message):
     cfg = tiny_config()
-    node = cfg
+    node = cfg["targets"]
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
@@ -44,23 +47,30 @@ def test_unknown_component_names_list_the_valid_ones(path, value, message):
 def test_set_overrides_and_per_target_train():
     cfg = load_config_dict(
         tiny_config(),
-        ["train.lr=0.01", "targets.1.train.epochs=7", "targets.0.temperature=[1, 10]"],
+        [
+            "targets.train.lr=0.01",
+            "targets.targets.1.train.epochs=7",
+            "targets.targets.0.temperature=[1, 10]",
+            "seed=3",
+        ],
     )
-    assert cfg.train.lr == 0.01
-    assert cfg.train_for(cfg.targets[1]).epochs == 7
-    assert cfg.train_for(cfg.targets[0]).epochs == 3
-    assert cfg.targets[0].temperatures() == [1.0, 10.0]
+    section = cfg.targets
+    assert section.train.lr == 0.01
+    assert section.train_for(section.targets[1]).epochs == 7
+    assert section.train_for(section.targets[0]).epochs == 3
+    assert section.targets[0].temperatures() == [1.0, 10.0]
+    assert cfg.seed == 3 and cfg.run_seeds() == [3]
     with pytest.raises(ConfigError, match="key=value"):
-        load_config_dict(tiny_config(), ["train.lr"])
+        load_config_dict(tiny_config(), ["targets.train.lr"])
 
 
 def test_duplicate_names_and_bad_values_are_refused():
     cfg = tiny_config()
-    cfg["targets"][1]["name"] = "natural"
+    cfg["targets"]["targets"][1]["name"] = "natural"
     with pytest.raises(ConfigError, match="unique"):
         load_config_dict(cfg)
-    with pytest.raises(ConfigError, match="train.epochs"):
-        load_config_dict(tiny_config(), ["train.epochs=0"])
+    with pytest.raises(ConfigError, match="targets.train.epochs"):
+        load_config_dict(tiny_config(), ["targets.train.epochs=0"])
 
 
 def test_files_missing_or_not_yaml(tmp_path):
@@ -83,22 +93,34 @@ def test_shipped_configs_are_valid():
 
     paths = [
         Path(privlab.__file__).parent / "configs" / "demo.yaml",
-        *sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")),
+        *sorted(Path(__file__).parents[2].glob("configs/**/*.yaml")),
     ]
     assert len(paths) > 5
-    kinds = set()
+    studies = set()
     for path in paths:
         cfg = load_config(path)
-        kinds.add(type(cfg).__name__)
-        work = (
-            getattr(cfg, "targets", None)
-            or getattr(cfg, "weak_adversary", None)
-            or getattr(cfg, "informed_adversary", None)
-            or getattr(cfg, "gradient_inversion", None)
-        )
-        assert work and yaml.safe_dump(cfg.model_dump(mode="json"))
-    assert kinds == {
-        "ExperimentConfig",
-        "ReconstructionExperimentConfig",
-        "GradientInversionExperimentConfig",
-    }
+        assert cfg.studies(), path
+        studies |= set(cfg.studies())
+        assert yaml.safe_dump(cfg.model_dump(mode="json"))
+    assert studies == {"targets", "reconstruction", "gradient_inversion"}
+
+
+def test_a_config_without_a_study_section_names_the_studies():
+    with pytest.raises(ConfigError, match="no study section.*targets"):
+        load_config_dict({"name": "empty"})
+
+
+def test_old_configs_are_refused_with_how_to_rewrite_them_and_migrate(tmp_path):
+    from privlab.config.migrate import migrate_dict
+
+    old = {"name": "tiny", **tiny_config()["targets"]}  # the targets' keys at the top level
+    with pytest.raises(ConfigError, match="under a `targets:` section.*migrate-config"):
+        load_config_dict(old)
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=f"migrate-config {path}"):
+        load_config(path)
+    assert load_config_dict(migrate_dict(old)) == load_config_dict(tiny_config())
+    for kind in ("reconstruction", "gradient_inversion"):
+        with pytest.raises(ConfigError, match=f"kind: {kind}` configs are gone"):
+            load_config_dict({"kind": kind, "name": "x"})

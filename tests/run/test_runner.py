@@ -1,4 +1,5 @@
-"""End-to-end runs on tiny data: report schema, caching, resume, and bad input."""
+"""The runner end to end on tiny data: report schema, run folder, caching, resume, seeds and
+bad input (refused before anything is trained)."""
 
 import json
 import math
@@ -6,13 +7,13 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import data_of, study_runs, targets_of, tiny_config
 from privlab.config import ConfigError, load_config_dict
 from privlab.run import model_cache as model_store
 from privlab.run.runner import run_experiment
 from privlab.run.store import ModelFileError, load_state, save_model
 
-STABLE_KEYS = {"schema_version", "config", "seed", "versions", "timings", "targets"}
+STABLE_KEYS = {"schema_version", "config", "seeds", "versions", "device", "timings", "studies"}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,11 @@ def test_report_has_the_stable_schema(run):
     out, report = run
     on_disk = json.loads((out / "report.json").read_text())
     assert set(on_disk) >= STABLE_KEYS
-    assert on_disk["schema_version"] == 1
-    for t in on_disk["targets"]:
+    assert on_disk["schema_version"] == 2
+    assert set(on_disk["studies"]) == {"targets"} and on_disk["seeds"] == [0]
+    assert [run["seed"] for run in study_runs(on_disk)] == [0]
+    assert on_disk["config"]["targets"]["train"]["epochs"] == 3
+    for t in targets_of(on_disk):
         assert {"name", "regime", "model_sha256", "utility", "privacy", "attacks"} <= set(t)
         assert set(t["utility"]) >= {"train_acc", "test_acc", "adv_train_acc", "adv_test_acc"}
         assert 0.0 <= t["utility"]["ver_test_acc"] <= t["utility"]["adv_test_acc"] + 1e-9
@@ -38,7 +42,7 @@ def test_report_has_the_stable_schema(run):
             assert set(m["tpr_at_fpr"]) == {"0.1", "0.01", "0.001"}
             assert math.isclose(m["advantage"], 2 * (m["accuracy"] - 0.5))
             assert m["honest"]["source"] == "shadow"
-    assert {t["regime"] for t in on_disk["targets"]} == {"natural", "pgd_at"}
+    assert {t["regime"] for t in targets_of(on_disk)} == {"natural", "pgd_at"}
 
 
 def test_run_folder_holds_html_and_safetensors_models(run):
@@ -47,7 +51,7 @@ def test_run_folder_holds_html_and_safetensors_models(run):
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
     stored = sorted(p.name for p in (out / "models").glob("*.safetensors"))
     assert stored == ["natural.safetensors", "pgd_at.safetensors"]
-    assert report["data"]["splits"]["0"]["sha256"]["members"]
+    assert data_of(report)["sha256"]["members"]
     assert report["versions"]["torch"].startswith("2.13")
 
 
@@ -60,14 +64,14 @@ def test_second_run_resumes_from_the_cache_without_training(run, monkeypatch, tm
     monkeypatch.setattr(model_store, "train", no_training)
     cfg = load_config_dict(tiny_config(cache_dir=str(out / "cache")))
     second = run_experiment(cfg, out)  # same folder: attacks come from state/ too
-    assert [t["model_sha256"] for t in second["targets"]] == [
-        t["model_sha256"] for t in first["targets"]
+    assert [t["model_sha256"] for t in targets_of(second)] == [
+        t["model_sha256"] for t in targets_of(first)
     ]
-    assert second["targets"][0]["attacks"] == first["targets"][0]["attacks"]
+    assert targets_of(second)[0]["attacks"] == targets_of(first)[0]["attacks"]
     third = run_experiment(cfg, tmp_path / "fresh")  # new folder: models cached, attacks rerun
     a, b = (
-        first["targets"][1]["attacks"][1]["metrics"],
-        third["targets"][1]["attacks"][1]["metrics"],
+        targets_of(first)[1]["attacks"][1]["metrics"],
+        targets_of(third)[1]["attacks"][1]["metrics"],
     )
     assert a["auc"] == pytest.approx(b["auc"])  # deterministic under the seed
 
@@ -81,7 +85,7 @@ def test_corrupt_cached_model_is_retrained_with_a_warning(run, tmp_path):
         f.write_bytes(f.read_bytes()[:100])  # truncate
     with pytest.warns(UserWarning, match="corrupt safetensors"):
         report = run_experiment(cfg, tmp_path / "b")
-    assert len(report["targets"]) == 2
+    assert len(targets_of(report)) == 2
 
 
 def test_nan_weights_are_rejected_on_save_and_load(tmp_path):
@@ -108,25 +112,6 @@ def test_attack_needing_more_access_is_refused_before_training(tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
-def test_known_reference_reveals_points_and_evaluates_on_the_rest(tmp_path):
-    cfg = load_config_dict(
-        tiny_config(
-            threat_model={"reference": "known", "known_per_class": 5},
-            targets=[{"name": "natural", "regime": "natural"}],
-            attacks=[
-                {"name": "confidence"},
-                {"name": "inference_network", "params": {"view": "benign", "epochs": 20}},
-            ],
-        )
-    )
-    report = run_experiment(cfg, tmp_path)
-    members = report["data"]["splits"]["0"]["members"]
-    for attack in report["targets"][0]["attacks"]:
-        assert attack["n_eval"]["members"] == members - 5 * 4
-        assert len(attack["metrics"]["per_class"]) == 4
-    assert report["targets"][0]["attacks"][1]["metrics"]["honest"]["source"] == "attack"
-
-
 def test_temperatures_and_seeds_expand_targets(tmp_path):
     cfg = load_config_dict(
         tiny_config(
@@ -137,14 +122,15 @@ def test_temperatures_and_seeds_expand_targets(tmp_path):
         )
     )
     report = run_experiment(cfg, tmp_path)
-    names = [t["name"] for t in report["targets"]]
+    assert [run["seed"] for run in study_runs(report)] == [0, 1]
+    names = [t["name"] for t in targets_of(report)]
     assert names == [
         "natural/seed0@T=1",
         "natural/seed0@T=5",
         "natural/seed1@T=1",
         "natural/seed1@T=5",
     ]
-    t1, t5 = report["targets"][:2]
+    t1, t5 = targets_of(report)[:2]
     assert t1["utility"] == t5["utility"]  # temperature never changes predictions
     assert t1["attacks"][0]["metrics"]["honest"] is None  # no reference data, no honest threshold
 
@@ -155,74 +141,3 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=str(tmp_path)):
         run_experiment(cfg, tmp_path / "out")
-
-
-def test_leave_out_sensitivity_retrains_without_one_member_per_class(tmp_path):
-    cfg = load_config_dict(
-        tiny_config(
-            targets=[
-                {"name": "natural", "regime": "natural"},
-                {
-                    "name": "pgd_at",
-                    "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 2}},
-                },
-            ],
-            train={"epochs": 40, "batch_size": 16},
-            attacks=[],
-            threat_model={"reference": "none"},
-            sensitivity={"rounds": 2, "targets": ["natural"]},
-        )
-    )
-    report = run_experiment(cfg, tmp_path)
-    natural, pgd = report["targets"]
-    s = natural["sensitivity"]
-    assert len(s["values"]) == 2 * 4 and s["values"] == sorted(s["values"])
-    assert s["mean"] > 0  # an overfit model is more confident on points it was trained on
-    assert pgd["sensitivity"] is None  # not selected
-    assert "Leave-out sensitivity" in (tmp_path / "report.html").read_text()
-    bad = tiny_config(sensitivity={"targets": ["nope"]})
-    with pytest.raises(ConfigError, match="sensitivity.targets.*nope"):
-        load_config_dict(bad)
-
-
-def test_reference_model_attacks_run_end_to_end_and_resume(tmp_path, monkeypatch):
-    """LiRA, RMIA and Shokri's attack get one ensemble of reference models per target, cached."""
-    cfg = load_config_dict(
-        tiny_config(
-            cache_dir=str(tmp_path / "cache"),
-            targets=[{"name": "natural", "regime": "natural"}],
-            threat_model={"reference": "none", "reference_models": {"count": 4}},
-            attacks=[
-                {"name": "lira", "params": {"variance": "global"}},
-                {"name": "rmia"},
-                {"name": "shokri", "params": {"epochs": 20}},
-            ],
-        )
-    )
-    report = run_experiment(cfg, tmp_path / "run")
-    (target,) = report["targets"]
-    assert target["reference_models"]["count"] == 4 and target["reference_models"]["online"]
-    assert [a["name"] for a in target["attacks"]] == ["lira", "rmia", "shokri"]
-    for attack in target["attacks"]:
-        assert 0.0 <= attack["metrics"]["auc"] <= 1.0
-        top = attack["exposed"][0]
-        assert set(top) >= {"index", "label", "score", "fpr", "pixels"}
-    assert "most exposed" in (tmp_path / "run" / "report.html").read_text()
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("reference models should come from the cache")
-
-    monkeypatch.setattr("privlab.training.ensembles.train_ensemble", no_training)
-    again = run_experiment(cfg, tmp_path / "run2")
-    assert again["targets"][0]["reference_models"]["cached"]
-
-
-def test_online_attack_with_offline_reference_models_is_refused_up_front(tmp_path):
-    cfg = load_config_dict(
-        tiny_config(
-            threat_model={"reference_models": {"count": 4, "online": False}},
-            attacks=[{"name": "lira"}],
-        )
-    )
-    with pytest.raises(ConfigError, match="online"):
-        run_experiment(cfg, tmp_path)
