@@ -89,6 +89,7 @@ def migrate_text(text: str, data: dict[str, Any]) -> str:
     """Rewrite an old config's YAML text, keeping its comments: the moved top-level blocks
     are indented under their study's section. ``data`` is the parsed text."""
     kind = data.get("kind")
+    moved: tuple[str, ...]
     if kind == "reconstruction":
         section, moved = "reconstruction", RECONSTRUCTION_KEYS
     elif kind is None and _is_legacy_targets(data):

@@ -71,7 +71,7 @@ def comparison_tables(reports: Reports) -> list[tuple[str, list[str], list[list[
             for label, s in stats
             for row, values in s.items()
         ]
-        tables.append((STUDIES.get(name).title, ["run", "row", "n", *metrics], rows))
+        tables.append((str(STUDIES.build(name).title), ["run", "row", "n", *metrics], rows))
     return tables
 
 

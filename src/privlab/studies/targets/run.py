@@ -10,31 +10,33 @@ import time
 from dataclasses import replace
 from typing import Any, cast
 
-import numpy as np
 import torch
 
 from privlab import __version__
 from privlab.config.base import AttackConfig
-from privlab.config.schema import ConfigError
-from privlab.data.bundle import DataBundle, Split, stratified_split
-from privlab.data.from_config import bundle_from_config
+from privlab.data.bundle import DataBundle, Split
 from privlab.metrics.utility import (
     accuracy,
     adversarial_accuracy,
-    per_example_loss,
     verified_accuracy,
 )
-from privlab.registry import ATTACKS
 from privlab.run.context import RunContext
 from privlab.run.model_cache import TrainedModel, get_or_train
 from privlab.run.store import save_model
-from privlab.studies.targets.config import ReferenceModelsConfig, TargetConfig, TargetsConfig
+from privlab.studies.targets.config import TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
-from privlab.studies.targets.membership import build_attack, evaluate_attack
+from privlab.studies.targets.membership import evaluate_attack
 from privlab.studies.targets.reference_models import get_or_train_references
 from privlab.studies.targets.sensitivity import leave_out_sensitivity
+from privlab.studies.targets.threat import (
+    check_access,
+    load_bundle,
+    loss_histogram,
+    reference_models_config,
+    shadow_splits,
+    split_reference,
+)
 from privlab.threat_model import (
-    Access,
     Knowledge,
     LabelledQueries,
     ReferenceModels,
@@ -43,116 +45,6 @@ from privlab.threat_model import (
 )
 from privlab.training.perturbations import Norm
 from privlab.verify import UnsupportedLayerError
-
-
-def load_bundle(config: TargetsConfig, seed: int) -> DataBundle:
-    return bundle_from_config(config.data, seed)
-
-
-def check_access(config: TargetsConfig) -> Access:
-    """Refuse, before any training, attacks that need more than the declared access."""
-    try:
-        access = Access.parse(config.threat_model.access)
-    except ValueError as err:
-        raise ConfigError(f"threat_model.access: {err}") from None
-    refs = reference_models_config(config)
-    for i, cfg in enumerate(config.attacks):
-        attack = _granted(cfg, f"attacks.{i}", access)
-        if attack.needs_reference and config.threat_model.reference == "none":
-            raise ConfigError(
-                f"attacks.{i} ({cfg.display}) trains on reference data; set "
-                "threat_model.reference to 'shadow' or 'known'"
-            )
-        if getattr(attack, "mode", None) == "online" and refs is not None and not refs.online:
-            raise ConfigError(
-                f"attacks.{i} ({cfg.display}) is online: it needs reference models trained on "
-                "the audited candidates; set threat_model.reference_models.online: true or the "
-                "attack's mode: offline"
-            )
-    for i, cfg in enumerate(config.inversion.attacks if config.inversion else []):
-        _granted(cfg, f"inversion.attacks.{i}", access)
-    return access
-
-
-def _granted(cfg: AttackConfig, where: str, access: Access) -> Any:
-    """Build the attack of ``cfg``; a bad parameter or missing access is a ConfigError."""
-    try:
-        attack = build_attack(cfg)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where} ({cfg.display}): {err}") from None
-    missing = attack.requires & ~access
-    if missing:
-        raise ConfigError(
-            f"{where} ({cfg.display}) needs access {missing.names()} but "
-            f"threat_model.access grants only {access.names()}"
-        )
-    return attack
-
-
-def reference_models_config(config: TargetsConfig) -> ReferenceModelsConfig | None:
-    """The reference models to train: the configured ones, defaults when an attack needs them."""
-    if config.threat_model.reference_models is not None:
-        return config.threat_model.reference_models
-    needed = any(
-        getattr(ATTACKS.get(a.name), "needs_reference_models", False) for a in config.attacks
-    )
-    return ReferenceModelsConfig() if needed else None
-
-
-def split_reference(
-    bundle: DataBundle, config: TargetsConfig, seed: int
-) -> tuple[Split, Split, Split | None, Split | None]:
-    """Evaluation members/non-members, and the revealed ones when reference = 'known'."""
-    if config.threat_model.reference != "known":
-        return bundle.members, bundle.nonmembers, None, None
-    k = config.threat_model.known_per_class
-    rng = np.random.default_rng(seed + 7)
-    parts = []
-    for split in (bundle.members, bundle.nonmembers):
-        y = split.y.numpy()
-        known = np.sort(
-            np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c in np.unique(y)])
-        )
-        rest = np.setdiff1d(np.arange(len(y)), known)
-        parts.append((split.subset(rest), split.subset(known)))
-    (m_eval, m_known), (n_eval, n_known) = parts
-    return m_eval, n_eval, m_known, n_known
-
-
-def shadow_splits(bundle: DataBundle, seed: int) -> tuple[Split, Split]:
-    """Halve the attacker's population into shadow members and shadow non-members."""
-    pop = bundle.population
-    n = min(len(pop) // 2, len(bundle.members))
-    if n < bundle.num_classes:
-        raise ConfigError(f"population of {len(pop)} examples is too small for shadow models")
-    idx_in, idx_out = stratified_split(pop.y.numpy(), [n, min(n, len(pop) - n)], seed=seed + 1)
-    return pop.subset(idx_in), pop.subset(idx_out)
-
-
-def loss_histogram(
-    model: torch.nn.Module, bundle: DataBundle, bins: int, device: torch.device
-) -> dict[str, Any]:
-    """Member vs non-member log10-loss histograms (Song et al. Fig. 1)."""
-    losses = [
-        per_example_loss(model, s.x, s.y, device=device).clamp_min(1e-12).log10().numpy()
-        for s in (bundle.members, bundle.nonmembers)
-    ]
-    edges = np.linspace(
-        min(-12.0, float(np.min(np.r_[losses[0], losses[1]]))),
-        max(1.0, float(np.max(np.r_[losses[0], losses[1]]))),
-        bins + 1,
-    )
-    counts = [np.histogram(v, bins=edges)[0] / max(len(v), 1) for v in losses]
-    return {
-        "log10": True,
-        "bins": edges.tolist(),
-        "members": counts[0].tolist(),
-        "nonmembers": counts[1].tolist(),
-        "zero_loss_fraction": {
-            "members": float(np.mean(losses[0] <= -6)),
-            "nonmembers": float(np.mean(losses[1] <= -6)),
-        },
-    }
 
 
 class TargetsRun:
@@ -336,6 +228,58 @@ class TargetsRun:
             self.ctx.add_time("train_seconds", summary["train_seconds"])
         return refs, summary
 
+    def _shadow(
+        self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
+    ) -> tuple[TrainedModel, TargetInfo, Split, Split] | None:
+        """The shadow model trained with the target's recipe on half the population."""
+        if self.config.threat_model.reference != "shadow" or not self.config.attacks:
+            return None
+        s_in, s_out = shadow_splits(bundle, seed)
+        model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
+        return model, self._info(f"{label} shadow", bundle, model), s_in, s_out
+
+    def _inversion(
+        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
+    ) -> dict[str, Any] | None:
+        if self.inversion is None:
+            return None
+        plain = Target(trained.model, info, self.access, device=self.device)
+        inversion = evaluate_inversion(
+            trained,
+            plain,
+            self.inversion,
+            bundle,
+            self.config,
+            seed,
+            state=self.ctx.state,
+            grid_seed=self.ctx.seeds[0],
+            device=self.device,
+            progress=self.progress,
+        )
+        self.ctx.add_time("attack_seconds", inversion["seconds"])
+        return inversion
+
+    def _reference(
+        self,
+        target: Target,
+        shadow: tuple[TrainedModel, TargetInfo, Split, Split] | None,
+        known: tuple[Split | None, Split | None],
+    ) -> tuple[LabelledQueries, ...]:
+        """The attacker's labelled reference data: its shadow model, or revealed points."""
+        if shadow is not None:
+            s_model, s_info, s_in, s_out = shadow
+            s_target = Target(
+                s_model.model,
+                s_info,
+                self.access,
+                device=self.device,
+                temperature=target.temperature,
+            )
+            return (LabelledQueries(s_target, s_in, s_out, "shadow"),)
+        if known[0] is not None and known[1] is not None:
+            return (LabelledQueries(target, known[0], known[1], "known"),)
+        return ()
+
     def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
         """Train (or load) one target, measure utility, and attack it at every temperature."""
         label = f"{tcfg.name}/seed{seed}" if len(self.ctx.seeds) > 1 else tcfg.name
@@ -346,81 +290,53 @@ class TargetsRun:
             {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
         )
         info = self._info(label, bundle, trained)
-        utility = self._utility_cached(trained, info, bundle, seed)
-        losses = loss_histogram(
-            trained.model, bundle, self.config.evaluation.histogram_bins, self.device
-        )
         m_eval, n_eval, m_known, n_known = split_reference(bundle, self.config, seed)
-        shadow: tuple[TrainedModel, TargetInfo, Split, Split] | None = None
-        if self.config.threat_model.reference == "shadow" and self.config.attacks:
-            s_in, s_out = shadow_splits(bundle, seed)
-            model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
-            shadow = (model, self._info(f"{label} shadow", bundle, model), s_in, s_out)
-        sensitivity = self._sensitivity(tcfg, trained, bundle, seed, label)
+        shadow = self._shadow(tcfg, bundle, seed, label)
         references, references_summary = self._references(tcfg, info, bundle, seed, label)
+        shared = {
+            "seed": seed,
+            "regime": tcfg.regime.name,
+            "regime_params": trained.regime.params(),
+            "model": self.config.model_for(tcfg).model_dump(),
+            "model_sha256": trained.sha256,
+            "cache_key": trained.key,
+            "train_seconds": trained.seconds,
+            "eps": info.eps,
+            "norm": info.norm,
+            "utility": self._utility_cached(trained, info, bundle, seed),
+            "privacy": trained.summary,
+            "losses": loss_histogram(
+                trained.model, bundle, self.config.evaluation.histogram_bins, self.device
+            ),
+            "sensitivity": self._sensitivity(tcfg, trained, bundle, seed, label),
+            "reference_models": references_summary,
+            "inversion": self._inversion(trained, info, bundle, seed),
+        }
         several = len(tcfg.temperatures()) > 1
-        inversion = None
-        if self.inversion is not None:
-            plain = Target(trained.model, info, self.access, device=self.device)
-            inversion = evaluate_inversion(
-                trained,
-                plain,
-                self.inversion,
-                bundle,
-                self.config,
-                seed,
-                state=self.ctx.state,
-                grid_seed=self.ctx.seeds[0],
-                device=self.device,
-                progress=self.progress,
-            )
-            self.ctx.add_time("attack_seconds", inversion["seconds"])
         entries = []
         for temperature in tcfg.temperatures():
-            name = f"{label}@T={temperature:g}" if several else label
+            suffix = f"@T={temperature:g}" if several else ""
             target = Target(
                 trained.model,
-                replace(info, name=name),
+                replace(info, name=label + suffix),
                 self.access,
                 device=self.device,
                 temperature=temperature,
             )
-            reference: list[LabelledQueries] = []
-            if shadow is not None:
-                s_model, s_info, s_in, s_out = shadow
-                s_target = Target(
-                    s_model.model, s_info, self.access, device=self.device, temperature=temperature
-                )
-                reference = [LabelledQueries(s_target, s_in, s_out, "shadow")]
-            elif m_known is not None and n_known is not None:
-                reference = [LabelledQueries(target, m_known, n_known, "known")]
             knowledge = Knowledge(
                 population=bundle.population,
-                reference=tuple(reference),
+                reference=self._reference(target, shadow, (m_known, n_known)),
                 reference_models=references,
             )
+            attacks = self._attacks(trained, target, knowledge, m_eval, n_eval, seed)
             entries.append(
                 {
-                    "name": name,
-                    "base_name": f"{tcfg.name}@T={temperature:g}" if several else tcfg.name,
-                    "seed": seed,
-                    "regime": tcfg.regime.name,
-                    "regime_params": trained.regime.params(),
-                    "model": self.config.model_for(tcfg).model_dump(),
-                    "model_sha256": trained.sha256,
-                    "cache_key": trained.key,
+                    "name": label + suffix,
+                    "base_name": tcfg.name + suffix,
                     "temperature": temperature,
-                    "train_seconds": trained.seconds,
-                    "eps": info.eps,
-                    "norm": info.norm,
-                    "utility": utility,
-                    "privacy": trained.summary,
-                    "losses": losses,
-                    "attacks": self._attacks(trained, target, knowledge, m_eval, n_eval, seed),
-                    "sensitivity": sensitivity,
-                    "reference_models": references_summary,
-                    "inversion": inversion,
                 }
+                | shared
+                | {"attacks": attacks}
             )
         return entries
 

@@ -13,7 +13,8 @@ from privlab.studies.targets.aggregate import UTILITY_KEYS, attack_label, attack
 from privlab.studies.targets.config import TargetsConfig
 from privlab.studies.targets.console import inversion_text_table, membership_text_table
 from privlab.studies.targets.html import targets_html
-from privlab.studies.targets.run import TargetsRun, check_access
+from privlab.studies.targets.run import TargetsRun
+from privlab.studies.targets.threat import check_access
 
 #: per attack, the numbers compared across runs
 ATTACK_SCALARS = ("accuracy", "advantage", "auc", "honest_accuracy", "tpr@0.01")
