@@ -1,4 +1,9 @@
-"""Train a model for a target config, or load it from the cache keyed by the config hash."""
+"""Train a model for a target config, or load it from the cache keyed by the config hash.
+
+A cached model is used only if its weights match the sha256 recorded beside them (otherwise a
+warning names the file and the model is retrained), and the cache key is locked while it is
+checked and trained, so two processes asking for the same model train it once.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.registry import MODELS, REGIMES
 from privlab.run.progress import Progress
-from privlab.run.store import read_json, save_model, stable_hash, try_load_cached
+from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
 from privlab.training.loop import TrainSpec, train
 from privlab.training.regime import Regime
 
@@ -82,6 +87,9 @@ def get_or_train(
     """Return a trained model, from cache when the exact same recipe and data were seen.
 
     ``public``: data a regime may pre-train on (TL-DMI); the bundle's population by default.
+    A cache entry whose weights do not match its recorded sha256 is retrained (with a warning
+    naming the file). The cache key is locked from the check to the save: a second process
+    asking for the same model waits, then loads it.
     """
     regime = build_regime(regime_cfg, bundle, public)
     recipe = {
@@ -97,40 +105,56 @@ def get_or_train(
         recipe["public_sha256"] = regime._public.sha256()
     key = stable_hash(recipe)
     path = cache_dir / "models" / f"{key}.safetensors"
-    model = build_model(model_cfg, bundle, seed, regime)
-    loaded = try_load_cached(model, path)
-    if loaded is not None:
-        meta = read_json(path.with_suffix(".json"))
-        progress.log(f"{label}: loaded from cache")
-        return TrainedModel(
-            loaded.eval(),
+    waiting = f"{label}: waiting for another process training the same model"
+    with cache_lock(path, on_wait=lambda: progress.log(waiting)):
+        model = build_model(model_cfg, bundle, seed, regime)
+        meta = load_cached(model, path)
+        if meta is not None:
+            progress.log(f"{label}: loaded from cache")
+            seconds, summary = float(meta.get("seconds", 0.0)), meta.get("summary", {})
+            return TrainedModel(
+                model.eval(), regime, key, meta["model_sha256"], seconds, summary, True
+            )
+        return _train_and_save(
+            model,
+            data,
             regime,
+            TrainSpec(**train_cfg.model_dump()),
+            recipe,
             key,
-            meta["model_sha256"],
-            float(meta.get("seconds", 0.0)),
-            meta.get("summary", {}),
-            True,
+            path,
+            seed=seed,
+            device=device,
+            progress=progress,
+            label=label,
         )
-    task = progress.task(f"training {label}", train_cfg.epochs)
+
+
+def _train_and_save(
+    model: nn.Module,
+    data: Split,
+    regime: Regime,
+    spec: TrainSpec,
+    recipe: dict[str, Any],
+    key: str,
+    path: Path,
+    *,
+    seed: int,
+    device: torch.device,
+    progress: Progress,
+    label: str,
+) -> TrainedModel:
+    task = progress.task(f"training {label}", spec.epochs)
     result = train(
-        model,
-        data,
-        regime,
-        TrainSpec(**train_cfg.model_dump()),
-        seed=seed,
-        device=device,
-        on_epoch=lambda *_: task.advance(),
+        model, data, regime, spec, seed=seed, device=device, on_epoch=lambda *_: task.advance()
     )
     task.done()
     trained = result.model.cpu()
-    digest = save_model(
-        trained,
-        path,
-        {
-            "recipe": recipe,
-            "seconds": result.seconds,
-            "summary": result.summary,
-            "history": result.history,
-        },
-    )
+    metadata = {
+        "recipe": recipe,
+        "seconds": result.seconds,
+        "summary": result.summary,
+        "history": result.history,
+    }
+    digest = save_model(trained, path, metadata)
     return TrainedModel(trained, regime, key, digest, result.seconds, result.summary, False)

@@ -10,6 +10,8 @@ each candidate has IN and OUT models. All K models are trained at once by
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
-from privlab.run.store import read_json, save_model, stable_hash, try_load_cached
+from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
 from privlab.studies.targets.config import ReferenceModelsConfig
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
 from privlab.training.ensembles import train_ensemble
 from privlab.training.loop import TrainSpec
+from privlab.training.regime import Regime
 
 
 def reference_pool(bundle: DataBundle, online: bool) -> Split:
@@ -57,7 +60,12 @@ def get_or_train_references(
     progress: Progress,
     label: str,
 ) -> tuple[ReferenceModels, dict[str, Any]]:
-    """The reference models of one target and a summary for the report."""
+    """The reference models of one target and a summary for the report.
+
+    A cached ensemble is used only if its weights match the recorded sha256 (otherwise a
+    warning names the file and it is retrained); the cache key is locked from the check to the
+    save, so a second process asking for the same ensemble waits and then loads it.
+    """
     regime_cfg = regime_cfg if cfg.recipe == "target" else Component(name="natural")
     pool = reference_pool(bundle, cfg.online)
     masks = balanced_masks(len(pool), cfg.count, cfg.fraction, seed + 30_000)
@@ -75,43 +83,73 @@ def get_or_train_references(
     }
     key = stable_hash(recipe)
     path = cache_dir / "models" / f"reference-{key}.safetensors"
-    models = nn.ModuleList([build_model(model_cfg, bundle, s, regime) for s in seeds])
-    start = time.perf_counter()
-    loaded = try_load_cached(models, path)
-    if loaded is not None:
-        progress.log(f"{label}: {cfg.count} reference models loaded from cache")
-        meta = read_json(path.with_suffix(".json"))
-        seconds, summaries = float(meta.get("seconds", 0.0)), meta.get("summaries", [])
-    else:
-        task = progress.task(f"training {cfg.count} reference models for {label}", train_cfg.epochs)
-        results = train_ensemble(
-            lambda s: build_model(model_cfg, bundle, s, regime),
-            pool,
-            masks,
-            regime,
-            TrainSpec(**train_cfg.model_dump()),
-            seeds=seeds,
-            device=device,
-            chunk_size=cfg.chunk_size,
-            on_epoch=lambda *_: task.advance(),
-        )
-        task.done()
-        models = nn.ModuleList([r.model.cpu() for r in results])
-        seconds = time.perf_counter() - start
-        summaries = [r.summary for r in results]
-        save_model(models, path, {"recipe": recipe, "seconds": seconds, "summaries": summaries})
+    waiting = f"{label}: waiting for another process training the same reference models"
+    with cache_lock(path, on_wait=lambda: progress.log(waiting)):
+        models = nn.ModuleList([build_model(model_cfg, bundle, s, regime) for s in seeds])
+        meta = load_cached(models, path)
+        if meta is not None:
+            progress.log(f"{label}: {cfg.count} reference models loaded from cache")
+            seconds, summaries = float(meta.get("seconds", 0.0)), meta.get("summaries", [])
+        else:
+            make = partial(build_model, model_cfg, bundle, regime=regime)
+            models, seconds, summaries = _train(
+                cfg, make, pool, masks, regime, train_cfg, seeds, device, progress, label
+            )
+            save_model(models, path, {"recipe": recipe, "seconds": seconds, "summaries": summaries})
     targets = [Target(m.eval(), info, Access.all(), device=device) for m in models]
     refs = ReferenceModels(targets, pool, masks, online=cfg.online)
-    summary = {
+    return refs, _summary(cfg, regime_cfg.name, len(pool), key, seconds, summaries, meta)
+
+
+def _train(
+    cfg: ReferenceModelsConfig,
+    make_model: Callable[[int], nn.Module],
+    pool: Split,
+    masks: np.ndarray,
+    regime: Regime,
+    train_cfg: TrainConfig,
+    seeds: list[int],
+    device: torch.device,
+    progress: Progress,
+    label: str,
+) -> tuple[nn.ModuleList, float, list[dict[str, Any]]]:
+    """All K models trained at once: the ensemble, the seconds it took and their summaries."""
+    task = progress.task(f"training {cfg.count} reference models for {label}", train_cfg.epochs)
+    start = time.perf_counter()
+    results = train_ensemble(
+        make_model,
+        pool,
+        masks,
+        regime,
+        TrainSpec(**train_cfg.model_dump()),
+        seeds=seeds,
+        device=device,
+        chunk_size=cfg.chunk_size,
+        on_epoch=lambda *_: task.advance(),
+    )
+    task.done()
+    models = nn.ModuleList([r.model.cpu() for r in results])
+    return models, time.perf_counter() - start, [r.summary for r in results]
+
+
+def _summary(
+    cfg: ReferenceModelsConfig,
+    regime: str,
+    pool: int,
+    key: str,
+    seconds: float,
+    summaries: list[dict[str, Any]],
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
         "count": cfg.count,
         "online": cfg.online,
         "fraction": cfg.fraction,
         "recipe": cfg.recipe,
-        "regime": regime_cfg.name,
-        "pool": len(pool),
+        "regime": regime,
+        "pool": pool,
         "cache_key": key,
         "train_seconds": seconds,
-        "cached": loaded is not None,
+        "cached": meta is not None,
         "privacy": summaries[0] if summaries else {},
     }
-    return refs, summary
