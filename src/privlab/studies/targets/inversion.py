@@ -30,11 +30,12 @@ from privlab.run.model_cache import TrainedModel, get_or_train
 from privlab.run.progress import Progress, step
 from privlab.run.store import (
     StateDir,
+    cache_lock,
     save_model,
     stable_hash,
     try_load_cached,
 )
-from privlab.studies.targets.config import InversionConfig, TargetsConfig
+from privlab.studies.targets.config import InversionConfig, PriorConfig, TargetsConfig
 from privlab.threat_model import Target
 
 
@@ -94,9 +95,23 @@ def get_or_train_prior(
         value_range=bundle.value_range,
         seed=seed + 40_000,
     )
-    if try_load_cached(vae, path) is not None:
-        progress.log(f"prior (seed {seed}): loaded from cache")
-        return vae.eval(), key
+    with cache_lock(path, lambda: progress.log("prior: waiting for another process")):
+        if try_load_cached(vae, path) is not None:
+            progress.log(f"prior (seed {seed}): loaded from cache")
+            return vae.eval(), key
+        return _train_prior(vae, public, prior_cfg, recipe, path, seed, device, progress), key
+
+
+def _train_prior(
+    vae: VAE,
+    public: Split,
+    prior_cfg: PriorConfig,
+    recipe: dict[str, Any],
+    path: Path,
+    seed: int,
+    device: torch.device,
+    progress: Progress,
+) -> VAE:
     task = progress.task(f"training the VAE prior on {len(public)} public images", 1)
     start = time.perf_counter()
     history = train_vae(
@@ -113,7 +128,7 @@ def get_or_train_prior(
     save_model(
         vae, path, {"recipe": recipe, "seconds": time.perf_counter() - start, "history": history}
     )
-    return vae, key
+    return vae
 
 
 def get_or_train_evaluator(
