@@ -19,7 +19,7 @@ demo: $(STAMP)  ## train natural + 3 robust models on digits, attack them, write
 test: $(STAMP)  ## the full test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (style, imports, complexity) and mypy, as CI runs them
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
