@@ -5,6 +5,7 @@ I_B is much smaller)."""
 
 import pytest
 
+from conftest import targets_of
 from privlab.config import load_config_dict
 from privlab.run.runner import run_experiment
 
@@ -14,35 +15,37 @@ def report(tmp_path_factory):
     config = load_config_dict(
         {
             "name": "claim",
-            "data": {"name": "digits"},
-            "model": {"name": "mlp", "params": {"hidden": [256, 256]}},
-            "train": {"epochs": 60, "batch_size": 64},
-            "threat_model": {"reference": "none", "eps": 0.1},
-            "targets": [
-                {"name": "natural", "regime": "natural"},
-                {
-                    "name": "pgd_at",
-                    "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 5}},
-                },
-            ],
-            "attacks": [
-                {"name": "confidence", "label": "I_B"},
-                {"name": "adversarial_confidence", "label": "I_A", "params": {"steps": 10}},
-            ],
-            "evaluation": {"adv_steps": 10},
+            "targets": {
+                "data": {"name": "digits"},
+                "model": {"name": "mlp", "params": {"hidden": [256, 256]}},
+                "train": {"epochs": 60, "batch_size": 64},
+                "threat_model": {"reference": "none", "eps": 0.1},
+                "targets": [
+                    {"name": "natural", "regime": "natural"},
+                    {
+                        "name": "pgd_at",
+                        "regime": {"name": "pgd_at", "params": {"eps": 0.1, "steps": 5}},
+                    },
+                ],
+                "attacks": [
+                    {"name": "confidence", "label": "I_B"},
+                    {"name": "adversarial_confidence", "label": "I_A", "params": {"steps": 10}},
+                ],
+                "evaluation": {"adv_steps": 10},
+            },
         }
     )
     return run_experiment(config, tmp_path_factory.mktemp("claim"))
 
 
 def _adv(report, target, attack):
-    t = next(t for t in report["targets"] if t["name"] == target)
+    t = next(t for t in targets_of(report) if t["name"] == target)
     return next(a for a in t["attacks"] if a["label"] == attack)["metrics"]["advantage"]
 
 
 def test_robust_model_fits_its_adversarial_training_set(report):
-    pgd = next(t for t in report["targets"] if t["name"] == "pgd_at")["utility"]
-    nat = next(t for t in report["targets"] if t["name"] == "natural")["utility"]
+    pgd = next(t for t in targets_of(report) if t["name"] == "pgd_at")["utility"]
+    nat = next(t for t in targets_of(report) if t["name"] == "natural")["utility"]
     assert pgd["adv_train_acc"] > 0.9 > nat["adv_train_acc"]
     assert pgd["adv_train_acc"] - pgd["adv_test_acc"] > 0.1  # the robust generalisation gap
 

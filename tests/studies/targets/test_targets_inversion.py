@@ -1,4 +1,5 @@
-"""Model inversion inside run_experiment: report contents, resume from state, bad input."""
+"""Model inversion in the targets study, through run_experiment: report contents, resume from
+state, bad input."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import json
 
 import pytest
 
-from conftest import tiny_config
+from conftest import data_of, targets_of, tiny_config
 from privlab.config import ConfigError, load_config_dict
-from privlab.studies.targets.inversion_report import inversion_markdown, inversion_rows
 from privlab.run.runner import run_experiment
+from privlab.studies.targets.inversion_report import inversion_markdown, inversion_rows
+from privlab.studies.targets.study import flat_view
 
 INVERSION = {
     "attacks": [{"name": "ppa", "params": {"search": 200, "candidates": 6, "steps": 20}}],
@@ -22,9 +24,10 @@ INVERSION = {
 
 
 def _config(tmp_path, **overrides):
-    cfg = tiny_config(cache_dir=str(tmp_path / "cache"), attacks=[], inversion=INVERSION)
-    cfg["threat_model"]["access"] = ["logits", "input_gradients"]
-    cfg["targets"] = [
+    overrides = {"attacks": [], "inversion": INVERSION, **overrides}
+    cfg = tiny_config(cache_dir=str(tmp_path / "cache"), **overrides)
+    cfg["targets"]["threat_model"]["access"] = ["logits", "input_gradients"]
+    cfg["targets"]["targets"] = [
         {"name": "natural", "regime": "natural"},
         {
             "name": "mask",
@@ -33,7 +36,6 @@ def _config(tmp_path, **overrides):
         },
         {"name": "tl_dmi", "regime": "tl_dmi"},
     ]
-    cfg.update(overrides)
     return cfg
 
 
@@ -46,23 +48,24 @@ def run(tmp_path_factory):
 def test_report_has_inversion_results_for_every_target(run):
     out, report = run
     on_disk = json.loads((out / "report.json").read_text())
-    for t in on_disk["targets"]:
+    for t in targets_of(on_disk):
         inv = t["inversion"]
         (attack,) = inv["attacks"]
         assert 0 <= attack["acc1"] <= attack["acc5"] <= 1 and attack["knn_dist"] >= 0
         assert len(attack["grid"]) == 4 and {"image", "nearest"} <= set(attack["grid"][0])
         assert 0 <= inv["robustness"]["robust_acc"] <= inv["robustness"]["clean_acc"]
         assert len(inv["hsic"]) == 1  # one hidden ReLU layer
-    masked = on_disk["targets"][1]["inversion"]["masked_pixels"]
+    masked = targets_of(on_disk)[1]["inversion"]["masked_pixels"]
     assert masked["pixels_kept"] < masked["pixels_total"] and masked["identical_outputs"]
-    inv_split = on_disk["data"]["splits"]["0"]["inversion"]
+    inv_split = data_of(on_disk)["inversion"]
     assert inv_split["public"] > 0 and len(inv_split["public_sha256"]) == 64
     html = (out / "report.html").read_text()
     assert "Model inversion" in html and "nearest private image" in html
     assert "per-class reconstruction rate" in html
-    rows = inversion_rows(on_disk)
+    view = flat_view(on_disk, on_disk["studies"]["targets"])
+    rows = inversion_rows(view)
     assert [r["target"] for r in rows] == ["natural", "mask", "tl_dmi"]
-    assert "ppa KNN dist" in inversion_markdown(on_disk)
+    assert "ppa KNN dist" in inversion_markdown(view)
 
 
 def test_rerun_resumes_from_state(run, tmp_path):
@@ -71,18 +74,18 @@ def test_rerun_resumes_from_state(run, tmp_path):
     first, second = (
         {
             k: v
-            for k, v in json.loads(json.dumps(r["targets"][0]["inversion"])).items()
+            for k, v in json.loads(json.dumps(targets_of(r)[0]["inversion"])).items()
             if k != "seconds"
         }
         for r in (report, again)
     )
-    assert first == second and again["targets"][0]["inversion"]["seconds"] < 1.0
+    assert first == second and targets_of(again)[0]["inversion"]["seconds"] < 1.0
     assert again["timings"]["train_seconds"] == 0.0
 
 
 def test_missing_access_is_refused_before_training(tmp_path):
     cfg = _config(tmp_path)
-    cfg["threat_model"]["access"] = ["labels"]
+    cfg["targets"]["threat_model"]["access"] = ["labels"]
     with pytest.raises(
         ConfigError, match=r"inversion.attacks.0 \(ppa\) needs access.*input_gradients"
     ):
@@ -91,7 +94,7 @@ def test_missing_access_is_refused_before_training(tmp_path):
 
 def test_attack_families_are_kept_apart(tmp_path):
     cfg = _config(tmp_path)
-    cfg["inversion"] = {**INVERSION, "attacks": [{"name": "confidence"}]}
+    cfg["targets"]["inversion"] = {**INVERSION, "attacks": [{"name": "confidence"}]}
     with pytest.raises(ConfigError, match="'confidence' is not a inversion attack.*ppa"):
         load_config_dict(cfg)
     with pytest.raises(ConfigError, match="'ppa' is not a membership attack"):
@@ -100,15 +103,15 @@ def test_attack_families_are_kept_apart(tmp_path):
 
 def test_public_classes_must_be_disjoint_from_the_private_ones(tmp_path):
     cfg = _config(tmp_path)
-    cfg["data"]["classes"] = [0, 1]
-    cfg["inversion"] = {**INVERSION, "prior": {"public_classes": [1, 2]}}
+    cfg["targets"]["data"]["classes"] = [0, 1]
+    cfg["targets"]["inversion"] = {**INVERSION, "prior": {"public_classes": [1, 2]}}
     with pytest.raises(ConfigError, match=r"disjoint.*shared: \[1\]"):
         load_config_dict(cfg)
 
 
 def test_unknown_private_class_names_the_valid_ones(tmp_path):
     cfg = _config(tmp_path)
-    cfg["data"]["classes"] = [0, 7]
+    cfg["targets"]["data"]["classes"] = [0, 7]
     with pytest.raises(ConfigError, match="data.classes.*0–3"):
         run_experiment(load_config_dict(cfg), tmp_path / "out")
 

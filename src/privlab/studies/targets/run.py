@@ -59,6 +59,8 @@ class TargetsRun:
         self.progress = ctx.progress
         self.cache = ctx.cache
         self.access = check_access(config)
+        for key in ("train_seconds", "attack_seconds", "utility_seconds"):
+            ctx.timings.setdefault(key, 0.0)  # always in the report, 0 when all was cached
         #: the seed's inversion prior and evaluator (their public data also feeds TL-DMI)
         self.inversion: InversionSetup | None = None
 
