@@ -1,17 +1,27 @@
-"""The ``privlab`` command line: run, demo, list, report."""
+"""The ``privlab`` command line: run, demo, list, report, shadow-heads, migrate-config.
+
+A failure the user can cause (a bad config, a full disk, a missing device, a diverging loss,
+a file that is not a report) is one ``error: ...`` line on stderr and exit status 2; the
+exception types that count are :data:`USER_ERRORS`, handled in one place
+(:class:`_ErrorHandlingGroup`). ``privlab --debug ...`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
+import yaml
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
+from privlab import __version__
 from privlab.config import ConfigError, load_config
 from privlab.data.bundle import DatasetError
 from privlab.registry import REGISTRIES, UnknownComponentError
@@ -20,24 +30,104 @@ from privlab.run.store import ModelFileError
 from privlab.studies.base import TextTable
 from privlab.threat_model import AccessDenied
 
-app = typer.Typer(
-    help="privlab: measure how much a trained model exposes its training data.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 console = output_console(stderr=True)
 out_console = output_console()
 
-USER_ERRORS = (
+#: exceptions a user can cause: one ``error:`` line and exit 2 (``--debug``: the traceback).
+#: ValueError covers ConfigError, DatasetError, ModelFileError, ReportError and ShardError;
+#: OSError covers a full disk, a file where a folder should be and AccessDenied.
+USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DatasetError,
     ModelFileError,
     UnknownComponentError,
     AccessDenied,
-    FileNotFoundError,
     ValueError,
     TypeError,
+    FloatingPointError,  # a diverging loss (training/loop.py)
+    OSError,
+    ImportError,  # an optional extra that is not installed (ray)
 )
+
+#: commands whose finished work is cached, so that running them again resumes
+RESUMABLE = ("run", "demo", "shadow-heads")
+
+
+def error_message(err: BaseException) -> str:
+    """The one line printed for a user error."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = err.filename2 or err.filename or "the run folder or the model cache"
+        return (
+            f"disk full while writing {where}: free some space (or point --out / "
+            "PRIVLAB_CACHE at another disk) and run the same command again to resume"
+        )
+    if isinstance(err, FloatingPointError):
+        return f"training diverged: {err}"
+    if isinstance(err, ModelFileError) and "non-finite" in str(err):
+        return f"training diverged: {err}; lower the learning rate"
+    if isinstance(err, OSError) and err.strerror and type(err).__str__ is OSError.__str__:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err) or type(err).__name__
+
+
+def _is_bug(err: BaseException) -> bool:
+    """An import error inside privlab itself is a bug (shown with its traceback), not an
+    optional extra that is missing."""
+    return isinstance(err, ImportError) and (err.name or "").split(".")[0] == "privlab"
+
+
+class _ErrorHandlingGroup(TyperGroup):
+    """Runs every command under the one handler of user errors and Ctrl-C."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's (vendored) click Context
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            resume = ctx.invoked_subcommand in RESUMABLE
+            console.print(
+                "interrupted: finished models and attacks are cached; run the same command "
+                "again to resume"
+                if resume
+                else "interrupted",
+                style="yellow",
+                markup=False,
+            )
+            raise typer.Exit(130) from None
+        except USER_ERRORS as err:
+            if ctx.params.get("debug") or _is_bug(err):
+                raise
+            console.print(Text.assemble(("error:", "bold red"), " ", error_message(err)))
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_ErrorHandlingGroup,
+    help="privlab: measure how much a trained model exposes its training data.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"privlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an error.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """--debug is read by _ErrorHandlingGroup from the context's params."""
+
 
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>).")
@@ -47,30 +137,40 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
 
 
+def _check_device(name: str | None) -> None:
+    """Fail before anything runs when the device cannot hold a tensor: ``mps`` on a machine
+    without it, ``cuda:7`` on a one-GPU machine (resolve_device checks names only)."""
+    import torch
+
+    from privlab.run.environment import resolve_device
+
+    device = resolve_device(name)
+    try:
+        torch.zeros(1).to(device)
+    except (RuntimeError, AssertionError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"device {name!r} is not available here ({reason}); use --device cpu, cuda or auto"
+        ) from None
+
+
 def _execute(
     config_path: Path, out: Path | None, overrides: list[str], device: str | None, seed: int | None
 ) -> None:
-    from privlab.cli_progress import RichProgressReporter
+    from privlab.cli_progress import RichProgressReporter, warnings_once
     from privlab.run.runner import run_experiment
 
     if seed is not None:
         overrides = [*overrides, f"seed={seed}", "seeds=null"]
-    try:
-        config = load_config(config_path, overrides)
-        out_dir = out or Path("runs") / config.name
-        with RichProgressReporter(console) as progress:
-            report = run_experiment(config, out_dir, device=device, progress=progress)
-    except USER_ERRORS as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted: finished models and attacks are cached; run the "
-            "same command again to resume[/]"
-        )
-        raise typer.Exit(130) from None
+    config = load_config(config_path, overrides)
+    _check_device(device or config.device)
+    out_dir = out or Path("runs") / config.name
+    with warnings_once(), RichProgressReporter(console) as progress:
+        report = run_experiment(config, out_dir, device=device, progress=progress)
     print_report(report, out_console)
-    console.print(f"report: [bold]{out_dir / 'report.html'}[/] (and report.json)")
+    console.print(
+        Text.assemble("report: ", (str(out_dir / "report.html"), "bold"), " (and report.json)")
+    )
 
 
 @app.command()
@@ -109,29 +209,23 @@ def shadow_heads(
 ) -> None:
     """Train shadow heads on the transfer setting's features (Maciazek & Allison, Algorithm 1)
     and write them to disk in resumable shards."""
+    from privlab.cli_progress import warnings_once
     from privlab.run.model_cache import default_cache_dir
-    from privlab.studies.reconstruction.shadow_heads import (
-        ShadowJob,
-        ShardError,
-        generate_shadow_heads,
-    )
+    from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
     from privlab.studies.reconstruction.transfer import transfer_setting
     from privlab.training.heads import HeadSpec
 
-    try:
-        data = transfer_setting(cache_dir=default_cache_dir())
-        job = ShadowJob(
-            spec=HeadSpec(),
-            n=n,
-            count=heads,
-            shard_size=shard_size,
-            seed=seed,
-            pool_sha256=data.sha256(),
-        )
+    data = transfer_setting(cache_dir=default_cache_dir())
+    job = ShadowJob(
+        spec=HeadSpec(),
+        n=n,
+        count=heads,
+        shard_size=shard_size,
+        seed=seed,
+        pool_sha256=data.sha256(),
+    )
+    with warnings_once():
         paths = generate_shadow_heads(job, data.features, data.labels, out, backend=backend)
-    except (ShardError, ValueError, ImportError) as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
     out_console.print(f"{heads} heads in {len(paths)} shards under {out} (job {job.key()[:12]})")
 
 
@@ -164,14 +258,10 @@ def report(
         render_comparison_html,
     )
     from privlab.report.html import write_html
-    from privlab.report.schema import ReportError, load_report
+    from privlab.report.schema import load_report
     from privlab.run.store import atomic_write_bytes
 
-    try:
-        loaded = [(str(run_dir), load_report(run_dir)) for run_dir in runs]
-    except ReportError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise typer.Exit(2) from None
+    loaded = [(str(run_dir), load_report(run_dir)) for run_dir in runs]  # ReportError: exit 2
     if len(loaded) == 1 and runs[0].is_dir():
         write_html(loaded[0][1], runs[0] / "report.html")
         console.print(f"re-rendered {runs[0] / 'report.html'}")
@@ -189,6 +279,48 @@ def report(
     if html is not None:
         atomic_write_bytes(html, render_comparison_html(loaded).encode())
         console.print(f"wrote {html}")
+
+
+@app.command("migrate-config")
+def migrate_config(
+    config: Annotated[Path, typer.Argument(help="A config written before the studies redesign.")],
+    write: Annotated[
+        bool, typer.Option("--write", help="Rewrite the file in place (atomically).")
+    ] = False,
+) -> None:
+    """Rewrite an old config (``kind:`` configs, top-level targets keys) in the current form,
+    comments kept: printed, or written back with --write."""
+    from privlab.config.migrate import legacy_problem, migrate_dict, migrate_text
+    from privlab.config.schema import read_yaml
+
+    data = read_yaml(config)
+    problem = legacy_problem(data)
+    if problem is None:
+        console.print(f"{config} is already current: nothing to migrate", markup=False)
+        return
+    if data.get("kind") not in (None, "reconstruction", "gradient_inversion"):
+        raise ConfigError(f"{config}: {problem}; cannot migrate it")
+    text = migrate_text(config.read_text(), data)
+    if yaml.safe_load(text) != migrate_dict(data):  # the text rewrite must mean the same data
+        raise ConfigError(
+            f"{config}: cannot rewrite this file's layout automatically; move the keys by "
+            f"hand ({problem})"
+        )
+    if not write:
+        typer.echo(text, nl=False)  # raw: no rich wrapping or markup
+        return
+    _replace_text(config, text)
+    console.print(f"rewrote {config}", markup=False)
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` over ``path`` atomically (through a symlink), keeping its permissions."""
+    from privlab.run.store import atomic_write_bytes
+
+    target = path.resolve()
+    mode = target.stat().st_mode & 0o7777
+    atomic_write_bytes(target, text.encode())
+    os.chmod(target, mode)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -8,7 +8,9 @@ contract tests pick it up from here. Adding an attack family is ``attacks/<famil
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -49,11 +51,27 @@ class Registry(Generic[T]):
             ) from None
 
     def build(self, name: str, /, **params: Any) -> T:
+        """``factory(**params)``; a parameter the factory does not take is a TypeError that
+        names it and lists the valid ones (a typo in a config's ``params``)."""
         factory = self.get(name)
         try:
             return factory(**params)
         except TypeError as err:
-            raise TypeError(f"bad parameters for {self.kind} {name!r}: {err}") from err
+            valid = _parameter_names(factory)
+            unknown = [k for k in params if valid is not None and k not in valid]
+            if not unknown:
+                raise TypeError(f"bad parameters for {self.kind} {name!r}: {err}") from err
+            shown = ", ".join(valid or []) or "none"
+            hints = [
+                f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
+                for k in unknown
+                for close in [difflib.get_close_matches(k, valid or [], n=1)]
+            ]
+            noun = "parameter" if len(unknown) == 1 else "parameters"
+            raise TypeError(
+                f"bad parameters for {self.kind} {name!r}: unknown {noun} {', '.join(hints)}; "
+                f"valid parameters: {shown}"
+            ) from err
 
     def names(self) -> list[str]:
         _load_builtin_components()
@@ -74,6 +92,19 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _parameter_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword parameters ``factory`` accepts, in order (private ``_names`` left out);
+    None when it takes ``**kwargs`` or has no signature to inspect."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in keyword and not p.name.startswith("_")]
 
 
 DATASETS: Registry[Any] = Registry("dataset")

@@ -1,0 +1,280 @@
+"""CLI failures a user can cause: one ``error:`` line on stderr, exit 2, no traceback; and the
+CLI's --version, --debug, migrate-config, untruncated piped output and once-only warnings."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+import privlab
+from privlab.cli import app, error_message
+from privlab.cli_progress import RichProgressReporter
+from privlab.config import load_config
+from privlab.registry import ATTACKS, MODELS, REGISTRIES
+from privlab.run.store import ModelFileError
+
+runner = CliRunner()
+
+LONG_TARGET = "natural_target_with_a_long_descriptive_name_for_the_log"
+LONG_LABELS = ("loss threshold attack with a long label", "confidence attack with a long label")
+
+
+def _section(**overrides: object) -> dict:
+    section: dict = {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "params": {"hidden": [32]}},
+        "train": {"epochs": 1},
+        "targets": [{"name": "natural", "regime": "natural"}],
+        "threat_model": {"reference": "none"},
+        "attacks": [{"name": "loss_threshold"}],
+    }
+    return section | overrides
+
+
+def _config(tmp_path: Path, **overrides: object) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "seed": 0, "targets": _section(**overrides)}))
+    return path
+
+
+def _user_error(result: Result) -> str:
+    """The one ``error:`` line of a failed command (exit 2, no traceback anywhere)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    return lines[0]
+
+
+def _cli(*args: str, stdout: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, stdout redirected to a file (not a terminal)."""
+    code = "import sys; from privlab.cli import app; sys.exit(app())"
+    with stdout.open("w") as fh:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            stdout=fh,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=os.environ | {"COLUMNS": "40"},  # a narrow terminal must not matter in a pipe
+            timeout=300,
+        )
+
+
+def test_report_on_a_foreign_json(tmp_path: Path) -> None:
+    foreign = tmp_path / "package.json"
+    foreign.write_text(json.dumps({"name": "left-pad", "version": "1.3.0"}))
+    line = _user_error(runner.invoke(app, ["report", str(foreign)]))
+    assert "not a privlab report" in line and "package.json" in line
+
+
+def test_out_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "taken")])
+    line = _user_error(result)
+    assert "output folder" in line and "is a file" in line
+
+
+def test_privlab_cache_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
+    line = _user_error(result)
+    assert "PRIVLAB_CACHE" in line and "is a file" in line
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has mps")
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_device_that_is_not_available(tmp_path: Path, command: str) -> None:
+    args = [str(_config(tmp_path))] if command == "run" else []
+    result = runner.invoke(app, [command, *args, "--out", str(tmp_path / "o"), "--device", "mps"])
+    line = _user_error(result)
+    assert "device 'mps' is not available" in line
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+
+
+def test_params_typo_lists_the_valid_params(tmp_path: Path) -> None:
+    with pytest.raises(TypeError) as info:
+        MODELS.build("mlp", input_shape=(64,), num_classes=10, hiden=[3])
+    assert "'hiden' (did you mean 'hidden'?)" in str(info.value)
+    assert "valid parameters: input_shape, num_classes, hidden" in str(info.value)
+    with pytest.raises(TypeError, match=r"valid parameters: .*iterations"):
+        ATTACKS.build("inverting_gradients", iteratons=3, tvv=0.1)
+    # in a run: the targets' model is built when the run starts
+    cfg = _config(tmp_path, model={"name": "mlp", "params": {"hiden": [32]}})
+    line = _user_error(runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o")]))
+    assert "'hiden'" in line and "valid parameters:" in line and "hidden" in line
+
+
+def test_params_typo_in_config_validation(tmp_path: Path) -> None:
+    """gradient_inversion's section builds its attacks while the config is validated."""
+    gi = {
+        "data": "digits",
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "clients": [{"batch_size": 4}],
+        "attacks": [{"name": "inverting_gradients", "params": {"iteratons": 3}}],
+    }
+    path = tmp_path / "gi.yaml"
+    path.write_text(yaml.safe_dump({"name": "gi", "gradient_inversion": gi}))
+    with pytest.raises(ValueError, match=r"attacks\.0: .*unknown parameter 'iteratons'"):
+        load_config(path)
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
+    _user_error(result)  # the config's errors follow it, one indented line each
+    assert "'iteratons' (did you mean 'iterations'?)" in result.stderr
+    assert "valid parameters: iterations, restarts" in result.stderr
+
+
+def test_diverging_loss(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, train={"epochs": 1, "optimizer": "sgd", "lr": 1e30})
+    line = _user_error(runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "o")]))
+    assert line.startswith("error: training diverged") and "lower the learning rate" in line
+    # NaN weights that reach the model store (the last step's loss was still finite)
+    stored = ModelFileError("m.safetensors: non-finite (NaN/inf) values in net.0.weight")
+    assert error_message(stored).startswith("training diverged: m.safetensors")
+
+
+def test_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, None, dst)
+
+    monkeypatch.setattr(os, "replace", full)  # the rename of every atomic write
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
+    line = _user_error(result)
+    assert line.startswith("error: disk full while writing ") and "resume" in line
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text("{}")
+    done = _cli("--debug", "report", str(foreign), stdout=tmp_path / "out.txt", cwd=tmp_path)
+    assert done.returncode not in (0, 2)
+    assert "Traceback" in done.stderr and "ReportError" in done.stderr
+    assert not any(line.startswith("error:") for line in done.stderr.splitlines())
+
+
+def test_ctrl_c_keeps_the_resume_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("privlab.run.runner.run_experiment", interrupted)
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 130
+    assert "run the same command again to resume" in result.stderr
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"privlab {privlab.__version__}\n"
+
+
+LEGACY = """\
+name: old  # the header stays
+# the data of the study
+data: {name: digits}
+model: {name: mlp, params: {hidden: [32]}}
+train: {epochs: 1}
+targets:
+  - {name: natural, regime: natural}
+threat_model: {reference: none}
+attacks: [{name: loss_threshold}]
+"""
+
+
+def test_migrate_config(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(LEGACY)
+    result = runner.invoke(app, ["migrate-config", str(path)])
+    assert result.exit_code == 0, result.output
+    migrated = yaml.safe_load(result.stdout)
+    assert set(migrated) == {"name", "targets"} and migrated["targets"]["data"]["name"] == "digits"
+    assert "# the data of the study" in result.stdout and "# the header stays" in result.stdout
+    assert path.read_text() == LEGACY  # printed only
+
+    result = runner.invoke(app, ["migrate-config", str(path), "--write"])
+    assert result.exit_code == 0, result.output
+    assert path.read_text() != LEGACY and load_config(path).name == "old"
+    assert not [p for p in tmp_path.iterdir() if p.name != "old.yaml"]  # no temporary left
+
+    result = runner.invoke(app, ["migrate-config", str(path)])
+    assert result.exit_code == 0 and "already current" in result.stderr and result.stdout == ""
+
+    path.write_text("kind: membership\nname: x\n")
+    line = _user_error(runner.invoke(app, ["migrate-config", str(path)]))
+    assert "cannot migrate" in line
+
+
+def test_piped_output_is_not_truncated(tmp_path: Path) -> None:
+    attacks = [
+        {"name": "loss_threshold", "label": LONG_LABELS[0]},
+        {"name": "confidence", "label": LONG_LABELS[1]},
+    ]
+    targets = [{"name": LONG_TARGET, "regime": "natural"}]
+    cfg = _config(tmp_path, targets=targets, attacks=attacks)
+    out = tmp_path / "run.txt"
+    done = _cli("run", str(cfg), "--out", str(tmp_path / "run"), stdout=out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    for name in (LONG_TARGET, *LONG_LABELS):
+        assert name in text
+    assert "…" not in text + done.stderr
+    assert LONG_TARGET in done.stderr  # the progress lines, whole
+    assert max(len(line) for line in done.stderr.splitlines()) < 300  # none padded to 10,000
+
+    compared = tmp_path / "compare.txt"
+    run = str(tmp_path / "run")
+    done = _cli("report", run, run, stdout=compared, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "comparison" in compared.read_text() and LONG_TARGET in compared.read_text()
+    assert "…" not in compared.read_text()
+
+    listed = tmp_path / "list.txt"
+    assert _cli("list", stdout=listed, cwd=tmp_path).returncode == 0
+    listing = listed.read_text()
+    for registry in REGISTRIES:  # every description on one line, whole (some contain a '…')
+        assert all(registry.describe(name) in listing for name in registry.names())
+
+
+def test_log_lines_are_not_padded_to_the_console_width() -> None:
+    buffer = io.StringIO()
+    wide = Console(file=buffer, width=10_000, soft_wrap=True)  # output_console() in a pipe
+    with RichProgressReporter(wide) as progress:
+        progress.log(f"{LONG_TARGET}: loaded from cache")
+    (line,) = buffer.getvalue().splitlines()
+    assert line.endswith(f"] {LONG_TARGET}: loaded from cache")  # "[12:00:00] ..."
+
+
+def test_warnings_once_per_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    def two_models(*args: object, **kwargs: object) -> dict:
+        for _ in range(2):  # one warning per model, as Opacus gives
+            warnings.warn("Secure RNG turned off (fake)", UserWarning, stacklevel=1)
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+        return {"schema_version": 2, "studies": {}}
+
+    warnings.simplefilter("always")  # without the CLI's filter both would be shown
+    two_models()
+    assert len(recwarn) == 3
+    recwarn.clear()
+
+    monkeypatch.setattr("privlab.run.runner.run_experiment", two_models)
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    shown = [str(w.message) for w in recwarn]
+    assert shown.count("Secure RNG turned off (fake)") == 1 and "another warning" in shown
+    result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
+    assert [str(w.message) for w in recwarn].count("Secure RNG turned off (fake)") == 2  # per run
