@@ -137,23 +137,6 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
 
 
-def _check_device(name: str | None) -> None:
-    """Fail before anything runs when the device cannot hold a tensor: ``mps`` on a machine
-    without it, ``cuda:7`` on a one-GPU machine (resolve_device checks names only)."""
-    import torch
-
-    from privlab.run.environment import resolve_device
-
-    device = resolve_device(name)
-    try:
-        torch.zeros(1).to(device)
-    except (RuntimeError, AssertionError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"device {name!r} is not available here ({reason}); use --device cpu, cuda or auto"
-        ) from None
-
-
 def _execute(
     config_path: Path, out: Path | None, overrides: list[str], device: str | None, seed: int | None
 ) -> None:
@@ -163,7 +146,6 @@ def _execute(
     if seed is not None:
         overrides = [*overrides, f"seed={seed}", "seeds=null"]
     config = load_config(config_path, overrides)
-    _check_device(device or config.device)
     out_dir = out or Path("runs") / config.name
     with warnings_once(), RichProgressReporter(console) as progress:
         report = run_experiment(config, out_dir, device=device, progress=progress)

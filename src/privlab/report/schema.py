@@ -25,8 +25,8 @@ class ReportError(ValueError):
 
 def _runs_by_seed(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Schema 1's flat targets list as one run per seed."""
-    data = report.get("data") or {}
-    splits = data.get("splits") or {}
+    data = report.get("data") if isinstance(report.get("data"), dict) else {}
+    splits = data.get("splits") if isinstance(data.get("splits"), dict) else {}
     seeds = report.get("seeds") or [report.get("seed")]
     runs = []
     for seed in seeds:
@@ -35,7 +35,11 @@ def _runs_by_seed(report: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "seed": seed,
                 "data": {"name": data.get("name"), **split},
-                "targets": [t for t in report.get("targets") or [] if t.get("seed") == seed],
+                "targets": [
+                    t
+                    for t in report.get("targets") or []
+                    if isinstance(t, dict) and t.get("seed") == seed
+                ],
             }
         )
     return runs
@@ -77,8 +81,11 @@ def upgrade(report: Any, source: str = "report") -> dict[str, Any]:
             f"{source}: schema_version {version!r} is not one this privlab reads "
             f"(1 or {SCHEMA_VERSION})"
         )
-    if not isinstance(report.get("studies"), dict):
-        raise ReportError(f"{source}: not a privlab report (no 'studies' mapping)")
+    studies = report.get("studies")
+    if not isinstance(studies, dict) or not all(
+        isinstance(s, dict) and isinstance(s.get("runs"), list) for s in studies.values()
+    ):
+        raise ReportError(f"{source}: not a privlab report (no 'studies' with their 'runs')")
     return report
 
 

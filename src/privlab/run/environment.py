@@ -21,6 +21,13 @@ def resolve_device(name: str | None) -> torch.device:
         raise ValueError(f"invalid device {name!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available here")
+    try:  # mps without Metal, cuda:7 on a one-GPU machine: refuse before anything runs
+        torch.zeros(1).to(device)
+    except (RuntimeError, AssertionError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"device {name!r} is not available here ({reason}); use cpu, cuda or auto"
+        ) from None
     return device
 
 
