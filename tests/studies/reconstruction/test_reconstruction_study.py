@@ -1,4 +1,5 @@
-"""``kind: reconstruction`` experiments: config checks, an end-to-end run, resume, report."""
+"""The reconstruction study (a ``reconstruction:`` section): config checks, an end-to-end run
+through run_experiment, resume, report."""
 
 import json
 import math
@@ -6,12 +7,10 @@ import math
 import pytest
 
 from privlab.config import ConfigError, load_config_dict
-from privlab.studies.reconstruction.config import ReconstructionExperimentConfig
 from privlab.run.runner import run_experiment
+from privlab.studies.reconstruction.config import ReconstructionConfig
 
-SMALL = {
-    "kind": "reconstruction",
-    "name": "small_recon",
+SECTION = {
     "weak_adversary": {
         "dataset": "digits",
         "pretrain_epochs": 2,
@@ -32,30 +31,40 @@ SMALL = {
         "closed_form": {"fixed": 100, "targets": 2},
     },
 }
+SMALL = {"name": "small_recon", "reconstruction": SECTION}
 
 
 def test_reconstruction_configs_are_checked():
     cfg = load_config_dict(SMALL)
-    assert isinstance(cfg, ReconstructionExperimentConfig)
-    with pytest.raises(ConfigError, match="unknown key 'weak_adversary.shadow'"):
-        load_config_dict({"kind": "reconstruction", "weak_adversary": {"shadow": 3}})
+    assert isinstance(cfg.reconstruction, ReconstructionConfig)
+    assert list(cfg.studies()) == ["reconstruction"]
+
+    def section(**keys):
+        return {"reconstruction": keys}
+
+    with pytest.raises(ConfigError, match="unknown key 'reconstruction.weak_adversary.shadow'"):
+        load_config_dict(section(weak_adversary={"shadow": 3}))
     with pytest.raises(ConfigError, match="needs weak_adversary or informed_adversary"):
-        load_config_dict({"kind": "reconstruction"})
+        load_config_dict(section())
     with pytest.raises(ConfigError, match="binary head"):
-        load_config_dict({"kind": "reconstruction", "weak_adversary": {"task": "one_vs_rest"}})
+        load_config_dict(section(weak_adversary={"task": "one_vs_rest"}))
     with pytest.raises(ConfigError, match="variant names must be unique"):
-        load_config_dict(
-            {"kind": "reconstruction", "weak_adversary": {"variants": [{"name": "a"}] * 2}}
-        )
+        load_config_dict(section(weak_adversary={"variants": [{"name": "a"}] * 2}))
     with pytest.raises(ConfigError, match="epsilon"):
-        load_config_dict({"kind": "reconstruction", "weak_adversary": {"dp": {"epsilon": -1}}})
+        load_config_dict(section(weak_adversary={"dp": {"epsilon": -1}}))
+    with pytest.raises(ConfigError, match="kind: reconstruction` configs are gone"):
+        load_config_dict({"kind": "reconstruction", **SECTION})
 
 
 def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
     cfg = load_config_dict(SMALL)
     report = run_experiment(cfg, tmp_path / "run")
-    weak, informed = report["weak_adversary"], report["informed_adversary"]
+    assert list(report["studies"]) == ["reconstruction"]
+    (run,) = report["studies"]["reconstruction"]["runs"]
+    assert run["seed"] == 0
+    weak, informed = run["weak_adversary"], run["informed_adversary"]
+    informed_results = json.loads(json.dumps(informed))
     assert [v["name"] for v in weak["variants"]] == ["N=10", "dp eps=50"]
     plain, private = weak["variants"]
     for v in weak["variants"]:
@@ -77,15 +86,17 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
         assert text in html
     assert "figure unavailable" not in html
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert saved["kind"] == "reconstruction" and saved["weak_adversary"]["tau"] == weak["tau"]
+    (saved_run,) = saved["studies"]["reconstruction"]["runs"]
+    assert saved["schema_version"] == 2 and saved_run["weak_adversary"]["tau"] == weak["tau"]
     # resume: every unit comes from state/, nothing is trained again
-    import privlab.studies.reconstruction.informed as informed
-    import privlab.studies.reconstruction.weak as rec
+    from privlab.registry import ATTACKS
 
     def boom(*a, **k):
         raise AssertionError("retrained a finished unit")
 
-    monkeypatch.setattr(rec, "train_reconstructor", boom)
-    monkeypatch.setattr(informed, "train_reconnn", boom)
+    monkeypatch.setattr(ATTACKS.get("weak_adversary"), "fit", boom)  # the reconstructor
+    monkeypatch.setattr(ATTACKS.get("reconnn"), "fit", boom)
     again = run_experiment(cfg, tmp_path / "run")
-    assert again["weak_adversary"]["variants"] == weak["variants"]
+    (again_run,) = again["studies"]["reconstruction"]["runs"]
+    assert again_run["weak_adversary"]["variants"] == weak["variants"]
+    assert again_run["informed_adversary"] == informed_results
