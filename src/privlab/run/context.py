@@ -41,13 +41,14 @@ class RunContext:
         that names it)."""
         out = Path(out)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        resolved = resolve_device(device)  # before any folder is made
         check_writable_dir(out, "output folder")
         check_writable_dir(cache, "model cache (PRIVLAB_CACHE / cache_dir)")
         return cls(
             out=out,
             state=StateDir(out),
             cache=cache,
-            device=resolve_device(device),
+            device=resolved,
             progress=progress or SilentProgress(),
             seeds=list(seeds),
         )
