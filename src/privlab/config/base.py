@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from privlab.registry import ATTACKS, DATASETS, Registry
 
@@ -40,6 +47,71 @@ class AttackConfig(Component):
     @property
     def display(self) -> str:
         return self.label or self.name
+
+
+class Swept(Component):
+    """A registered component with fixed ``params`` and optionally one parameter swept over
+    ``sweep: {parameter: [values]}``: the one sweep form of every config. A swept regime of a
+    target or a swept membership attack becomes one target / attack per value (named
+    ``"<name> <parameter>=<value>"``); a swept federated defence stays one defence whose
+    values are its strengths, weakest to strongest."""
+
+    label: str | None = None
+    sweep: dict[str, list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check_sweep(self) -> Swept:
+        if self.sweep is not None:
+            if len(self.sweep) != 1:
+                raise ValueError(
+                    f"sweep takes exactly one parameter, got {sorted(self.sweep) or 'none'}"
+                )
+            (param, values) = next(iter(self.sweep.items()))
+            if not values:
+                raise ValueError(f"sweep.{param}: give at least one value")
+            if param in self.params:
+                raise ValueError(f"{param!r} is both in params and swept")
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def points(self) -> list[tuple[int, dict[str, Any], str]]:
+        """(rank, full parameters, label) for every value of the sweep, in order."""
+        if self.sweep is None:
+            return [(0, dict(self.params), self.display)]
+        (param, values) = next(iter(self.sweep.items()))
+        return [
+            (rank, {**self.params, param: value}, f"{self.display} {param}={value}")
+            for rank, value in enumerate(values)
+        ]
+
+
+def expand_sweep(entry: Any, component: str | None, name_key: str, where: str) -> list[Any]:
+    """One raw config entry per value of the sweep of ``entry`` (or of its ``component``
+    key), each named ``"<name> <parameter>=<value>"`` under ``name_key``; entries without a
+    sweep (or not mappings: pydantic reports those) are returned as they are."""
+    if not isinstance(entry, dict):
+        return [entry]
+    raw = entry.get(component) if component else entry
+    if not isinstance(raw, dict) or raw.get("sweep") is None:
+        return [entry]
+    try:
+        swept = Swept.model_validate(raw)
+    except ValidationError as err:
+        problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{where}: {problem}") from None
+    base = {k: v for k, v in raw.items() if k not in ("sweep", "label")}
+    name = str(entry.get(name_key) or swept.display)
+    out = []
+    for _, params, _ in swept.points():
+        (param, _values) = next(iter(swept.sweep.items()))  # type: ignore[union-attr]
+        fixed = base | {"params": params}
+        suffix = f" {param}={params[param]}"
+        outer = entry | {component: fixed} if component else fixed
+        out.append(outer | {name_key: name + suffix})
+    return out
 
 
 class TrainConfig(_Strict):

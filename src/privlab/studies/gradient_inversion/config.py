@@ -21,6 +21,7 @@ from privlab.config.base import (
     AttackConfig,
     Component,
     DataConfig,
+    Swept,
     _check_family,
     _check_name,
     _Strict,
@@ -61,42 +62,11 @@ class ClientSetting(_Strict):
         return {"local_steps": self.local_steps, "lr": self.lr, "local_batch": self.local_batch}
 
 
-class DefenceSweep(Component):
+class DefenceSweep(Swept):
     """A defence (``DEFENCES`` name, fixed ``params``) and optionally one parameter swept over
     ``sweep: {parameter: [values]}``, values ordered from the weakest to the strongest defence
     (e.g. pruning ``p: [0.5, 0.9, 0.99]``, quantisation ``bits: [8, 4, 2]``): the order, not
     the value, is the defence's strength when utility losses are matched."""
-
-    label: str | None = None
-    sweep: dict[str, list[Any]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> DefenceSweep:
-        if self.sweep is not None:
-            if len(self.sweep) != 1:
-                raise ValueError(
-                    f"sweep takes exactly one parameter, got {sorted(self.sweep) or 'none'}"
-                )
-            (param, values) = next(iter(self.sweep.items()))
-            if not values:
-                raise ValueError(f"sweep.{param}: give at least one value")
-            if param in self.params:
-                raise ValueError(f"{param!r} is both in params and swept")
-        return self
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-    def points(self) -> list[tuple[int, dict[str, Any], str]]:
-        """(strength rank, full parameters, point label) for every value of the sweep."""
-        if self.sweep is None:
-            return [(0, dict(self.params), self.display)]
-        (param, values) = next(iter(self.sweep.items()))
-        return [
-            (rank, {**self.params, param: value}, f"{self.display} {param}={value}")
-            for rank, value in enumerate(values)
-        ]
 
 
 class FederatedUtilityConfig(_Strict):

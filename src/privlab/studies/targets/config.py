@@ -16,6 +16,7 @@ from privlab.config.base import (
     _check_name,
     _Strict,
     check_unique,
+    expand_sweep,
 )
 from privlab.registry import DATASETS, MODELS, REGIMES
 
@@ -142,6 +143,37 @@ class TargetsConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     sensitivity: SensitivityConfig | None = None
     inversion: InversionConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweeps(cls, data: Any) -> Any:
+        """A swept regime or attack is one target or attack per value (config.base.Swept)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, component, name_key in (("targets", "regime", "name"), ("attacks", None, "label")):
+            if isinstance(data.get(key), list):
+                data[key] = [
+                    expanded
+                    for i, entry in enumerate(data[key])
+                    for expanded in expand_sweep(
+                        entry,
+                        component,
+                        name_key,
+                        f"{key}.{i}" + (f".{component}" if component else ""),
+                    )
+                ]
+        return data
+        data = dict(data)
+        if isinstance(data.get("targets"), list):
+            data["targets"] = [
+                t for entry in data["targets"] for t in expand_sweep(entry, "regime", "name")
+            ]
+        if isinstance(data.get("attacks"), list):
+            data["attacks"] = [
+                a for entry in data["attacks"] for a in expand_sweep(entry, None, "label")
+            ]
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TargetsConfig:
