@@ -1,19 +1,17 @@
-"""``kind: gradient_inversion`` experiments (Liu et al. 2025): config checks, an end-to-end
-run with defences and utility, resume from state/, the report section and the matched
-comparison."""
+"""The gradient-inversion study (Liu et al. 2025; a ``gradient_inversion:`` section): config
+checks, an end-to-end run with defences and utility, resume from state/, the report section and
+the matched comparison."""
 
 import json
 import math
 
 import pytest
 
-from privlab.config import (
-    ConfigError,
-    ExperimentConfig,
-    GradientInversionExperimentConfig,
-    load_config_dict,
-)
+from conftest import targets_of, tiny_config
+from privlab.config import ConfigError, load_config_dict
+from privlab.run.runner import run_experiment
 from privlab.studies.gradient_inversion import run as gi
+from privlab.studies.gradient_inversion.config import GradientInversionConfig
 from privlab.studies.gradient_inversion.report import (
     attacks_figure,
     grid_figure,
@@ -21,10 +19,8 @@ from privlab.studies.gradient_inversion.report import (
     points_table,
     tradeoff_figure,
 )
-from privlab.run.runner import run_experiment
 
 SMALL = {
-    "kind": "gradient_inversion",
     "name": "small_gi",
     "gradient_inversion": {
         "data": "digits",
@@ -75,9 +71,18 @@ def test_bad_configs_name_the_problem(override, message):
         load_config_dict(_section(**override))
 
 
+def gi_run(report):
+    """The (only) seed's run of the gradient-inversion study."""
+    (run,) = report["studies"]["gradient_inversion"]["runs"]
+    return run
+
+
 def test_configs_select_the_schema_and_points():
     cfg = load_config_dict(SMALL)
-    assert isinstance(cfg, GradientInversionExperimentConfig)
+    assert isinstance(cfg.gradient_inversion, GradientInversionConfig)
+    assert list(cfg.studies()) == ["gradient_inversion"]
+    with pytest.raises(ConfigError, match="kind: gradient_inversion` configs are gone"):
+        load_config_dict({"kind": "gradient_inversion", **SMALL})
     sweep = cfg.gradient_inversion.defences[1]
     assert [(r, p, label) for r, p, label in sweep.points()] == [
         (0, {"p": 0.9}, "pruning p=0.9"),
@@ -85,19 +90,23 @@ def test_configs_select_the_schema_and_points():
     ]
     demo = load_config_dict(
         {
-            "data": "digits",
-            "model": "mlp",
-            "targets": [{"name": "t", "regime": "natural"}],
+            "targets": {
+                "data": "digits",
+                "model": "mlp",
+                "targets": [{"name": "t", "regime": "natural"}],
+            },
             "gradient_inversion": SMALL["gradient_inversion"],
         }
     )
-    assert isinstance(demo, ExperimentConfig) and demo.gradient_inversion is not None
+    assert set(demo.studies()) == {"gradient_inversion", "targets"}
+    assert demo.gradient_inversion == cfg.gradient_inversion
 
 
 def test_end_to_end_run_defends_reports_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
     report = run_experiment(load_config_dict(SMALL), tmp_path / "run")
-    (setting,) = report["gradient_inversion"]["settings"]
+    assert gi_run(report)["seed"] == 0
+    (setting,) = gi_run(report)["settings"]
     points = {p["label"]: p for p in setting["points"]}
     assert list(points) == ["none", "pruning p=0.9", "pruning p=0.999", "dp noise_multiplier=1.0"]
     clear, pruned = points["none"]["attacks"]["IG"], points["pruning p=0.999"]["attacks"]["IG"]
@@ -115,9 +124,8 @@ def test_end_to_end_run_defends_reports_and_resumes(tmp_path, monkeypatch):
     assert len(setting["originals"]) == 2 and len(points["none"]["examples"]["IG"]) == 2
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Gradient inversion in federated learning" in html
-    assert (
-        json.loads((tmp_path / "run" / "report.json").read_text())["kind"] == "gradient_inversion"
-    )
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert list(saved["studies"]) == ["gradient_inversion"] and saved["schema_version"] == 2
 
     # a second run reads every unit from state/: nothing is attacked or trained again
     def refuse(*_a, **_k):
@@ -126,9 +134,7 @@ def test_end_to_end_run_defends_reports_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(gi, "attack_point", refuse)
     monkeypatch.setattr(gi, "utility_point", refuse)
     again = run_experiment(load_config_dict(SMALL), tmp_path / "run")
-    assert json.dumps(again["gradient_inversion"]["settings"]) == json.dumps(
-        report["gradient_inversion"]["settings"]
-    )
+    assert json.dumps(gi_run(again)["settings"]) == json.dumps(gi_run(report)["settings"])
 
 
 def test_too_many_batches_are_refused(tmp_path, monkeypatch):
@@ -182,21 +188,22 @@ def test_report_tables_and_figures_render(tmp_path, monkeypatch):
     data["gradient_inversion"]["utility"] = {"clients": 2, "rounds": 3}
     data["gradient_inversion"]["attacks"][0]["params"]["iterations"] = 10
     report = run_experiment(load_config_dict(data), tmp_path / "run")
-    header, rows = points_table(report)
+    sec = gi_run(report)
+    view = {"gradient_inversion": sec}  # the form the study's tables read
+    header, rows = points_table(view)
     assert header[:3] == ["client", "defence", "PSNR IG"] and len(rows) == 2
-    assert matched_table(report)[1]
-    sec = report["gradient_inversion"]
+    assert matched_table(view)[1]
     for figure in (tradeoff_figure(sec), attacks_figure(sec), grid_figure(sec["settings"][0])):
         assert len(figure) > 2000  # a real PNG, not the placeholder
 
 
-def test_a_gradient_inversion_section_joins_an_ordinary_experiment(tmp_path, monkeypatch):
-    from conftest import tiny_config
-
+def test_a_gradient_inversion_section_joins_a_targets_study(tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
     section = _section(defences=["none"], utility=None, batches=1)["gradient_inversion"]
     section["attacks"][0]["params"]["iterations"] = 20
     config = tiny_config(targets=[{"name": "natural", "regime": "natural"}], attacks=[])
     report = run_experiment(load_config_dict(config | {"gradient_inversion": section}), tmp_path)
-    assert report["targets"] and report["gradient_inversion"]["settings"][0]["points"]
-    assert "Gradient inversion in federated learning" in (tmp_path / "report.html").read_text()
+    assert list(report["studies"]) == ["targets", "gradient_inversion"]  # the studies' order
+    assert targets_of(report) and gi_run(report)["settings"][0]["points"]
+    html = (tmp_path / "report.html").read_text()
+    assert "Gradient inversion in federated learning" in html and "Membership inference" in html
