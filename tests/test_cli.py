@@ -50,7 +50,7 @@ def test_run_then_report_and_compare(tmp_path):
             "--out",
             str(out),
             "--set",
-            "train.epochs=2",
+            "targets.train.epochs=2",
             "--seed",
             "3",
             "--device",
@@ -59,7 +59,8 @@ def test_run_then_report_and_compare(tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["seed"] == 3 and report["config"]["train"]["epochs"] == 2
+    assert report["seeds"] == [3] and report["config"]["targets"]["train"]["epochs"] == 2
+    assert [run["seed"] for run in report["studies"]["targets"]["runs"]] == [3]
     (out / "report.html").unlink()
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0 and (out / "report.html").is_file()
@@ -72,12 +73,12 @@ def test_run_then_report_and_compare(tmp_path):
 
 def test_config_typo_exits_2_and_names_the_key(tmp_path):
     cfg = tiny_config()
-    cfg["trian"] = cfg.pop("train")
+    cfg["targets"]["trian"] = cfg["targets"].pop("train")
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert "unknown key 'trian'" in result.output
+    assert "unknown key 'targets.trian'" in result.output
 
 
 def test_bad_device_and_missing_report_are_clear(tmp_path):

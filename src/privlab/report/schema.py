@@ -92,8 +92,8 @@ def upgrade(report: Any, source: str = "report") -> dict[str, Any]:
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read a ``report.json`` (or a run folder holding one) in the current schema."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "report.json"
+    if path.is_dir() or (not path.exists() and path.suffix != ".json"):
+        path = path / "report.json"  # a run folder (a missing one is named with its report)
     if not path.is_file():
         raise ReportError(f"{path}: not found (is it a run folder?)")
     try:
