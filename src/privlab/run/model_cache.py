@@ -119,7 +119,7 @@ def get_or_train(
             model,
             data,
             regime,
-            TrainSpec(**train_cfg.model_dump()),
+            train_cfg,
             recipe,
             key,
             path,

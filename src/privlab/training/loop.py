@@ -5,31 +5,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privlab.config.base import TrainConfig
 from privlab.data.bundle import Split, stratified_split
 from privlab.training.regime import Regime
 
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainSpec:
-    """Optimisation settings shared by all regimes."""
-
-    epochs: int = 50
-    batch_size: int = 64
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
-    #: stop after the first epoch whose validation accuracy reaches this (the AT-AT replication
-    #: code's matched-accuracy checkpoints); ``validation`` of the data is held out for it
-    stop_at_accuracy: float | None = None
-    validation: float = 0.2
+#: the optimisation settings shared by all regimes: the config's one copy of the training fields
+TrainSpec = TrainConfig
 
 
 @dataclasses.dataclass

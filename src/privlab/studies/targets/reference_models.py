@@ -27,7 +27,6 @@ from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
 from privlab.studies.targets.config import ReferenceModelsConfig
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
 from privlab.training.ensembles import train_ensemble
-from privlab.training.loop import TrainSpec
 from privlab.training.regime import Regime
 
 
@@ -121,7 +120,7 @@ def _train(
         pool,
         masks,
         regime,
-        TrainSpec(**train_cfg.model_dump()),
+        train_cfg,
         seeds=seeds,
         device=device,
         chunk_size=cfg.chunk_size,
