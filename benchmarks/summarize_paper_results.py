@@ -4,22 +4,20 @@ docs/reproductions.md. Usage: .venv/bin/python benchmarks/summarize_paper_result
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from pathlib import Path
 
-from privlab.studies.targets.aggregate import (
-    aggregate_targets,
-    format_pm,
-    markdown_summary,
-    markdown_table,
-)
+from privlab.report.schema import load_report
+from privlab.report.stats import format_pm, markdown_table
+from privlab.studies.base import runs_of
+from privlab.studies.targets.aggregate import aggregate_targets, markdown_summary
 from privlab.studies.targets.inversion_report import (
     inversion_markdown,
     inversion_rows,
     robustness_correlation,
     tradeoff_figure,
 )
+from privlab.studies.targets.study import flat_view
 
 FIGURES = Path("docs/figures")
 
@@ -111,26 +109,32 @@ def gradient_inversion_summary(name: str, report: dict) -> None:
     print(f"\n![reconstructions]({figure.relative_to('docs')})\n")
 
 
+def targets_summary(name: str, view: dict) -> None:
+    """Membership tables, or the inversion table and trade-off figure."""
+    if ((view.get("config") or {}).get("targets") or {}).get("inversion"):
+        print(inversion_markdown(view))
+        print(correlation_lines(view))
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        figure = FIGURES / f"{name}_tradeoff.png"
+        figure.write_bytes(base64.b64decode(tradeoff_figure(view)))
+        print(f"![privacy–robustness trade-off]({figure.relative_to('docs')})\n")
+        return
+    print(markdown_summary(view))
+    print(advantage_table(view) + "\n")
+
+
 def main(root: Path = Path("results/paper")) -> None:
     for path in sorted(root.glob("*/report.json")):
-        report = json.loads(path.read_text())
-        print(f"## {path.parent.name}\n")
-        if report.get("kind") == "reconstruction":
-            reconstruction_summary(path.parent.name, report)
-            continue
-        if report.get("kind") == "gradient_inversion":
-            gradient_inversion_summary(path.parent.name, report)
-            continue
-        if (report.get("config") or {}).get("inversion"):
-            print(inversion_markdown(report))
-            print(correlation_lines(report))
-            FIGURES.mkdir(parents=True, exist_ok=True)
-            figure = FIGURES / f"{path.parent.name}_tradeoff.png"
-            figure.write_bytes(base64.b64decode(tradeoff_figure(report)))
-            print(f"![privacy–robustness trade-off]({figure.relative_to('docs')})\n")
-            continue
-        print(markdown_summary(report))
-        print(advantage_table(report) + "\n")
+        report = load_report(path)  # schema-1 reports are upgraded
+        name = path.parent.name
+        print(f"## {name}\n")
+        studies = report["studies"]
+        for run in runs_of(studies.get("reconstruction") or {}):
+            reconstruction_summary(name, run)
+        for run in runs_of(studies.get("gradient_inversion") or {}):
+            gradient_inversion_summary(name, {"gradient_inversion": run})
+        if "targets" in studies:
+            targets_summary(name, flat_view(report, studies["targets"]))
 
 
 if __name__ == "__main__":
