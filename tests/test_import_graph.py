@@ -84,3 +84,44 @@ def test_no_import_cycles() -> None:
     # import system's parent loading, which is not an edge here
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+#: (importing package, forbidden prefix): what the layers may not know
+LAYERS = [
+    ("privlab.run", "privlab.studies."),
+    ("privlab.report", "privlab.studies."),
+    ("privlab.config", "privlab.studies."),
+    ("privlab.run", "privlab.attacks"),
+    ("privlab.report", "privlab.attacks"),
+    ("privlab.attacks", "privlab.run"),
+    ("privlab.attacks", "privlab.studies"),
+    ("privlab.attacks", "privlab.report"),
+]
+ALLOWED = {"privlab.studies.base"}  # the protocol every layer may name
+
+
+def test_the_family_agnostic_layers_know_no_family() -> None:
+    bad = [
+        (name, imported)
+        for name in MODULES
+        for package, forbidden in LAYERS
+        if name == package or name.startswith(package + ".")
+        for imported in imports_of(name)
+        if imported.startswith(forbidden) and imported not in ALLOWED
+    ]
+    assert not bad, f"layering violations: {bad}"
+
+
+def test_studies_do_not_import_each_other() -> None:
+    def family(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[2] if len(parts) > 3 and parts[1] == "studies" else None
+
+    bad = [
+        (name, imported)
+        for name in MODULES
+        if family(name)
+        for imported in imports_of(name)
+        if family(imported) and family(imported) != family(name)
+    ]
+    assert not bad, f"one study imports another: {bad}"
