@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from privlab.metrics.reconstruction import pairwise_mse
+from privlab.training.dp import epsilon_from_rdp, rdp_curve
+
+if TYPE_CHECKING:
+    from privlab.training.heads import HeadDP
 
 
 def _check_kappa(kappa: float) -> None:
@@ -83,13 +88,9 @@ def dp_sgd_rdp(
     steps: int,
     orders: Sequence[float] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """DP-SGD's RDP curve (subsampled Gaussian, Opacus' analysis): (orders, ε(α))."""
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis.rdp import compute_rdp
-
-    alphas = list(orders) if orders is not None else list(RDPAccountant.DEFAULT_ALPHAS)
-    rdp = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=alphas)
-    return alphas, [float(v) for v in np.atleast_1d(rdp)]
+    """DP-SGD's RDP curve (subsampled Gaussian, Opacus' analysis): (orders, ε(α)), from
+    :func:`privlab.training.dp.rdp_curve`."""
+    return rdp_curve(noise_multiplier, sample_rate, steps, orders)
 
 
 def rero_gamma_dp_sgd(
@@ -115,16 +116,29 @@ def dp_sgd_rero_curve(
     delta: float,
     noise_multipliers: Sequence[float],
 ) -> dict[str, list[float]]:
-    """For each noise multiplier: ε at ``delta`` (Opacus' RDP conversion) and γ (Thm 2), both
-    from one RDP curve — a privacy/ReRo curve without calibrating noise to each ε."""
-    from opacus.accountants.analysis.rdp import get_privacy_spent
-
+    """For each noise multiplier: ε at ``delta`` (the RDP accountant's conversion,
+    :func:`privlab.training.dp.epsilon_from_rdp`) and γ (Thm 2), both from one RDP curve — a
+    privacy/ReRo curve without calibrating noise to each ε."""
     eps, gamma = [], []
     for sigma in noise_multipliers:
         alphas, rdp = dp_sgd_rdp(sample_rate=sample_rate, noise_multiplier=sigma, steps=steps)
-        eps.append(float(get_privacy_spent(orders=alphas, rdp=rdp, delta=delta)[0]))
+        eps.append(epsilon_from_rdp(alphas, rdp, delta))
         gamma.append(rero_gamma_rdp(alphas, rdp, kappa))
     return {"noise_multiplier": list(noise_multipliers), "epsilon": eps, "gamma": gamma}
+
+
+def dp_epsilon_gamma(dp: HeadDP, n: int, epochs: int, kappa: float) -> tuple[float, float]:
+    """ε at δ = N^−1.1 and the ReRo γ (Thm 2, α optimised) of DP-SGD heads trained on ``n``
+    examples for ``epochs`` (their q, steps and δ from :class:`~privlab.training.heads.HeadDP`),
+    both from one RDP curve."""
+    curve = dp_sgd_rero_curve(
+        kappa,
+        sample_rate=dp.sample_rate(n),
+        steps=epochs * dp.batches_per_epoch(n),
+        delta=dp.delta(n),
+        noise_multipliers=[dp.noise_multiplier],
+    )
+    return curve["epsilon"][0], curve["gamma"][0]
 
 
 def empirical_kappa(

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from privlab.training.dp import poisson_mask
+
 
 def base_seed_draw(gen: torch.Generator) -> None:
     """The int64 each DataLoader iterator draws from the loader's generator (worker seed)."""
@@ -47,7 +49,8 @@ class ShuffledBatches:
 
 
 class PoissonBatches:
-    """Per epoch, every model's Opacus DPDataLoader batches (Poisson sampling)."""
+    """Per epoch, every model's Opacus DPDataLoader batches (Poisson sampling, drawn by
+    :func:`privlab.training.dp.poisson_mask`). A model's empty draw is still one of its steps."""
 
     def __init__(self, members: list[torch.Tensor], batch_size: int, seeds: list[int]) -> None:
         self.members = members
@@ -60,22 +63,25 @@ class PoissonBatches:
         )
         self.gens = [torch.Generator().manual_seed(s) for s in seeds]
 
-    def epoch(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per step: (index K×B into the pool, weight K×B), B the step's largest batch."""
+    def epoch(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per step: (index K×B into the pool, weight K×B, stepping K), B the step's largest
+        batch but at least 1 (so a step where every batch is empty still has a padded
+        example); ``stepping[k]``: the step is one of model k's, empty batch or not."""
         k_count, n_max, s_max = len(self.members), max(self.n), max(self.steps_per_epoch)
         selected = torch.zeros(k_count, s_max, n_max, dtype=torch.bool)
         table = torch.zeros(k_count, n_max, dtype=torch.long)
         for k, gen in enumerate(self.gens):
             n, q, steps = self.n[k], self.sample_rate[k], self.steps_per_epoch[k]
             base_seed_draw(gen)
-            selected[k, :steps, :n] = torch.rand(steps, n, generator=gen) < q
+            selected[k, :steps, :n] = poisson_mask((steps, n), q, gen)
             table[k, :n] = self.members[k]
         counts = selected.sum(dim=2)  # K×S
         order = torch.sort(selected.to(torch.int8), dim=2, descending=True, stable=True).indices
+        stepping = torch.arange(s_max).view(1, -1) < torch.tensor(self.steps_per_epoch).view(-1, 1)
         batches = []
-        for s, b in enumerate(counts.max(dim=0).values.tolist()):
+        for s, b in enumerate(counts.max(dim=0).values.clamp(min=1).tolist()):
             pos = order[:, s, :b]
             valid = torch.arange(b).view(1, -1) < counts[:, s].view(-1, 1)
             idx = torch.where(valid, table.gather(1, pos), table[:, :1])  # pad with a member
-            batches.append((idx, valid))
+            batches.append((idx, valid, stepping[:, s]))
         return batches

@@ -21,8 +21,8 @@ the random streams allow, step for step:
   ``torch.Generator().manual_seed(seeds[k])`` with the same calls the DataLoader makes, so
   the batches are *identical* to the sequential run's. Models with fewer examples do fewer
   steps: batches are padded to the largest one with per-example weights 0, and an *active*
-  mask freezes a model that has no batch at a step (parameters, Adam moments, momentum
-  buffer and Adam's step count all stay put).
+  mask freezes a model that takes no step at a step index (parameters, Adam moments,
+  momentum buffer and Adam's step count all stay put).
 * **Optimisers** are implemented functionally on the stacked tensors, update for update as
   ``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient, bias correction with the
   model's own step count) and ``torch.optim.SGD`` (momentum buffer initialised with the first
@@ -40,9 +40,11 @@ the random streams allow, step for step:
   from the seeded loader generator), per-sample gradients (``vmap(grad)`` nested in the model
   ``vmap``), each clipped to ``max_grad_norm`` C over all parameters (factor
   min(1, C / (‖g‖ + 1e-6))), summed, plus N(0, σ²C²) noise, divided by Opacus' expected batch
-  size ``int(n_k · q_k)``; empty batches are skipped as the loop skips them. σ is
-  ``noise_multiplier`` or, for ``target_epsilon``, ``opacus.accountants.utils
-  .get_noise_multiplier`` with the model's own q_k, δ_k (default 1/n_k^1.1), epochs and
+  size ``int(n_k · q_k)`` (:mod:`privlab.training.dp`). An empty Poisson batch is still a
+  step, as in the loop: the update is the noise alone and the step is accounted (a step where
+  every model of the chunk draws an empty batch runs on one padded example of weight 0). σ is
+  ``noise_multiplier`` or, for ``target_epsilon``, :func:`privlab.training.dp
+  .noise_multiplier_for` with the model's own q_k, δ_k (default 1/n_k^1.1), epochs and
   accountant. Each model's ``summary`` has the keys of ``DPSGD.summary()``, ε from an Opacus
   accountant of the same kind with history [(σ, q_k, steps_k)].
 
@@ -460,14 +462,16 @@ def _train_chunk(
         if shuffled is not None:
             idx_all, valid_all = shuffled.epoch()
             idx_all, valid_all = idx_all.to(device), valid_all.to(device)
-            steps = [(idx_all[:, s], valid_all[:, s]) for s in range(idx_all.shape[1])]
+            steps = [
+                (idx_all[:, s], valid_all[:, s], valid_all[:, s].any(dim=1))
+                for s in range(idx_all.shape[1])
+            ]
         else:
             assert poisson is not None
-            steps = [(i.to(device), v.to(device)) for i, v in poisson.epoch()]
-        for idx, valid in steps:
+            steps = [(i.to(device), v.to(device), a.to(device)) for i, v, a in poisson.epoch()]
+        for idx, valid, active in steps:
             weight = valid.to(pool_x.dtype)
             n_batch = weight.sum(dim=1)
-            active = n_batch > 0
             xb, yb = pool_x[idx], pool_y[idx]
             if dp is not None:
                 grads_ps, losses_ps = per_sample(ens.params, xb, yb)

@@ -18,13 +18,14 @@ recipe), otherwise cross-entropy.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from privlab.training import dp as dpsgd
 
 Params = dict[str, torch.Tensor]
 
@@ -194,7 +195,8 @@ class HeadDP:
     B = N − 1 under Opacus' Poisson sampling has ⌈N/B⌉ batches per epoch, each drawn with rate
     q = 1/⌈N/B⌉; every example's gradient is clipped to ``clip``, Gaussian noise of std
     ``noise_multiplier``·``clip`` is added to the sum, and the sum is divided by the expected
-    batch size q·N (Opacus' ``expected_batch_size``). δ = N^−1.1."""
+    batch size q·N (Opacus' ``expected_batch_size``). δ = N^−1.1. Clipping, noise, sampling
+    and accounting are :mod:`privlab.training.dp`'s (RDP accountant)."""
 
     clip: float = 4.0
     noise_multiplier: float = 1.0
@@ -213,28 +215,18 @@ class HeadDP:
 
     def epsilon(self, n: int, epochs: int) -> float:
         """ε at δ = N^−1.1 from Opacus' RDP accountant."""
-        from opacus.accountants import RDPAccountant
-
-        accountant = RDPAccountant()
         steps = epochs * self.batches_per_epoch(n)
-        accountant.history = [(self.noise_multiplier, self.sample_rate(n), steps)]
-        return float(accountant.get_epsilon(delta=self.delta(n)))
+        return dpsgd.epsilon(
+            self.noise_multiplier, self.sample_rate(n), steps, self.delta(n), "rdp"
+        )
 
     @staticmethod
-    @functools.lru_cache(maxsize=256)
     def noise_for(eps: float, n: int, epochs: int) -> float:
         """The noise multiplier that spends ``eps`` (Opacus' calibration; seconds per call
-        at q = 1/2, so calls are memoised)."""
-        from opacus.accountants.utils import get_noise_multiplier
-
-        return float(
-            get_noise_multiplier(
-                target_epsilon=eps,
-                target_delta=HeadDP.delta(n),
-                sample_rate=HeadDP.sample_rate(n),
-                steps=epochs * HeadDP.batches_per_epoch(n),
-                accountant="rdp",
-            )
+        at q = 1/2, so :func:`privlab.training.dp.noise_multiplier_for` memoises calls)."""
+        steps = epochs * HeadDP.batches_per_epoch(n)
+        return dpsgd.noise_multiplier_for(
+            eps, HeadDP.delta(n), HeadDP.sample_rate(n), steps=steps, accountant="rdp"
         )
 
 
@@ -249,7 +241,7 @@ def train_heads_dp(
 ) -> Params:
     """DP-SGD on K single-layer cross-entropy heads at once (explicit per-sample gradients:
     the gradient of example i is g_i x_iᵀ for the weights and g_i for the bias, so its norm is
-    ‖g_i‖·√(‖x_i‖² + 1))."""
+    ‖g_i‖·√(‖x_i‖² + 1)). Every step adds noise, whether its Poisson batch is empty or not."""
     if spec.hidden is not None or spec.outputs < 2:
         raise ValueError("train_heads_dp supports single-layer cross-entropy heads")
     k, n, _ = x.shape
@@ -261,11 +253,11 @@ def train_heads_dp(
     for _ in range(spec.epochs_for(n) * dp.batches_per_epoch(n)):
         logits = torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
         g = logits.softmax(2) - onehot  # per-sample dℓ/dlogits, K × N × C
-        factor = (dp.clip / (g.norm(dim=2) * row_norm).clamp_min(1e-12)).clamp(max=1.0)
-        chosen = (torch.rand(k, n, generator=generator) < q).to(x.dtype)
+        factor = dpsgd.clip_factors(g.norm(dim=2) * row_norm, dp.clip, stabiliser=0.0)
+        chosen = dpsgd.poisson_mask((k, n), q, generator).to(x.dtype)
         g = g * (factor * chosen)[..., None]
-        grad_w = torch.bmm(g.transpose(1, 2), x) + std * torch.randn(w.shape, generator=generator)
-        grad_b = g.sum(1) + std * torch.randn(b.shape, generator=generator)
-        w = w * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * grad_w
-        b = b * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * grad_b
+        summed = {"w": torch.bmm(g.transpose(1, 2), x), "b": g.sum(1)}
+        noisy = dpsgd.add_noise(summed, std, generator)
+        w = w * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * noisy["w"]
+        b = b * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * noisy["b"]
     return {"0.weight": w, "0.bias": b}

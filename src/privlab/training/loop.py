@@ -83,7 +83,8 @@ def train(
         regime.start_epoch(epoch, spec.epochs)
         total, count = 0.0, 0
         for xb, yb in loader:
-            if len(yb) == 0:  # Poisson sampling can draw an empty batch
+            if len(yb) == 0:  # Poisson sampling's empty draw: still a step under DP-SGD
+                regime.empty_step(model, optimizer)
                 continue
             loss = regime.loss(model, xb, yb)
             if not torch.isfinite(loss):

@@ -8,6 +8,9 @@ A regime is a frozen dataclass of hyperparameters (keyword-only, paper defaults)
 * ``start_epoch(epoch, epochs)`` sees the schedule (ramps, delayed smoothing);
 * ``loss(model, x, y)`` returns the batch loss to minimise (adversarial regimes perturb here);
 * ``after_step(model)`` runs after every optimiser step (hard thresholds, projections);
+* ``empty_step(model, optimizer)`` handles an empty batch, which only a Poisson-sampling
+  loader draws: nothing by default; DP-SGD takes the noise-only step (a regime that steps
+  here calls its own ``after_step``);
 * ``finalize(model)`` returns a plain ``nn.Module`` to store and attack;
 * ``summary()`` reports what the report's ``privacy`` block should show (e.g. DP's ε).
 """
@@ -57,6 +60,9 @@ class Regime:
 
     def after_step(self, model: nn.Module) -> None:
         pass
+
+    def empty_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """An empty batch: no step (shuffled loaders never draw one)."""
 
     def train_labels(self, y: torch.Tensor) -> torch.Tensor:
         """The labels the model is actually trained on for training labels ``y`` (in order)."""

@@ -6,7 +6,7 @@ cross-entropy, clips it to norm C over all parameters together,
     ḡ_k = g_k · min(1, C / ‖g_k‖₂),
 
 adds Gaussian noise of standard deviation σ·C (σ = ``noise_multiplier``) to the sum and divides
-by the (fixed) mini-batch size:
+by the (fixed) mini-batch size (clipping, noise and ε are :mod:`privlab.training.dp`'s):
 
     g̃ = (Σ_k ḡ_k + N(0, σ²C²·I)) / b.
 
@@ -35,6 +35,7 @@ from privlab.federated.defences.base import (
     require_generator,
 )
 from privlab.federated.observation import GradientObservation
+from privlab.training import dp
 
 PerExample = Literal["vmap", "loop"]
 
@@ -78,16 +79,6 @@ def per_example_gradients(
     return {n: torch.stack(rows[n]) for n in names}
 
 
-def clip_per_example(per_example: Gradients, clip: float) -> tuple[Gradients, torch.Tensor]:
-    """Σ_k ḡ_k with every example's gradient scaled to norm ≤ ``clip`` (over all parameters
-    together, as Opacus' flat clipping), and the unclipped norms ‖g_k‖."""
-    flat = [g.flatten(1) for g in per_example.values()]
-    norms = torch.sqrt(sum((f.pow(2).sum(1) for f in flat), torch.zeros(len(flat[0]))))
-    factor = (clip / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp(max=1.0)
-    summed = {n: torch.einsum("k,k...->...", factor, g) for n, g in per_example.items()}
-    return summed, norms
-
-
 def _has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -125,14 +116,10 @@ class DPSGD(Defence):
     ) -> Gradients:
         """One DP-SGD step's gradient g̃ on the mini-batch (x, y) at weights ``params``."""
         per = per_example_gradients(model, params, x, y, method=self.per_example)
-        summed, _ = clip_per_example(per, self.clip)
+        summed, _ = dp.clipped_sum(per, self.clip, stabiliser=0.0)  # exact clipping
         if self.noise_multiplier > 0:
             gen = require_generator(generator, "dp")
-            std = self.noise_multiplier * self.clip
-            summed = {
-                n: s + std * torch.randn(s.shape, generator=gen, dtype=s.dtype)
-                for n, s in summed.items()
-            }
+            summed = dp.add_noise(summed, self.noise_multiplier * self.clip, gen)
         return {n: s / len(x) for n, s in summed.items()}
 
     def apply(
@@ -171,7 +158,8 @@ class DPSGD(Defence):
         self, steps: int, sample_rate: float, delta: float, *, uses_per_step: int = 1
     ) -> float:
         """ε of ``steps`` compositions of the subsampled Gaussian mechanism at δ (Opacus' RDP
-        accountant, Poisson sampling at ``sample_rate``, add/remove neighbours).
+        accountant through :func:`privlab.training.dp.epsilon`, Poisson sampling at
+        ``sample_rate``, add/remove neighbours).
 
         ``uses_per_step`` = k counts the noisy gradient steps an included example takes part
         in within one sampled step (e.g. one FedAvg round with several local steps over the
@@ -180,21 +168,7 @@ class DPSGD(Defence):
         add up, as GDP μ = √k/σ), which is then subsampled once. One observed update of one
         batch, not subsampled, is ``epsilon(1, 1.0, delta)``.
         """
-        from opacus.accountants import RDPAccountant
-
-        if steps < 0:
-            raise ValueError(f"steps must be ≥ 0, got {steps}")
-        if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-        if not 0 < delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
         if uses_per_step < 1:
             raise ValueError(f"uses_per_step must be ≥ 1, got {uses_per_step}")
-        if steps == 0:
-            return 0.0
-        if self.noise_multiplier == 0:
-            return math.inf
-        accountant = RDPAccountant()
         sigma = self.noise_multiplier / math.sqrt(uses_per_step)
-        accountant.history = [(sigma, sample_rate, steps)]
-        return float(accountant.get_epsilon(delta=delta))
+        return dp.epsilon(sigma, sample_rate, steps, delta, "rdp")

@@ -1,11 +1,11 @@
 """DP-SGD through Opacus (Abadi et al. 2016): per-sample clipping, Gaussian noise, Poisson
-sampling; (ε, δ) from Opacus' accountant, reported in the target's ``privacy`` block.
+sampling; (ε, δ) from Opacus' accountant, reported in the target's ``privacy`` block. The
+clipping, noise, sampling and accounting rules are :mod:`privlab.training.dp`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Literal
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from privlab.registry import REGIMES
+from privlab.training import dp
 from privlab.training.regime import Regime
 
 
@@ -21,6 +22,8 @@ from privlab.training.regime import Regime
 class DPSGD(Regime):
     """Differentially private SGD. Give ``noise_multiplier`` σ, or ``target_epsilon`` to let
     Opacus choose σ for the planned epochs. ``delta`` defaults to 1/N^1.1 (SPEC Appendix Q.10).
+    ``accountant``: ``rdp`` or ``prv`` (``gdp`` under-reports ε and is refused). A step whose
+    Poisson batch is empty adds the noise alone and is accounted.
     """
 
     name = "dp_sgd"
@@ -28,7 +31,7 @@ class DPSGD(Regime):
     max_grad_norm: float = 1.0
     target_epsilon: float | None = None
     delta: float | None = None
-    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    accountant: Literal["rdp", "prv"] = "rdp"
     _state: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -36,11 +39,11 @@ class DPSGD(Regime):
             raise ValueError("give exactly one of noise_multiplier and target_epsilon")
         if self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        dp.check_accountant(self.accountant)
 
     def prepare(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
     ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
-        from opacus import PrivacyEngine
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(model, strict=False)
@@ -52,32 +55,27 @@ class DPSGD(Regime):
             )
         n = len(loader.dataset)  # type: ignore[arg-type]
         delta = self.delta if self.delta is not None else 1.0 / n**1.1
-        engine = PrivacyEngine(accountant=self.accountant)
-        with warnings.catch_warnings():  # Opacus warns about secure RNG; seeded runs want it off
-            warnings.simplefilter("ignore")
-            if self.target_epsilon is not None:
-                model, optimizer, loader = engine.make_private_with_epsilon(
-                    module=model,
-                    optimizer=optimizer,
-                    data_loader=loader,
-                    target_epsilon=self.target_epsilon,
-                    target_delta=delta,
-                    epochs=epochs,
-                    max_grad_norm=self.max_grad_norm,
-                )
-            else:
-                model, optimizer, loader = engine.make_private(
-                    module=model,
-                    optimizer=optimizer,
-                    data_loader=loader,
-                    noise_multiplier=self.noise_multiplier,
-                    max_grad_norm=self.max_grad_norm,
-                    poisson_sampling=True,
-                )
-        self._state.update(
-            engine=engine, delta=delta, optimizer=optimizer, sample_rate=1.0 / len(loader)
+        sample_rate = 1.0 / len(loader)  # Opacus' Poisson rate for this loader
+        sigma = self.noise_multiplier
+        if sigma is None:
+            assert self.target_epsilon is not None
+            sigma = dp.noise_multiplier_for(
+                self.target_epsilon, delta, sample_rate, epochs=epochs, accountant=self.accountant
+            )
+        engine, model, optimizer, loader = dp.make_private(
+            model,
+            optimizer,
+            loader,
+            noise_multiplier=sigma,
+            max_grad_norm=self.max_grad_norm,
+            accountant=self.accountant,
         )
+        self._state.update(engine=engine, delta=delta, optimizer=optimizer, sample_rate=sample_rate)
         return model, optimizer, loader
+
+    def empty_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """An empty Poisson batch is a step: the noise alone, counted by the accountant."""
+        dp.noise_only_step(optimizer)  # type: ignore[arg-type]
 
     def finalize(self, model: nn.Module) -> nn.Module:
         inner = getattr(model, "_module", model)  # unwrap Opacus' GradSampleModule
@@ -90,15 +88,11 @@ class DPSGD(Regime):
         engine = self._state.get("engine")
         if engine is None:
             return {}
-        delta = self._state["delta"]
-        optimizer = self._state["optimizer"]
-        return {
-            "mechanism": "dp_sgd",
-            "accountant": self.accountant,
-            "epsilon": float(engine.get_epsilon(delta)),
-            "delta": float(delta),
-            "noise_multiplier": float(optimizer.noise_multiplier),
-            "max_grad_norm": self.max_grad_norm,
-            "sample_rate": float(self._state["sample_rate"]),
-            "steps": int(engine.accountant.history[-1][2]) if engine.accountant.history else 0,
-        }
+        return dp.privacy_summary(
+            accountant=self.accountant,
+            noise_multiplier=self._state["optimizer"].noise_multiplier,
+            sample_rate=self._state["sample_rate"],
+            steps=dp.accounted_steps(engine.accountant),
+            delta=self._state["delta"],
+            max_grad_norm=self.max_grad_norm,
+        )
