@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from privlab.registry import STUDIES
+from privlab.report.headline import headlines
 from privlab.report.schema import upgrade
 from privlab.studies.base import TextTable
 
@@ -56,5 +57,10 @@ def print_table(console: Console, table: TextTable) -> None:
 
 
 def print_report(report: Mapping[str, Any], console: Console) -> None:
+    """Every study's tables, then what leaks and how badly, in words."""
     for table in study_tables(report):
         print_table(console, table)
+    for title, lines in headlines(upgrade(dict(report))):
+        console.print(Text(f"{title}:", style="bold"))
+        for line in lines:
+            console.print(Text(f"  - {line}"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from privlab.registry import STUDIES
+from privlab.report.headline import headlines
 from privlab.report.html_format import DASH, esc, num, page
 from privlab.report.schema import upgrade
 from privlab.run.store import atomic_write_bytes
@@ -44,6 +45,15 @@ def study_section(report: Mapping[str, Any], name: str, section: Mapping[str, An
     return f'<section id="{esc(name)}"><h2>{esc(study.title)}</h2>{body}</section>'
 
 
+def _headline(report: Mapping[str, Any]) -> str:
+    """The answer first: what leaks and how badly, per study."""
+    items = "".join(
+        f"<li><b>{esc(title)}</b><ul>{''.join(f'<li>{esc(line)}</li>' for line in lines)}</ul></li>"
+        for title, lines in headlines(report)
+    )
+    return f'<h2>What leaks</h2><ul class="headline">{items}</ul>' if items else ""
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole report as one self-contained HTML document."""
     report = upgrade(dict(report))
@@ -52,6 +62,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts = [f"<h1>{esc(name)}</h1>"]
     if config.get("description"):
         parts.append(f"<p>{esc(config.get('description'))}</p>")
+    parts.append(_headline(report))
     parts.append(run_info(report))
     for study_name, section in (report.get("studies") or {}).items():
         if isinstance(section, Mapping):

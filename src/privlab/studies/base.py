@@ -64,9 +64,12 @@ class Study(Protocol):
         """Comparable numbers of one seed's run: ``{row: {metric: value}}``. Run comparison
         and the mean ± std over seeds are computed from these."""
 
+    def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
+        """What leaks and how badly, in a few plain sentences (the top of the report)."""
+
 
 class StudyBase:
-    """Defaults for the optional parts of :class:`Study`: no checks, no scalars."""
+    """Defaults for the optional parts of :class:`Study`: no checks, scalars or headline."""
 
     order: ClassVar[int] = 100
 
@@ -75,6 +78,9 @@ class StudyBase:
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         return {}
+
+    def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
+        return []
 
 
 def runs_of(section: StudyReport) -> list[Mapping[str, Any]]:

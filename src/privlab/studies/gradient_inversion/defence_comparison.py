@@ -35,8 +35,21 @@ def matched_comparison(
     of those that reach it. Strengths that end at the same utility loss count as the strongest
     of them (a defender picks it at that cost).
     """
-    none = [p for p in points if p["defence"] == "none" and p.get("utility")]
-    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {"rmse": {}, "psnr": {}}
+    curves = _curves(points)
+    out: dict[str, Any] = {}
+    for q, by_defence in curves.items():
+        if by_defence:
+            out[q] = _compare(by_defence, q, levels, noise_floor)
+    return out
+
+
+Curves = dict[str, dict[str, list[tuple[float, float, float]]]]
+
+
+def _curves(points: list[dict[str, Any]]) -> Curves:
+    """Per quality, per defence: (strength rank, utility loss, best attack's value); the
+    undefended point (rank −1, loss 0) starts every defence's curve when there is one."""
+    curves: Curves = {"rmse": {}, "psnr": {}}
     for p in points:
         if p["defence"] == "none" or not p.get("utility"):
             continue
@@ -45,32 +58,38 @@ def matched_comparison(
             value = p["best"].get(q)
             if _finite(value) and _finite(loss):
                 by_defence.setdefault(p["label_defence"], []).append((p["rank"], loss, value))
-    if none:
-        for q, by_defence in curves.items():
-            value = none[0]["best"].get(q)
-            if _finite(value):
-                for pts in by_defence.values():
-                    pts.append((-1, 0.0, value))
-    out: dict[str, Any] = {}
+    none = [p for p in points if p["defence"] == "none" and p.get("utility")]
     for q, by_defence in curves.items():
-        if not by_defence:
-            continue
-        measured = np.unique(
-            [k for pts in by_defence.values() for k in curve(pts, noise_floor=noise_floor)[0]]
-        )
-        if len(measured) > levels:
-            measured = np.unique(np.quantile(measured, np.linspace(0, 1, levels), method="nearest"))
-        rows = utility_matched_table(
-            by_defence,
-            measured.tolist(),
-            attack_higher_is_better=HIGHER_IS_STRONGER[q],
-            merge="strongest",
-            noise_floor=noise_floor,
-        )
-        wins: dict[str, int] = {}
-        for row in rows:
-            compared = [d for d in by_defence if _finite(row.get(d))]
-            if row["best_defence"] is not None and len(compared) > 1:
-                wins[row["best_defence"]] = wins.get(row["best_defence"], 0) + 1
-        out[q] = {"rows": rows, "wins": wins}
-    return out
+        value = none[0]["best"].get(q) if none else None
+        if _finite(value):
+            for pts in by_defence.values():
+                pts.append((-1, 0.0, value))
+    return curves
+
+
+def _compare(
+    by_defence: dict[str, list[tuple[float, float, float]]],
+    quality: str,
+    levels: int,
+    noise_floor: float,
+) -> dict[str, Any]:
+    """The matched table of one quality at the measured utility-loss levels, and the levels
+    each defence wins among two or more compared."""
+    measured = np.unique(
+        [k for pts in by_defence.values() for k in curve(pts, noise_floor=noise_floor)[0]]
+    )
+    if len(measured) > levels:
+        measured = np.unique(np.quantile(measured, np.linspace(0, 1, levels), method="nearest"))
+    rows = utility_matched_table(
+        by_defence,
+        measured.tolist(),
+        attack_higher_is_better=HIGHER_IS_STRONGER[quality],
+        merge="strongest",
+        noise_floor=noise_floor,
+    )
+    wins: dict[str, int] = {}
+    for row in rows:
+        compared = [d for d in by_defence if _finite(row.get(d))]
+        if row["best_defence"] is not None and len(compared) > 1:
+            wins[row["best_defence"]] = wins.get(row["best_defence"], 0) + 1
+    return {"rows": rows, "wins": wins}

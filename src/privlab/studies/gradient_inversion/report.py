@@ -215,7 +215,6 @@ def html_section(report: Mapping[str, Any]) -> str:
         else f"after {sec['pretrain_epochs']} epochs on the population"
     )
     parts = [
-        "<h2>Gradient inversion in federated learning (Liu et al.)</h2>",
         f"<p class=sub>{esc(sec.get('dataset'))}, model {esc(model.get('name'))} {state} "
         f"(sha256 {esc(str(sec.get('model_sha256'))[:12])}); the honest-but-curious server "
         "inverts each client's (defended) update. Reconstructions are matched one-to-one to the "

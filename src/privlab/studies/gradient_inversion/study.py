@@ -64,6 +64,27 @@ class GradientInversionStudy(StudyBase):
                 tables.append(TextTable(f"best RMSE at equal utility loss{suffix}", header, rows))
         return tables
 
+    def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
+        """Per client setting and defence point: the strongest attack's PSNR, the share of
+        private images recognisable, and the defence's utility cost."""
+        lines = []
+        for suffix, view in _views(report, section):
+            for s in view["gradient_inversion"].get("settings") or []:
+                points = []
+                for p in s.get("points") or []:
+                    best, util = p.get("best") or {}, p.get("utility") or {}
+                    if best.get("psnr") is None:
+                        continue
+                    text = f"{p['label']}: {best['psnr']:.1f} dB"
+                    if best.get("identified") is not None:
+                        text += f", {100 * best['identified']:.0f} % identified"
+                    if util.get("utility_loss") is not None:
+                        text += f", utility loss {util['utility_loss']:.2f}"
+                    points.append(text)
+                if points:
+                    lines.append(f"client {s['client']['label']}{suffix}: " + "; ".join(points))
+        return lines
+
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
         for s in run.get("settings") or []:

@@ -62,6 +62,29 @@ class ReconstructionStudy(StudyBase):
                     tables.append(TextTable(title + _suffix(section, run), header, rows))
         return tables
 
+    def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
+        """How often a released model's training image is reconstructed, against the null."""
+        lines = []
+        for run in runs_of(section):
+            suffix = _suffix(section, run)
+            for v in (run.get("weak_adversary") or {}).get("variants") or []:
+                if v.get("tpr") is None:
+                    continue
+                lines.append(
+                    f"weak adversary {v.get('name')}{suffix}: {100 * v['tpr']:.1f} % of training "
+                    "images reconstructed within τ (TPR*), against "
+                    f"{100 * (v.get('fpr') or 0):.1f} % from null weights (FPR*)"
+                )
+            for r in (run.get("informed_adversary") or {}).get("reconnn") or []:
+                if r.get("nn_oracle_success") is None:
+                    continue
+                init = "known" if r.get("known_init") else "unknown"
+                lines.append(
+                    f"informed adversary, initialisation {init}{suffix}: "
+                    f"{100 * r['nn_oracle_success']:.0f} % of targets reconstructed"
+                )
+        return lines
+
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
         for v in (run.get("weak_adversary") or {}).get("variants") or []:

@@ -7,9 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from privlab.registry import STUDIES
+from privlab.report.stats import format_pm
 from privlab.run.context import RunContext
 from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
-from privlab.studies.targets.aggregate import UTILITY_KEYS, attack_label, attack_value, attacks_of
+from privlab.studies.targets.aggregate import (
+    UTILITY_KEYS,
+    aggregate_targets,
+    attack_label,
+    attack_value,
+    attacks_of,
+)
 from privlab.studies.targets.config import TargetsConfig
 from privlab.studies.targets.console import inversion_text_table, membership_text_table
 from privlab.studies.targets.html import targets_html
@@ -59,6 +66,34 @@ class TargetsStudy(StudyBase):
         view = flat_view(report, section)
         tables = [membership_text_table(view), inversion_text_table(view)]
         return [t for t in tables if t is not None]
+
+    def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
+        """Per target, the membership attack with the largest advantage (mean over seeds)."""
+        lines = []
+        for row in aggregate_targets(flat_view(report, section)):
+            ranked = [
+                (stats["advantage"][0], label, stats)
+                for label, stats in row["attacks"].items()
+                if stats["advantage"][0] is not None
+            ]
+            if not ranked:
+                continue
+            adv, label, stats = max(ranked, key=lambda item: item[0])
+
+            def show(key: str, stats: Any = stats, n: int = row["n"]) -> str:
+                mean = stats[key][0]
+                return (
+                    "—" if mean is None else format_pm(stats[key]) if n > 1 else f"{100 * mean:.1f}"
+                )
+
+            seeds = f", mean ± std over {row['n']} seeds" if row["n"] > 1 else ""
+            lines.append(
+                f"{row['target']}: membership advantage {100 * adv:.1f} % ({label}: worst-case "
+                f"accuracy {show('accuracy')} %"
+                + (f", honest {show('honest_accuracy')} %" if stats["honest_accuracy"][0] else "")
+                + f"{seeds})"
+            )
+        return lines
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
