@@ -9,9 +9,10 @@ initialised with seed 0 and trained 1 epoch on the 2,000 members (batch 64, Adam
 ``natural`` regime) so that its gradients are those of a partly trained federated model. The
 client batch is 4 members drawn with ``torch.randperm`` (generator seed 0; the splits are
 sorted by class, so the first 4 would all be zeros). The server observes the exact mean-CE
-gradient (``client_update``, one local step) and runs ``inverting_gradients`` with its default
-hyperparameters (labels recovered by iDLG), ``seed=0``, ``--repeats`` runs (default 3): best
-and median wall seconds and CPU seconds (all threads). The verdict is on the median.
+gradient (``client_update``, one local step) and runs ``inverting_gradients`` against the
+server's ``Target`` (weights and parameter gradients) with its default hyperparameters (labels
+recovered by iDLG), ``seed=0``, ``--repeats`` runs (default 3): best and median wall seconds and
+CPU seconds (all threads). The verdict is on the median.
 
 Quality of the first run's reconstructions, matched one-to-one to the true images by least
 MSE: PSNR, SSIM, RMSE (means over the batch), label accuracy (matched pairs) and label-set
@@ -39,7 +40,7 @@ import torch
 from _common import Clock, load_note, machine_info, markdown_table, set_threads, write_result
 from torch import nn
 
-from privlab.attacks.gradient_inversion.base import random_images
+from privlab.attacks.gradient_inversion.base import random_images, server_target
 from privlab.federated import GradientObservation, client_update
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.metrics.utility import accuracy
@@ -75,10 +76,11 @@ def time_attack(
 ) -> dict[str, Any]:
     walls, cpus = [], []
     first = None
+    target = server_target(model, input_shape=x.shape[1:], num_classes=10)
     for _ in range(repeats):
         attack = ATTACKS.build("inverting_gradients")
         with Clock() as c:
-            recon = attack.invert(model, obs, input_shape=x.shape[1:], num_classes=10, seed=0)
+            recon = attack.invert(target, obs, seed=0)
         walls.append(c.wall)
         cpus.append(c.cpu)
         if first is None:

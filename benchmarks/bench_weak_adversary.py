@@ -4,14 +4,15 @@ Requirements (reconstruction issue): "Reconstructor training for the default con
 30 minutes on 2 cores (the paper's residual generator), with a smaller reconstructor option that
 trains in at most 5 minutes". Also a first Table 1 analogue (TPR*, FPR*, TPR@FPR = 0.01).
 
-Setting: :func:`privlab.studies.reconstruction.transfer.transfer_setting` (frozen 256-d features of 2,500
-MNIST images); the transfer images are split 2,000 / 500 into the attacker's training prior and
-a disjoint validation prior (Algorithm 1 runs on each). Heads: Table 3 MNIST recipe, N = 10
-(balanced). ``--heads`` training shadows, ``--val-heads`` validation shadows (both generated,
-timed apart). Reconstructor: ``--kind mlp`` (θ ⊕ class → 512 → 512 → 28×28) or ``residual``
-(the paper's up-sampling generator, width ``--width``), Adam 2e-4, batch 32, Eq. 3 soft-min
-(α = 100), early stopping on the validation shadows. τ = mean nearest-neighbour MSE between the
-validation and training priors (images in [−1, 1]). FPR: Gaussian null weights (full covariance).
+Setting: :func:`privlab.studies.reconstruction.transfer.transfer_setting` (frozen 256-d features
+of 2,500 MNIST images); the transfer images are split 2,000 / 500 into the attacker's training
+prior and a disjoint validation prior (Algorithm 1 runs on each). Heads: Table 3 MNIST recipe,
+N = 10 (balanced). ``--heads`` training shadows, ``--val-heads`` validation shadows (both
+generated, timed apart). Reconstructor: ``--kind mlp`` (θ ⊕ class → 512 → 512 → 28×28) or
+``residual`` (the paper's up-sampling generator, width ``--width``), Adam 2e-4, batch 32, Eq. 3
+soft-min (α = 100), early stopping on the validation shadows: the registered ``weak_adversary``
+attack. τ = mean nearest-neighbour MSE between the validation and training priors (images in
+[−1, 1]). FPR: Gaussian null weights (full covariance).
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ from pathlib import Path
 from _common import Clock, load_note, machine_info, set_threads, write_result
 
 from privlab.attacks.reconstruction.weak_adversary import (
-    ReconstructorConfig,
+    WeakAdversary,
     evaluate_reconstructor,
     fit_normaliser,
-    train_reconstructor,
 )
 from privlab.data.bundle import stratified_split
-from privlab.run.model_cache import default_cache_dir
-from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
-from privlab.studies.reconstruction.transfer import transfer_setting
 from privlab.metrics.reconstruction import nn_mse_threshold, to_symmetric
+from privlab.run.model_cache import default_cache_dir
+from privlab.studies.reconstruction.shadow_heads import (
+    ShadowJob,
+    generate_shadow_heads,
+    shadow_heads,
+)
+from privlab.studies.reconstruction.transfer import transfer_setting
 from privlab.training.heads import HeadSpec
 
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     spec = HeadSpec()
     width = args.width or (512 if args.kind == "mlp" else 32)
-    cfg = ReconstructorConfig(kind=args.kind, width=width, epochs=args.epochs, eval_every=500)
+    attack = WeakAdversary(kind=args.kind, width=width, epochs=args.epochs, eval_every=500)
     with tempfile.TemporaryDirectory(prefix="privlab-weak-") as tmp:
         jobs = {
             name: ShadowJob(
@@ -76,27 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         with Clock() as shadows:
             for name, (feats, labs, _) in parts.items():
                 generate_shadow_heads(jobs[name], feats, labs, Path(tmp) / name)
+        heads = {name: shadow_heads(job, Path(tmp) / name) for name, job in jobs.items()}
         with Clock() as training:  # the shadows' statistics are part of training
-            null = fit_normaliser(jobs["train"], Path(tmp) / "train", covariance=True)
-            recon = train_reconstructor(
-                jobs["train"],
-                Path(tmp) / "train",
-                jobs["val"],
-                Path(tmp) / "val",
-                parts["train"][2],
-                parts["val"][2],
-                cfg,
-                normaliser=null,
+            null = fit_normaliser(heads["train"], covariance=True)
+            recon = attack.fit(
+                heads["train"], heads["val"], parts["train"][2], parts["val"][2], normaliser=null
             )
         tau = nn_mse_threshold(parts["train"][2], parts["val"][2])
         result = evaluate_reconstructor(
-            recon,
-            jobs["val"],
-            Path(tmp) / "val",
-            parts["val"][2],
-            parts["val"][1],
-            tau=tau,
-            null=null,
+            recon, heads["val"], parts["val"][2], parts["val"][1], tau=tau, null=null
         )
     limit = 300.0 if args.kind == "mlp" else 1800.0
     after = machine_info()
@@ -105,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "heads": args.heads,
         "val_heads": args.val_heads,
         "n": args.n,
-        "reconstructor": cfg.__dict__,
+        "reconstructor": attack.params(),
         "shadow_seconds": shadows.wall,
         "train_seconds": training.wall,
         "steps": recon.history[-1]["step"] if recon.history else 0,

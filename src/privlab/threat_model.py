@@ -7,6 +7,7 @@ they ``require`` and are refused up front when the target does not grant it.
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass, field
 from typing import Literal
@@ -161,6 +162,26 @@ class Target:
     def parameters(self) -> dict[str, torch.Tensor]:
         self.require(Access.WEIGHTS, "parameters()")
         return {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+
+    def module_for_simulation(self, device: torch.device | str | None = None) -> nn.Module:
+        """A private copy of the model, weights included, on ``device`` (default: the
+        target's), for an attacker who computes with the released weights: simulating a
+        client's update at chosen inputs (gradient inversion), reading a layer's weights.
+
+        Needs WEIGHTS, as :meth:`parameters` does. The copy is the raw module (no
+        temperature), in eval mode, its parameters not requiring gradients; whatever the
+        caller does to it (hooks, moves) leaves the target untouched."""
+        self.require(Access.WEIGHTS, "module_for_simulation()")
+        return copy.deepcopy(self._model).to(self.device if device is None else device)
+
+    def architecture(self) -> nn.Module:
+        """The model's structure without its values: a copy on the ``meta`` device (module
+        types, parameter names and shapes; nothing to compute with).
+
+        Needs no access: every threat model here assumes the attacker knows the architecture
+        (Kerckhoffs; shadow and reference models are built on it), only the trained values
+        are guarded."""
+        return copy.deepcopy(self._model).to("meta")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import special, stats
 from torch import nn
 
-from privlab.attacks.gradient_inversion.base import random_images
+from privlab.attacks.gradient_inversion.base import random_images, server_target
 from privlab.federated import check_observation, client_update
 from privlab.federated.defences import (
     DEFENCES,
@@ -451,10 +451,11 @@ def attack_setting(digits):
     noise = random_images(4, SHAPE, (0, 1), _gen(1))
     chance = float(match_reconstructions(noise, x).psnr.mean())
     attack = ATTACKS.build("inverting_gradients", iterations=300, restarts=1)
+    target = server_target(model, input_shape=SHAPE, num_classes=10)
 
     def psnr(defence):
         obs = defended_update(model, x, y, defence, generator=_gen(0))
-        result = attack.invert(model, obs, input_shape=SHAPE, num_classes=10)
+        result = attack.invert(target, obs)
         return float(match_reconstructions(result.images, x).psnr.mean())
 
     return psnr, chance

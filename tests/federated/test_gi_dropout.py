@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from privlab.attacks.gradient_inversion.base import server_target
 from privlab.federated import client_update
 from privlab.federated.defences import DEFENCES, defended_update
 from privlab.metrics.image_quality import match_reconstructions
@@ -53,9 +54,10 @@ def test_masks_are_seeded_change_the_update_and_leave_the_model_alone():
 def test_dropout_degrades_inverting_gradients():
     model, x, y = _setting()
     attack = ATTACKS.build("inverting_gradients", iterations=150, restarts=1)
+    target = server_target(model, input_shape=(1, 8, 8), num_classes=10)
 
     def psnr(obs):
-        r = attack.invert(model, obs, input_shape=(1, 8, 8), num_classes=10, seed=0)
+        r = attack.invert(target, obs, seed=0)
         return match_reconstructions(r.images, x).summary()["psnr"]
 
     clear = psnr(client_update(model, x, y))

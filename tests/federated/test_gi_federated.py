@@ -10,6 +10,7 @@ from torch import nn
 from privlab.attacks.gradient_inversion.base import (
     hard_label_loss,
     model_parameters,
+    server_target,
     simulated_update,
 )
 from privlab.federated import GradientObservation, check_observation, client_update
@@ -75,7 +76,7 @@ def test_every_attack_checks_the_observation_first(digits, name):
     grads["3.bias"][0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite gradient in '3.bias'"):
         ATTACKS.build(name).invert(
-            model, obs.with_gradients(grads), input_shape=(1, 8, 8), num_classes=10
+            server_target(model, input_shape=(1, 8, 8), num_classes=10), obs.with_gradients(grads)
         )
 
 

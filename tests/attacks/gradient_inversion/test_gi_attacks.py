@@ -10,16 +10,22 @@ from privlab.attacks.gradient_inversion.base import (
     gradient_matching_loss,
     idlg_labels,
     random_images,
+    server_target,
     total_variation,
 )
 from privlab.federated import GradientObservation, client_update
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS, MODELS
-from privlab.threat_model import Access
+from privlab.threat_model import Access, AccessDenied, TargetInfo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
+
+
+def _target(model, **kw):
+    """The server's view of ``model``: its weights and the clients' updates, 8×8 digits."""
+    return server_target(model, input_shape=SHAPE, num_classes=10, **kw)
 
 
 def _mlp(seed=0, bias=True, act=nn.ReLU):
@@ -66,9 +72,14 @@ def _prune(obs: GradientObservation, fraction: float) -> GradientObservation:
 def test_the_attacks_are_registered_as_gradient_inversion():
     for name in ("dlg", "inverting_gradients", "analytic_fc"):
         cls = ATTACKS.get(name)
-        assert cls.family == "gradient_inversion" and cls.requires == Access.PARAM_GRADIENTS
+        assert cls.family == "gradient_inversion"
         assert cls.needs_reference is False and cls.needs_reference_models is False
         assert isinstance(ATTACKS.build(name).params(), dict)
+    # optimisation attacks simulate updates on the weights; the analytic one reads only the
+    # update (and the architecture)
+    assert ATTACKS.get("dlg").requires == Access.PARAM_GRADIENTS | Access.WEIGHTS
+    assert ATTACKS.get("inverting_gradients").requires == Access.PARAM_GRADIENTS | Access.WEIGHTS
+    assert ATTACKS.get("analytic_fc").requires == Access.PARAM_GRADIENTS
 
 
 # --------------------------------------------------------------------------------- labels
@@ -99,6 +110,69 @@ def test_idlg_recovers_a_batchs_labels_at_initialisation(digits):
     assert idlg_labels(obs, model).tolist() == [3, 3, 3, 7]
 
 
+# ------------------------------------------------------------------------------ access
+
+GI_ATTACKS = [n for n in ATTACKS.names() if ATTACKS.get(n).family == "gradient_inversion"]
+FAST = {"dlg": {"steps": 1, "max_iter": 2}, "analytic_fc": {}}
+
+
+def _fast(name):
+    return ATTACKS.build(name, **FAST.get(name, {"iterations": 2, "restarts": 1}))
+
+
+@pytest.mark.parametrize("name", GI_ATTACKS)
+def test_a_target_without_the_update_is_refused(digits, name):
+    model = _mlp()
+    obs = client_update(model, digits.members.x[:1], digits.members.y[:1])
+    with pytest.raises(AccessDenied, match=r"needs access \['param_gradients'\]"):
+        _fast(name).invert(_target(model, access=Access.WEIGHTS | Access.PROBS), obs)
+
+
+@pytest.mark.parametrize("name", GI_ATTACKS)
+def test_only_the_analytic_attack_runs_without_the_weights(digits, name):
+    """PARAM_GRADIENTS alone: the optimisation attacks (which simulate updates on the weights)
+    are refused naming WEIGHTS; the analytic one reads the update and the architecture only."""
+    model = _mlp()
+    x, y = digits.members.x[:1], digits.members.y[:1]
+    updates_only = _target(model, access=Access.PARAM_GRADIENTS)
+    attack = _fast(name)
+    if Access.WEIGHTS in attack.requires:
+        with pytest.raises(AccessDenied, match=r"needs access \['weights'\]"):
+            attack.invert(updates_only, client_update(model, x, y))
+    else:
+        result = attack.invert(updates_only, client_update(model, x, y))
+        assert float((result.images - x).pow(2).mean()) < 1e-8
+
+
+@pytest.mark.parametrize("name", GI_ATTACKS)
+def test_the_target_and_the_callers_model_are_left_alone(digits, name):
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    target = _target(model)
+    obs = client_update(model, *_distinct_batch(digits, 2))
+    _fast(name).invert(target, obs)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    inner = target.module_for_simulation()
+    assert all(torch.equal(before[k], v) for k, v in inner.state_dict().items())
+    assert not any(m._forward_pre_hooks for m in inner.modules())
+
+
+def test_shape_classes_and_value_range_come_from_the_target(digits):
+    model = _mlp()
+    x, y = digits.members.x[:1], digits.members.y[:1]
+    obs = client_update(model, x, y)
+    wide = _target(model, value_range=(-1.0, 2.0))
+    result = ATTACKS.build("inverting_gradients", iterations=3, restarts=1).invert(wide, obs)
+    assert result.images.shape == (1, *SHAPE)
+    with pytest.raises(ValueError, match="num_classes must be ≥ 2"):
+        _fast("dlg").invert(server_target(model, input_shape=SHAPE, num_classes=1), obs)
+    known = dataclasses.replace(obs, labels_known=True, labels=torch.tensor([7]))
+    with pytest.raises(ValueError, match=r"known labels \[7\] are outside 0..4"):
+        _fast("dlg").invert(server_target(model, input_shape=SHAPE, num_classes=5), known)
+    assert isinstance(wide.info, TargetInfo) and wide.info.value_range == (-1.0, 2.0)
+
+
 # ------------------------------------------------------------------------------ analytic
 
 
@@ -107,7 +181,7 @@ def test_analytic_fc_recovers_one_input_exactly(digits):
     for seed, i in [(0, 0), (1, 5), (2, 11)]:
         model = _mlp(seed)
         x, y = digits.members.x[i : i + 1], digits.members.y[i : i + 1]
-        result = attack.invert(model, client_update(model, x, y), input_shape=SHAPE, num_classes=10)
+        result = attack.invert(_target(model), client_update(model, x, y))
         assert result.images.shape == (1, *SHAPE)
         assert float((result.images - x).pow(2).mean()) < 1e-8
         assert result.labels.tolist() == y.tolist()
@@ -116,9 +190,7 @@ def test_analytic_fc_recovers_one_input_exactly(digits):
 def test_analytic_fc_returns_a_mix_for_a_batch(digits):
     model = _mlp()
     x, y = _distinct_batch(digits, 4)
-    result = ATTACKS.build("analytic_fc").invert(
-        model, client_update(model, x, y), input_shape=SHAPE, num_classes=10
-    )
+    result = ATTACKS.build("analytic_fc").invert(_target(model), client_update(model, x, y))
     assert len(result.images) == 1
     assert float((result.images - x).pow(2).flatten(1).mean(1).min()) > 1e-4  # no exact copy
 
@@ -133,9 +205,7 @@ def test_analytic_fc_needs_a_first_linear_layer_with_bias(digits):
         ),
     ]:
         with pytest.raises(ValueError, match=f"first parametrised layer is nn.Linear.*{what}"):
-            ATTACKS.build("analytic_fc").invert(
-                model, client_update(model, x, y), input_shape=SHAPE, num_classes=10
-            )
+            ATTACKS.build("analytic_fc").invert(_target(model), client_update(model, x, y))
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -168,9 +238,7 @@ def test_dlg_reconstructs_one_digit(digits, label_recovery, act):
     model = _mlp(3, act=act)
     x, y = digits.members.x[7:8], digits.members.y[7:8]
     obs = client_update(model, x, y)
-    result = ATTACKS.build("dlg", label_recovery=label_recovery).invert(
-        model, obs, input_shape=SHAPE, num_classes=10
-    )
+    result = ATTACKS.build("dlg", label_recovery=label_recovery).invert(_target(model), obs)
     m = match_reconstructions(result.images, x, recon_labels=result.labels, true_labels=y)
     baseline = match_reconstructions(
         random_images(1, SHAPE, (0, 1), torch.Generator().manual_seed(1)), x
@@ -197,7 +265,7 @@ def ig_setting(digits):
 
 def _ig_psnr(model, obs, x, y, **params):
     attack = ATTACKS.build("inverting_gradients", iterations=300, restarts=1, **params)
-    result = attack.invert(model, obs, input_shape=SHAPE, num_classes=10)
+    result = attack.invert(_target(model), obs)
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert len(result.history) == 300
     return match_reconstructions(result.images, x, recon_labels=result.labels, true_labels=y)
@@ -231,7 +299,7 @@ def test_inverting_gradients_is_deterministic_and_uses_known_labels(ig_setting):
     model, x, y, obs, _ = ig_setting
     known = dataclasses.replace(obs, labels_known=True, labels=torch.tensor([9, 9, 9, 9]))
     attack = ATTACKS.build("inverting_gradients", iterations=5, restarts=2)
-    a = attack.invert(model, known, input_shape=SHAPE, num_classes=10, seed=3)
-    b = attack.invert(model, known, input_shape=SHAPE, num_classes=10, seed=3)
+    a = attack.invert(_target(model), known, seed=3)
+    b = attack.invert(_target(model), known, seed=3)
     assert torch.equal(a.images, b.images) and a.labels.tolist() == [9, 9, 9, 9]
     assert attack.milestones() == [2, 3, 4]

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from privlab.attacks.gradient_inversion.base import server_target
 from privlab.federated import client_update
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS
@@ -30,7 +31,8 @@ def _setting():
 
 def _invert(name, model, obs, device):
     attack = ATTACKS.build(name, **ATTACK_PARAMS[name])
-    return attack.invert(model, obs, input_shape=(1, 8, 8), num_classes=10, seed=0, device=device)
+    target = server_target(model, input_shape=(1, 8, 8), num_classes=10)  # on the CPU
+    return attack.invert(target, obs, seed=0, device=device)
 
 
 @pytest.mark.parametrize("name", sorted(ATTACK_PARAMS))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from privlab.attacks.gradient_inversion.base import random_images
+from privlab.attacks.gradient_inversion.base import random_images, server_target
 from privlab.attacks.gradient_inversion.feature_matching import _feature_loss
 from privlab.attacks.gradient_inversion.feature_recovery import (
     FeatureEstimate,
@@ -24,6 +24,10 @@ from privlab.threat_model import Access
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
+
+
+def _target(model):
+    return server_target(model, input_shape=SHAPE, num_classes=10)
 
 
 def _mlp(seed=0):
@@ -100,13 +104,14 @@ def _prune_all_but_last(model: nn.Module, obs: GradientObservation, fraction: fl
 
 def _psnr(name, model, obs, x, **params):
     attack = ATTACKS.build(name, iterations=300, restarts=1, **params)
-    result = attack.invert(model, obs, input_shape=SHAPE, num_classes=10, seed=0)
+    result = attack.invert(_target(model), obs, seed=0)
     return float(match_reconstructions(result.images, x).psnr.mean())
 
 
 def test_registered_as_gradient_inversion():
     cls = ATTACKS.get("feature_matching")
-    assert cls.family == "gradient_inversion" and cls.requires == Access.PARAM_GRADIENTS
+    assert cls.family == "gradient_inversion"
+    assert cls.requires == Access.PARAM_GRADIENTS | Access.WEIGHTS  # it reads the last layer
     assert ATTACKS.build("feature_matching").params()["feature_weight"] == 1.0
 
 
@@ -266,7 +271,7 @@ def test_zero_update_gives_zero_features_and_no_feature_term(digits):
     assert bool((estimate.features == 0).all())
     assert float(_feature_loss(estimate)(torch.randn(2, 32))) == 0.0
     attack = ATTACKS.build("feature_matching", iterations=3, restarts=1)
-    result = attack.invert(model, obs, input_shape=SHAPE, num_classes=10)
+    result = attack.invert(_target(model), obs)
     assert bool(result.images.isfinite().all())
 
 
@@ -339,10 +344,10 @@ def test_last_layer_must_be_linear_with_bias(digits):
     grads = {n: torch.zeros_like(p) for n, p in bad.named_parameters()}
     obs = GradientObservation(gradients=grads, batch_size=1)
     with pytest.raises(ValueError, match="nn.Linear"):
-        attack.invert(bad, obs, input_shape=SHAPE, num_classes=10)
+        attack.invert(_target(bad), obs)
     no_bias = nn.Sequential(nn.Flatten(), nn.Linear(64, 10, bias=False))
     obs = client_update(no_bias, x, y)
     with pytest.raises(ValueError, match="bias"):
-        attack.invert(no_bias, obs, input_shape=SHAPE, num_classes=10)
+        attack.invert(_target(no_bias), obs)
     with pytest.raises(ValueError):
         ATTACKS.build("feature_matching", feature_weight=0.0, gradient_weight=0.0)

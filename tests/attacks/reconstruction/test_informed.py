@@ -5,14 +5,15 @@ import pytest
 import torch
 
 from privlab.attacks.reconstruction.informed import (
+    RecoNNAttack,
     informed_shadows,
     informed_success,
-    train_reconnn,
 )
 from privlab.data.bundle import Split
 from privlab.metrics.reconstruction import to_symmetric
-from privlab.registry import DATASETS
-from privlab.training.heads import HeadSpec
+from privlab.registry import ATTACKS, DATASETS
+from privlab.threat_model import Access, AccessDenied, Target, TargetInfo
+from privlab.training.heads import HeadSpec, build_head, init_heads, train_heads
 
 SPEC = HeadSpec(outputs=10, hidden=16, sigma_init=0.1, lr=0.5, weight_decay=0.0, epochs=100)
 
@@ -32,7 +33,7 @@ def test_reconnn_recovers_the_unknown_point_only_with_the_initialisation(setting
     fixed, pool, shadow_targets, victims = setting
     theta = informed_shadows(SPEC, fixed, shadow_targets, known_init=known_init, seed=1)
     released = informed_shadows(SPEC, fixed, victims, known_init=known_init, seed=2)
-    reconnn = train_reconnn(theta, to_symmetric(shadow_targets.x), epochs=30)
+    reconnn = ATTACKS.build("reconnn", epochs=30).fit(theta, to_symmetric(shadow_targets.x))
     success = informed_success(reconnn(released), to_symmetric(victims.x), to_symmetric(pool.x))
     if known_init:
         assert success["nn_oracle_success"] > 0.4 and success["mse"] < 0.15
@@ -64,7 +65,7 @@ def test_dp_sgd_with_large_epsilon_mitigates_and_respects_the_rero_bound(setting
         )
         theta = informed_shadows(spec, fixed, shadow_targets, known_init=True, seed=1, dp=dp)
         released = informed_shadows(spec, fixed, victims, known_init=True, seed=2, dp=dp)
-        reconnn = train_reconnn(theta, to_symmetric(shadow_targets.x), epochs=30)
+        reconnn = RecoNNAttack(epochs=30).fit(theta, to_symmetric(shadow_targets.x))
         success[eps] = informed_success(
             reconnn(released), to_symmetric(victims.x), to_symmetric(pool.x)
         )["nn_oracle_success"]
@@ -77,3 +78,26 @@ def test_dp_sgd_with_large_epsilon_mitigates_and_respects_the_rero_bound(setting
             )
             assert success[eps] <= bound + 0.02  # empirical success never beats the bound
     assert success[None] > 0.5 and success[100.0] < 0.1 and success[1.0] <= success[100.0]
+
+
+def test_reconnn_reads_a_released_model_through_its_target(setting):
+    """reconstruct(target) flattens the released model's weights as informed_shadows does."""
+    fixed, _, shadow_targets, victims = setting
+    spec = HeadSpec(outputs=10, hidden=4, sigma_init=0.1, lr=0.5, weight_decay=0.0, epochs=2)
+    theta = informed_shadows(spec, fixed, shadow_targets.subset(np.arange(50)), known_init=True)
+    attack = ATTACKS.build("reconnn", width=16, epochs=1)
+    assert attack.family == "reconstruction" and attack.requires == Access.WEIGHTS
+    reconnn = attack.fit(theta, to_symmetric(shadow_targets.x[:50]))
+    z = victims.subset(np.arange(1))
+    x = torch.cat([fixed.x.flatten(1), z.x.flatten(1)])[None]
+    y = torch.cat([fixed.y, z.y])[None]
+    init = init_heads(spec, 1, x.shape[2], generator=torch.Generator().manual_seed(0))
+    trained = train_heads(spec, init, x, y)
+    model = build_head(spec, x.shape[2])
+    model.load_state_dict({k: v[0] for k, v in trained.items()})
+    info = TargetInfo("released", 10, tuple(fixed.x.shape[1:]))
+    flat = torch.cat([v.reshape(1, -1) for v in trained.values()], dim=1)
+    image = attack.reconstruct(reconnn, Target(model, info, Access.WEIGHTS))
+    assert torch.equal(image, reconnn(flat)) and image.shape == (1, *fixed.x.shape[1:])
+    with pytest.raises(AccessDenied, match=r"needs access \['weights'\]"):
+        attack.reconstruct(reconnn, Target(model, info, Access.LABELS))

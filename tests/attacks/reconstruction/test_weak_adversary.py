@@ -3,15 +3,21 @@
 import pytest
 import torch
 
+from privlab.attacks.reconstruction.shadow_shards import ShadowHeads, shard_weights
 from privlab.attacks.reconstruction.weak_adversary import (
-    ReconstructorConfig,
+    WeakAdversary,
     evaluate_reconstructor,
     fit_normaliser,
-    train_reconstructor,
 )
-from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
 from privlab.metrics.reconstruction import nn_mse_threshold
-from privlab.training.heads import HeadSpec
+from privlab.registry import ATTACKS
+from privlab.studies.reconstruction.shadow_heads import (
+    ShadowJob,
+    generate_shadow_heads,
+    shadow_heads,
+)
+from privlab.threat_model import Access, AccessDenied, Target, TargetInfo
+from privlab.training.heads import HeadSpec, build_head
 
 
 def _pool(seed, n=400, classes=4, side=6):
@@ -35,20 +41,21 @@ def trained(tmp_path_factory):
     }
     for name, (_, labels, feats) in pools.items():
         generate_shadow_heads(jobs[name], feats, labels, root / name)
-    cfg = ReconstructorConfig(kind="mlp", width=128, lr=3e-3, epochs=12, eval_every=200)
-    ti, vi = pools["train"][0], pools["val"][0]
-    recon = train_reconstructor(
-        jobs["train"], root / "train", jobs["val"], root / "val", ti, vi, cfg, seed=0
+    heads = {name: shadow_heads(job, root / name) for name, job in jobs.items()}
+    attack = ATTACKS.build(
+        "weak_adversary", kind="mlp", width=128, lr=3e-3, epochs=12, eval_every=200
     )
-    return recon, jobs, root, pools
+    ti, vi = pools["train"][0], pools["val"][0]
+    recon = attack.fit(heads["train"], heads["val"], ti, vi, seed=0)
+    return recon, jobs, heads, pools
 
 
 def test_reconstructions_are_closer_to_the_training_set_than_null_weights_give(trained):
-    recon, jobs, root, pools = trained
+    recon, _, heads, pools = trained
     vi, vl, _ = pools["val"]
     tau = nn_mse_threshold(pools["train"][0], vi)
-    full = fit_normaliser(jobs["train"], root / "train", covariance=True)
-    result = evaluate_reconstructor(recon, jobs["val"], root / "val", vi, vl, tau=tau, null=full)
+    full = fit_normaliser(heads["train"], covariance=True)
+    result = evaluate_reconstructor(recon, heads["val"], vi, vl, tau=tau, null=full)
     assert len(result["min_mse"]["trained_on"]) == 200 * 4
     assert result["tpr"] > result["fpr"] + 0.15
     assert result["tpr_at_fpr_0.01"] > 0.05  # five times the rate of a blind guess
@@ -89,14 +96,13 @@ def test_one_vs_rest_binary_heads_leak_their_positive_identity(tmp_path):
     }
     for name, (_, ids, feats) in pools.items():
         generate_shadow_heads(jobs[name], feats, ids, tmp_path / name)
-    cfg = ReconstructorConfig(kind="mlp", width=128, lr=3e-3, epochs=8, eval_every=200)
+    heads = {name: shadow_heads(job, tmp_path / name) for name, job in jobs.items()}
+    attack = WeakAdversary(kind="mlp", width=128, lr=3e-3, epochs=8, eval_every=200)
     (ti, _, _), (vi, vl, _) = pools["train"], pools["val"]
-    recon = train_reconstructor(
-        jobs["train"], tmp_path / "train", jobs["val"], tmp_path / "val", ti, vi, cfg
-    )
+    recon = attack.fit(heads["train"], heads["val"], ti, vi)
     assert recon.targets == [1]
     tau = nn_mse_threshold(ti, vi)
-    result = evaluate_reconstructor(recon, jobs["val"], tmp_path / "val", vi, vl, tau=tau)
+    result = evaluate_reconstructor(recon, heads["val"], vi, vl, tau=tau)
     assert len(result["min_mse"]["trained_on"]) == 200  # one positive per head
     # measured: TPR 0.20, FPR 0.005, random draw 0.0
     assert result["tpr"] > 0.1 and result["tpr"] > 4 * result["fpr"] + 0.02
@@ -104,15 +110,55 @@ def test_one_vs_rest_binary_heads_leak_their_positive_identity(tmp_path):
 
 
 def test_unconditional_reconstructor_ignores_the_class(trained, tmp_path):
-    _, jobs, root, pools = trained
-    cfg = ReconstructorConfig(
+    _, jobs, heads, pools = trained
+    attack = WeakAdversary(
         kind="residual", width=8, blocks=1, conditional=False, epochs=1, eval_every=50
     )
     ti, vi = pools["train"][0], pools["val"][0]
     small = ShadowJob(**{**jobs["train"].__dict__, "count": 200, "shard_size": 200})
     generate_shadow_heads(small, pools["train"][2], pools["train"][1], tmp_path / "s")
-    recon = train_reconstructor(small, tmp_path / "s", jobs["val"], root / "val", ti, vi, cfg)
+    recon = attack.fit(shadow_heads(small, tmp_path / "s"), heads["val"], ti, vi)
     assert not recon.conditional
     theta = torch.randn(3, int(recon.normaliser.mean.numel()))
     a, b = recon(theta, torch.tensor([0, 1, 2])), recon(theta, torch.tensor([3, 3, 3]))
     assert torch.equal(a, b) and a.shape == (3, 1, 6, 6)
+
+
+def test_registered_with_its_hyperparameters_and_refuses_bad_ones():
+    attack = ATTACKS.build("weak_adversary")
+    assert isinstance(attack, WeakAdversary) and attack.family == "reconstruction"
+    assert attack.requires == Access.WEIGHTS
+    assert attack.params()["kind"] == "mlp" and attack.params()["alpha"] == 100.0
+    with pytest.raises(ValueError, match="unknown reconstructor kind"):
+        WeakAdversary(kind="gan")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bad \\['epochs'\\]"):
+        WeakAdversary(epochs=0)
+    with pytest.raises(ValueError, match="bad \\['lr'\\]"):
+        WeakAdversary(lr=0.0)
+
+
+def test_a_released_head_is_read_through_its_target(trained):
+    """reconstruct(target) flattens the released head's weights as the shards are flattened:
+    a head rebuilt as a module from the first validation shard gives what θ_0 gives."""
+    recon, jobs, heads, _ = trained
+    shard = next(iter(heads["val"]))
+    head = build_head(jobs["val"].spec, 24)
+    head.load_state_dict({k[6:]: v[0] for k, v in shard.items() if k.startswith("param.")})
+    info = TargetInfo("released head", 4, (24,))
+    attack = WeakAdversary()
+    images = attack.reconstruct(recon, Target(head, info, Access.WEIGHTS))
+    theta = shard_weights(shard)[:1].expand(4, -1)
+    assert torch.equal(images, recon(theta, torch.arange(4)))
+    assert attack.reconstruct(recon, Target(head, info, Access.WEIGHTS), [2]).shape == (1, 1, 6, 6)
+    with pytest.raises(AccessDenied, match=r"needs access \['weights'\]"):
+        attack.reconstruct(recon, Target(head, info, Access.PROBS | Access.LOGITS))
+
+
+def test_shadow_heads_are_described_consistently():
+    def empty():
+        return iter(())
+
+    heads = ShadowHeads(classes=4, target_classes=(0, 3), read=empty)
+    assert list(heads) == [] and heads.task == "balanced"
+    with pytest.raises(ValueError, match="outside 0..3"):
+        ShadowHeads(classes=4, target_classes=(4,), read=empty)

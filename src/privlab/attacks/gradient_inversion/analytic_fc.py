@@ -28,6 +28,7 @@ from privlab.attacks.gradient_inversion.base import (
 )
 from privlab.federated.observation import GradientObservation
 from privlab.registry import ATTACKS
+from privlab.threat_model import Access
 
 
 def first_parametrised_layer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -41,9 +42,13 @@ def first_parametrised_layer(model: nn.Module) -> tuple[str, nn.Module]:
 @ATTACKS.register("analytic_fc")
 @dataclasses.dataclass(kw_only=True)
 class AnalyticFC(GradientInversionAttack):
-    """Closed form x = ∇W_i / ∇b_i of a first nn.Linear layer: exact for a batch of one."""
+    """Closed form x = ∇W_i / ∇b_i of a first nn.Linear layer: exact for a batch of one.
+
+    Reads the update and the architecture only, never the weights' values: it requires
+    PARAM_GRADIENTS alone and works on the target's weightless architecture."""
 
     name: ClassVar[str] = "analytic_fc"
+    requires: ClassVar[Access] = Access.PARAM_GRADIENTS
     min_bias_grad: float = 0.0  # units with |∂L/∂b_i| ≤ this are not used
 
     def _invert(

@@ -14,8 +14,11 @@ entry p_c > 0), and, when the layer's input h is non-negative (after a ReLU), th
 ∂L/∂W with a negative sum.
 
 Every attack here is a dataclass registered in ``ATTACKS`` whose fields are its hyperparameters;
-``invert(model, obs, input_shape=…, num_classes=…)`` checks the observation against the model
-first (:func:`~privlab.federated.observation.check_observation`).
+``invert(target, obs, seed=…)`` takes the global model as a :class:`~privlab.threat_model.Target`
+(:func:`server_target` builds the server's: weights and clients' updates), refuses a target
+that does not grant the attack's ``requires``, reads the input shape, class count and value
+range off ``target.info``, and checks the observation against the model first
+(:func:`~privlab.federated.observation.check_observation`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from privlab.federated.observation import GradientObservation, check_observation
-from privlab.threat_model import Access
+from privlab.threat_model import Access, Target, TargetInfo
 
 MatchingLoss = Literal["l2", "cosine"]
 
@@ -254,63 +257,109 @@ def on_device(obs: GradientObservation, device: torch.device) -> GradientObserva
 
 # -------------------------------------------------------------------------------- base class
 
+#: what an honest-but-curious federated server holds: the global model it sent (WEIGHTS) and
+#: the clients' updates of it (PARAM_GRADIENTS)
+SERVER_ACCESS = Access.PARAM_GRADIENTS | Access.WEIGHTS
 
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+
+def server_target(
+    model: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    name: str = "global model",
+    access: Access = SERVER_ACCESS,
+    device: str | torch.device = "cpu",
+) -> Target:
+    """The server's view of the global model ``model`` as a :class:`Target` granting
+    ``access`` (default :data:`SERVER_ACCESS`), on ``device``. The target holds its own copy:
+    the caller's model is neither moved, frozen nor switched to eval mode."""
+    info = TargetInfo(
+        name=name,
+        num_classes=int(num_classes),
+        input_shape=tuple(int(s) for s in input_shape),
+        value_range=(float(value_range[0]), float(value_range[1])),
+    )
+    return Target(copy.deepcopy(model), info, access, device=device)
+
+
+def _checked_info(info: TargetInfo) -> tuple[tuple[int, ...], int, tuple[float, float]]:
+    """(input_shape, num_classes, value_range) of the target, refused when meaningless."""
+    shape = tuple(int(s) for s in info.input_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive sizes, got {tuple(info.input_shape)}")
+    if info.num_classes < 2:
+        raise ValueError(f"num_classes must be ≥ 2, got {info.num_classes}")
+    lo, hi = (float(v) for v in info.value_range)
+    if not lo < hi:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {info.value_range}")
+    return shape, int(info.num_classes), (lo, hi)
+
+
+def _check_known_labels(obs: GradientObservation, num_classes: int) -> None:
+    if obs.labels_known and obs.labels is not None:
+        bad = [int(c) for c in obs.labels if not 0 <= int(c) < num_classes]
+        if bad:
+            raise ValueError(f"known labels {bad} are outside 0..{num_classes - 1}")
 
 
 @dataclasses.dataclass(kw_only=True)
 class GradientInversionAttack:
-    """Base class; subclasses are dataclasses whose fields are the attack's hyperparameters."""
+    """Base class; subclasses are dataclasses whose fields are the attack's hyperparameters.
+
+    Access: the client's update is what PARAM_GRADIENTS grants (it comes beside the target, as
+    the :class:`~privlab.federated.observation.GradientObservation`); the optimisation attacks
+    also simulate updates at their dummy inputs, which takes the global model's weights, so they
+    require WEIGHTS too (the server sent those weights: it has them). An attack that reads
+    nothing but the update and the architecture (:class:`~privlab.attacks.gradient_inversion.
+    analytic_fc.AnalyticFC`) declares PARAM_GRADIENTS alone and gets a weightless model.
+    """
 
     name: ClassVar[str] = "gradient_inversion_attack"
     family: ClassVar[str] = "gradient_inversion"
-    requires: ClassVar[Access] = Access.PARAM_GRADIENTS
+    requires: ClassVar[Access] = SERVER_ACCESS
     needs_reference: ClassVar[bool] = False
     needs_reference_models: ClassVar[bool] = False
 
     def invert(
         self,
-        model: nn.Module,
+        target: Target,
         obs: GradientObservation,
         *,
-        input_shape: Sequence[int],
-        num_classes: int,
-        value_range: tuple[float, float] = (0.0, 1.0),
         seed: int = 0,
         device: str | torch.device | None = None,
     ) -> GradientInversionResult:
-        """Reconstruct the client's batch from ``obs`` (checked against ``model`` first).
+        """Reconstruct the client's batch from ``obs``, its update of ``target``'s model.
 
-        The optimisation runs on ``device`` (default: the model's), on copies of the model and
-        the observation; random starts are drawn on the CPU from ``seed``, so CPU and CUDA
-        runs start alike. The result's tensors are on the CPU."""
-        check_observation(model, obs)
-        shape = tuple(int(s) for s in input_shape)
-        if not shape or any(s < 1 for s in shape):
-            raise ValueError(f"input_shape must be positive sizes, got {tuple(input_shape)}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be ≥ 2, got {num_classes}")
-        lo, hi = (float(v) for v in value_range)
-        if not lo < hi:
-            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
-        if obs.labels_known and obs.labels is not None:
-            bad = [int(c) for c in obs.labels if not 0 <= int(c) < num_classes]
-            if bad:
-                raise ValueError(f"known labels {bad} are outside 0..{num_classes - 1}")
+        ``target`` must grant :attr:`requires` (else :class:`~privlab.threat_model.AccessDenied`
+        names what is missing); the input shape, class count and value range are its
+        ``info``'s. The observation is checked against the model first. The optimisation runs
+        on ``device`` (default: the target's) on a copy of the model; random starts are drawn
+        on the CPU from ``seed``, so CPU and CUDA runs start alike. The result's tensors are on
+        the CPU."""
+        target.require(self.requires, f"attack {self.name!r}")
+        shape, num_classes, value_range = _checked_info(target.info)
         start = time.perf_counter()
-        dev = torch.device(device) if device is not None else _device_of(model)
-        if dev != _device_of(model):
-            model = copy.deepcopy(model).to(dev)
+        dev = torch.device(device) if device is not None else target.device
+        model = self.model_of(target, dev)
+        check_observation(model, obs)
+        _check_known_labels(obs, num_classes)
         with dev:  # factory calls inside the attack create their tensors on dev
-            result = self._invert(model, on_device(obs, dev), shape, num_classes, (lo, hi), seed)
+            result = self._invert(model, on_device(obs, dev), shape, num_classes, value_range, seed)
         return dataclasses.replace(
             result,
             images=result.images.detach().cpu(),
             labels=result.labels.detach().cpu(),
             seconds=time.perf_counter() - start,
         )
+
+    def model_of(self, target: Target, device: torch.device) -> nn.Module:
+        """What the attack computes with: a copy of the weights on ``device`` when it requires
+        WEIGHTS, else the weightless architecture."""
+        if Access.WEIGHTS in self.requires:
+            return target.module_for_simulation(device)
+        return target.architecture()
 
     def _invert(
         self,

@@ -1,3 +1,8 @@
-"""Reconstruction of training points from released weights (informed adversary), one per file."""
+"""Reconstruction of training points from released weights (informed and weak adversaries),
+one per file."""
 
-from privlab.attacks.reconstruction import closed_form  # noqa: F401  (registration)
+from privlab.attacks.reconstruction import (  # noqa: F401  (registration)
+    closed_form,
+    informed,
+    weak_adversary,
+)

@@ -11,11 +11,16 @@ reconstruction is closer to the target than to any other point of the prior's po
 Shadow models are the MLP heads of :mod:`privlab.training.heads` (FC → ReLU → FC on the
 flattened image, full-batch gradient descent), trained ``chunk`` at a time on D₋ plus each
 model's own target, with one shared initialisation (``known_init``) or one per model.
+
+The attack is :class:`RecoNNAttack` (``ATTACKS["reconnn"]``), its fields RecoNN's training
+hyperparameters; it requires WEIGHTS: :meth:`RecoNNAttack.reconstruct` reads a released model
+through its :class:`~privlab.threat_model.Target`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +28,8 @@ import torch.nn.functional as F
 from privlab.attacks.reconstruction.reconstructor import MLPReconstructor, WeightNormaliser
 from privlab.data.bundle import Split
 from privlab.metrics.reconstruction import pairwise_mse
+from privlab.registry import ATTACKS
+from privlab.threat_model import Access, Target
 from privlab.training.heads import (
     HeadDP,
     HeadSpec,
@@ -116,6 +123,40 @@ def train_reconnn(
             loss.backward()
             opt.step()
     return RecoNN(model, normaliser)
+
+
+@ATTACKS.register("reconnn")
+@dataclasses.dataclass(kw_only=True)
+class RecoNNAttack:
+    """Informed adversary (Balle et al.): RecoNN, from a released model's weights to the one
+    training point the adversary does not know, learnt on shadow models trained on D₋ ∪ {z}.
+
+    Fields: the reconstructor's ``width`` and its training (``epochs``, Adam's ``lr``,
+    ``batch_size``)."""
+
+    name: ClassVar[str] = "reconnn"
+    family: ClassVar[str] = "reconstruction"
+    requires: ClassVar[Access] = Access.WEIGHTS
+    needs_reference: ClassVar[bool] = False
+    needs_reference_models: ClassVar[bool] = False
+    width: int = 512
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fit(self, theta: torch.Tensor, targets: torch.Tensor, *, seed: int = 0) -> RecoNN:
+        """RecoNN trained on shadow weights ``theta`` (K × D_Θ, :func:`informed_shadows`) and
+        their unknown points ``targets`` (in [−1, 1])."""
+        return train_reconnn(theta, targets, seed=seed, **self.params())
+
+    def reconstruct(self, reconnn: RecoNN, target: Target) -> torch.Tensor:
+        """The unknown training point of the released model behind ``target`` (1 × image)."""
+        target.require(self.requires, f"attack {self.name!r}")
+        params = target.parameters()
+        return reconnn(flatten_heads({k: v[None].cpu() for k, v in params.items()}))
 
 
 def informed_success(

@@ -1,10 +1,16 @@
 """The weak adversary (Maciazek & Allison): learn to map released head weights to training images.
 
 It knows the architecture, the training recipe and the data prior, not the training set. It
-trains many shadow heads on its own sets from the prior (Algorithm 1, :mod:`privlab.experiment.
-shadow_heads`), then a reconstructor network from (normalised weights ⊕ class) to an image of
-that class in the head's training set, with the soft-min loss of Eq. 3 and early stopping on
-validation shadows trained on a disjoint part of the prior.
+trains many shadow heads on its own sets from the prior (Algorithm 1; the study generates them,
+:mod:`privlab.studies.reconstruction.shadow_heads`, and hands them over as
+:class:`~privlab.attacks.reconstruction.shadow_shards.ShadowHeads`), then a reconstructor
+network from (normalised weights ⊕ class) to an image of that class in the head's training set,
+with the soft-min loss of Eq. 3 and early stopping on validation shadows trained on a disjoint
+part of the prior.
+
+The attack is :class:`WeakAdversary` (``ATTACKS["weak_adversary"]``), its fields the
+reconstructor's hyperparameters; it requires WEIGHTS: :meth:`WeakAdversary.reconstruct` reads a
+released head through its :class:`~privlab.threat_model.Target`.
 
 Success is a hypothesis test (:mod:`privlab.metrics.reconstruction`): on a validation head, a
 reconstruction of class c is a true positive when it lies within τ (MSE) of one of the head's
@@ -17,9 +23,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -32,37 +37,23 @@ from privlab.attacks.reconstruction.reconstructor import (
     WeightNormaliser,
     soft_min_loss,
 )
+from privlab.attacks.reconstruction.shadow_shards import (
+    ShadowHeads,
+    Shard,
+    head_weights,
+    shard_weights,
+)
 from privlab.metrics.reconstruction import rates_at, tpr_at_fpr
-from privlab.studies.reconstruction.shadow_heads import ShadowJob, iter_shards
+from privlab.registry import ATTACKS
+from privlab.threat_model import Access, Target
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (θ, class, candidate images)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReconstructorConfig:
-    kind: Literal["residual", "mlp"] = "mlp"
-    width: int = 512  # MLP width, or S of the residual generator (the paper: 256 for MNIST)
-    blocks: int = 2
-    conditional: bool = True
-    lr: float = 2e-4
-    batch_size: int = 32
-    epochs: int = 1  # passes over the training shards
-    alpha: float = 100.0
-    eval_every: int = 500  # steps between validation checks
-    patience: int = 5  # checks without improvement before stopping
-
-
-def shard_weights(shard: dict[str, torch.Tensor]) -> torch.Tensor:
-    """K × D_Θ: the flattened parameters of a shard's heads (in parameter-name order)."""
-    return torch.cat(
-        [v.reshape(len(v), -1).float() for k, v in sorted(shard.items()) if k.startswith("param.")],
-        dim=1,
-    )
-
-
-def fit_normaliser(
-    job: ShadowJob, shard_dir: str | Path, *, covariance: bool = False
-) -> WeightNormaliser:
+def fit_normaliser(heads: ShadowHeads, *, covariance: bool = False) -> WeightNormaliser:
+    """The shadow weights' per-coordinate mean and std (and covariance), in one pass."""
     norm = WeightNormaliser(covariance=covariance)
-    for shard in iter_shards(job, shard_dir):
+    for shard in heads:
         norm.update(shard_weights(shard))
     return norm
 
@@ -83,6 +74,10 @@ class Reconstructor:
         self.model.eval()
         return self.model(_inputs(self.normaliser(theta), classes, self.classes, self.conditional))
 
+    def inputs(self, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The network's input for weights ``theta`` and ``classes`` (no evaluation)."""
+        return _inputs(self.normaliser(theta), classes, self.classes, self.conditional)
+
 
 def _inputs(
     theta: torch.Tensor, classes: torch.Tensor, count: int, conditional: bool
@@ -93,12 +88,12 @@ def _inputs(
 
 
 def _batches(
-    shard: dict[str, torch.Tensor],
+    shard: Shard,
     images: torch.Tensor,
     targets: list[int],
     batch_size: int,
     gen: torch.Generator,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Iterator[Batch]:
     """(θ, class, candidates) batches of one shard: the candidates are the head's training
     images it was taught as that class (one of ``targets``, drawn at random)."""
     theta, idx, trained_as = shard_weights(shard), shard["indices"].long(), shard["labels"].long()
@@ -113,77 +108,142 @@ def _batches(
         yield theta[rows], c, images[idx[rows].gather(1, pick)]
 
 
-def train_reconstructor(
-    job: ShadowJob,
-    train_dir: str | Path,
-    val_job: ShadowJob,
-    val_dir: str | Path,
-    images: torch.Tensor,
-    val_images: torch.Tensor,
-    cfg: ReconstructorConfig,
-    *,
-    seed: int = 0,
-    normaliser: WeightNormaliser | None = None,
-) -> Reconstructor:
-    """Train on the shards of ``job`` (pool ``images`` in [−1, 1]); early stopping on the
-    validation shards' soft-min loss. Memory: one shard and the model. ``normaliser``: the
-    shadows' statistics when the caller already has them (else one pass over the shards)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    classes, targets = job.classes, job.target_classes
-    if normaliser is None:
-        normaliser = fit_normaliser(job, train_dir)
-    in_dim = int(normaliser.mean.numel()) + (classes if cfg.conditional else 0)  # type: ignore[union-attr]
-    shape = tuple(images.shape[1:])
-    model: nn.Module = (
-        ResidualGenerator(in_dim, shape, width=cfg.width, blocks=cfg.blocks)  # type: ignore[arg-type]
-        if cfg.kind == "residual"
-        else MLPReconstructor(in_dim, shape, width=cfg.width)  # type: ignore[arg-type]
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+@ATTACKS.register("weak_adversary")
+@dataclasses.dataclass(kw_only=True)
+class WeakAdversary:
+    """Weak adversary (Maciazek & Allison): a reconstructor from head weights to training images.
 
-    def val_loss() -> float:
-        model.eval()
+    Fields are the reconstructor's hyperparameters: ``kind`` (``"mlp"``, or the paper's
+    ``"residual"`` generator), ``width`` (MLP width, or S of the residual generator: 256 for
+    MNIST in the paper), ``blocks``, ``conditional`` (a one-hot class input), Adam's ``lr``,
+    ``batch_size``, ``epochs`` (passes over the training shards), the soft-min ``alpha``, and
+    early stopping: a validation check every ``eval_every`` steps, stop after ``patience``
+    checks without improvement.
+    """
+
+    name: ClassVar[str] = "weak_adversary"
+    family: ClassVar[str] = "reconstruction"
+    requires: ClassVar[Access] = Access.WEIGHTS
+    needs_reference: ClassVar[bool] = False
+    needs_reference_models: ClassVar[bool] = False
+    kind: Literal["residual", "mlp"] = "mlp"
+    width: int = 512
+    blocks: int = 2
+    conditional: bool = True
+    lr: float = 2e-4
+    batch_size: int = 32
+    epochs: int = 1
+    alpha: float = 100.0
+    eval_every: int = 500
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("residual", "mlp"):
+            raise ValueError(f"unknown reconstructor kind {self.kind!r}; use 'residual' or 'mlp'")
+        sizes = ("width", "blocks", "batch_size", "epochs", "eval_every", "patience")
+        bad = [f for f in sizes if getattr(self, f) < 1]
+        bad += [f for f in ("lr", "alpha") if not getattr(self, f) > 0]
+        if bad:
+            raise ValueError(f"bad {bad}: {', '.join(sizes)} must be ≥ 1, lr and alpha > 0")
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fit(
+        self,
+        heads: ShadowHeads,
+        val: ShadowHeads,
+        images: torch.Tensor,
+        val_images: torch.Tensor,
+        *,
+        seed: int = 0,
+        normaliser: WeightNormaliser | None = None,
+    ) -> Reconstructor:
+        """Train on ``heads`` (their pool ``images`` in [−1, 1]); early stopping on the soft-min
+        loss of ``val`` (pool ``val_images``). Memory: one shard and the model.
+        ``normaliser``: the shadows' statistics when the caller already has them (else one
+        pass over the shards)."""
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        if normaliser is None:
+            normaliser = fit_normaliser(heads)
+        recon = Reconstructor(
+            self._network(normaliser, heads.classes, tuple(images.shape[1:])),
+            normaliser,
+            heads.classes,
+            self.conditional,
+            [],
+            list(heads.target_classes),
+        )
+        opt = torch.optim.Adam(recon.model.parameters(), lr=self.lr)
+        best, best_state, since, step = float("inf"), copy.deepcopy(recon.model.state_dict()), 0, 0
+        recon.model.train()
+        for theta, c, cands in self._training_batches(heads, images, recon.targets, gen):
+            out = recon.model(recon.inputs(theta, c))
+            loss = soft_min_loss(out, cands, alpha=self.alpha).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % self.eval_every:
+                continue
+            v = self._val_loss(recon, val, val_images, seed + 1)
+            recon.history.append({"step": float(step), "train": loss.item(), "val": v})
+            if v < best:
+                best, best_state, since = v, copy.deepcopy(recon.model.state_dict()), 0
+            else:
+                since += 1
+            if since >= self.patience:
+                recon.model.load_state_dict(best_state)
+                return recon
+        v = self._val_loss(recon, val, val_images, seed + 1)
+        recon.history.append({"step": float(step), "val": v})
+        if v > best:
+            recon.model.load_state_dict(best_state)
+        return recon
+
+    def _network(
+        self, normaliser: WeightNormaliser, classes: int, shape: tuple[int, ...]
+    ) -> nn.Module:
+        assert normaliser.mean is not None
+        in_dim = int(normaliser.mean.numel()) + (classes if self.conditional else 0)
+        if self.kind == "residual":
+            return ResidualGenerator(in_dim, shape, width=self.width, blocks=self.blocks)  # type: ignore[arg-type]
+        return MLPReconstructor(in_dim, shape, width=self.width)  # type: ignore[arg-type]
+
+    def _training_batches(
+        self, heads: ShadowHeads, images: torch.Tensor, targets: list[int], gen: torch.Generator
+    ) -> Iterator[Batch]:
+        """Every training batch, epoch after epoch, shard after shard (drawn lazily)."""
+        for _ in range(self.epochs):
+            for shard in heads:
+                yield from _batches(shard, images, targets, self.batch_size, gen)
+
+    def _val_loss(
+        self, recon: Reconstructor, val: ShadowHeads, images: torch.Tensor, seed: int
+    ) -> float:
+        """Mean soft-min loss over every validation head (the same draws at every check)."""
+        recon.model.eval()
         total, count = 0.0, 0
-        vgen = torch.Generator().manual_seed(seed + 1)
+        vgen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for shard in iter_shards(val_job, val_dir):
-                for theta, c, cands in _batches(shard, val_images, targets, 256, vgen):
-                    out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
-                    total += float(soft_min_loss(out, cands, alpha=cfg.alpha).sum())
+            for shard in val:
+                for theta, c, cands in _batches(shard, images, recon.targets, 256, vgen):
+                    out = recon.model(recon.inputs(theta, c))
+                    total += float(soft_min_loss(out, cands, alpha=self.alpha).sum())
                     count += len(c)
-        model.train()
+        recon.model.train()
         return total / max(count, 1)
 
-    history: list[dict[str, float]] = []
-    best, best_state, since, step = float("inf"), copy.deepcopy(model.state_dict()), 0, 0
-    model.train()
-    for _ in range(cfg.epochs):
-        for shard in iter_shards(job, train_dir):
-            for theta, c, cands in _batches(shard, images, targets, cfg.batch_size, gen):
-                out = model(_inputs(normaliser(theta), c, classes, cfg.conditional))
-                loss = soft_min_loss(out, cands, alpha=cfg.alpha).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                if step % cfg.eval_every == 0:
-                    v = val_loss()
-                    history.append({"step": float(step), "train": loss.item(), "val": v})
-                    if v < best:
-                        best, best_state, since = v, copy.deepcopy(model.state_dict()), 0
-                    else:
-                        since += 1
-                    if since >= cfg.patience:
-                        model.load_state_dict(best_state)
-                        return Reconstructor(
-                            model, normaliser, classes, cfg.conditional, history, targets
-                        )
-    v = val_loss()
-    history.append({"step": float(step), "val": v})
-    if v > best:
-        model.load_state_dict(best_state)
-    return Reconstructor(model, normaliser, classes, cfg.conditional, history, targets)
+    def reconstruct(
+        self, recon: Reconstructor, target: Target, classes: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """One image per class (default: the reconstructor's) from the released head behind
+        ``target`` (its weights, laid out as the shadow heads'), in [−1, 1]."""
+        target.require(self.requires, f"attack {self.name!r}")
+        chosen = list(recon.targets if classes is None else classes)
+        theta = head_weights(target.parameters()).cpu()
+        return recon(theta.expand(len(chosen), -1), torch.tensor(chosen, dtype=torch.long))
 
 
 def null_weights(
@@ -205,8 +265,7 @@ def null_weights(
 
 def evaluate_reconstructor(
     recon: Reconstructor,
-    val_job: ShadowJob,
-    val_dir: str | Path,
+    val: ShadowHeads,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
@@ -228,29 +287,11 @@ def evaluate_reconstructor(
     values: dict[str, list[float]] = {
         k: [] for k in ("trained_on", "null", "held_out", "prior_draw")
     }
-    for shard in iter_shards(val_job, val_dir):
-        theta, idx = shard_weights(shard), shard["indices"].long()
-        trained_as = shard["labels"].long()
-        fake = null_weights(stats, len(theta), gen)
+    for shard in val:
+        fake = null_weights(stats, len(shard["indices"]), gen)
         for c in recon.targets:
-            cs = torch.full((len(theta),), c)
-            # the random-draw baseline: a pool image of the class (any image when the pool
-            # labels are identities, one_vs_rest)
-            pool = (labels == c).nonzero()[:, 0] if val_job.task == "balanced" else None
-            draw = torch.randint(
-                0, len(labels) if pool is None else len(pool), (len(theta),), generator=gen
-            )
-            draws = images[draw if pool is None else pool[draw]]
-            real = recon(theta, cs)
-            for key, guess, sets, taught in (
-                ("trained_on", real, idx, trained_as),
-                ("null", recon(fake, cs), idx, trained_as),
-                ("held_out", real, idx.roll(1, dims=0), trained_as.roll(1, dims=0)),
-                ("prior_draw", draws, idx, trained_as),
-            ):
-                mse = (images[sets] - guess[:, None]).pow(2).flatten(2).mean(2)
-                members = taught == c
-                values[key].extend(mse.masked_fill(~members, float("inf")).min(1).values.tolist())
+            for key, mse in _shard_mses(recon, shard, fake, c, images, labels, val.task, gen):
+                values[key].extend(mse)
     pos = np.array(values["trained_on"])
     out: dict[str, Any] = {"tau": tau}
     for key in ("null", "held_out"):
@@ -262,3 +303,37 @@ def evaluate_reconstructor(
     out["prior_draw_tpr"] = float(np.mean(np.array(values["prior_draw"]) <= tau))
     out["min_mse"] = values
     return out
+
+
+def _shard_mses(
+    recon: Reconstructor,
+    shard: Shard,
+    fake: torch.Tensor,
+    c: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    task: str,
+    gen: torch.Generator,
+) -> Iterator[tuple[str, list[float]]]:
+    """(kind, per-head min MSE to the class-c training images) for one shard and class ``c``:
+    ``trained_on``, ``null`` (from the ``fake`` weights), ``held_out``, ``prior_draw``."""
+    theta, idx = shard_weights(shard), shard["indices"].long()
+    trained_as = shard["labels"].long()
+    cs = torch.full((len(theta),), c)
+    # the random-draw baseline: a pool image of the class (any image when the pool labels are
+    # identities, one_vs_rest)
+    pool = (labels == c).nonzero()[:, 0] if task == "balanced" else None
+    draw = torch.randint(
+        0, len(labels) if pool is None else len(pool), (len(theta),), generator=gen
+    )
+    draws = images[draw if pool is None else pool[draw]]
+    real = recon(theta, cs)
+    for key, guess, sets, taught in (
+        ("trained_on", real, idx, trained_as),
+        ("null", recon(fake, cs), idx, trained_as),
+        ("held_out", real, idx.roll(1, dims=0), trained_as.roll(1, dims=0)),
+        ("prior_draw", draws, idx, trained_as),
+    ):
+        mse = (images[sets] - guess[:, None]).pow(2).flatten(2).mean(2)
+        members = taught == c
+        yield key, mse.masked_fill(~members, float("inf")).min(1).values.tolist()

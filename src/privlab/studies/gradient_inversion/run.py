@@ -19,8 +19,10 @@ every strength of its sweep:
 Finally the defences of each client setting are compared at equal utility loss
 (:func:`~privlab.federated.utility_matching.utility_matched_table`, each defence's curve starting
 at the undefended point). Every (point, part) is a unit cached in ``state/``: an interrupted run
-resumes. The attacks' optimisation runs on the experiment's device (CUDA when present); the
-clients, FedAvg and the scoring on the CPU.
+resumes. The attacks receive the global model as the server's
+:class:`~privlab.threat_model.Target` (weights and parameter gradients,
+:func:`~privlab.attacks.gradient_inversion.base.server_target`); their optimisation runs on the
+experiment's device (CUDA when present), the clients, FedAvg and the scoring on the CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from privlab import __version__
+from privlab.attacks.gradient_inversion.base import server_target
 from privlab.config.base import Component
 from privlab.data.from_config import bundle_from_config
 from privlab.federated.defences import DEFENCES, defended_update
@@ -47,6 +50,7 @@ from privlab.run.progress import Progress, step
 from privlab.run.store import StateDir, state_sha256
 from privlab.studies.gradient_inversion.config import (
     ClientSetting,
+    DefenceSweep,
     GradientInversionConfig,
 )
 from privlab.studies.gradient_inversion.defence_comparison import QUALITY, matched_comparison
@@ -76,6 +80,15 @@ class FederatedTask:
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.model_sha256 = state_sha256(self.model)
+        # what the server attacks with: the global model's weights and the clients' updates
+        # (its own copy, on the attacks' device; self.model stays on the CPU for the clients)
+        self.target = server_target(
+            self.model,
+            input_shape=self.bundle.input_shape,
+            num_classes=self.bundle.num_classes,
+            value_range=self.bundle.value_range,
+            device=device,
+        )
         self.members = self.bundle.members
         self.members_sha256 = self.members.sha256()
         self.pool = self.members.x.flatten(1).double()  # identification candidates
@@ -162,15 +175,7 @@ def attack_point(
         start = time.perf_counter()
         for b, ((x, y, rows), obs) in enumerate(zip(batches, observations, strict=True)):
             attack = ATTACKS.build(acfg.name, **acfg.params)
-            result = attack.invert(
-                task.model,
-                obs,
-                input_shape=task.bundle.input_shape,
-                num_classes=task.bundle.num_classes,
-                value_range=(lo, hi),
-                seed=task.seed + b,
-                device=task.device,
-            )
+            result = attack.invert(task.target, obs, seed=task.seed + b)
             summary, order = score_batch(
                 result.images, result.labels, x, y, rows, task.pool, hi - lo
             )
@@ -248,88 +253,116 @@ def _baselines(
     return out
 
 
+class _Units:
+    """The cached units of one client setting: ``unit(prefix, extra, fn)`` runs ``fn`` once
+    under the setting's key plus ``extra`` (resumed from ``state/`` afterwards)."""
+
+    def __init__(self, task: FederatedTask, client: ClientSetting, state: StateDir) -> None:
+        self.task, self.client, self.state = task, client, state
+        self.key = task.key() | {"client": client.model_dump(mode="json")}
+        u = task.cfg.utility
+        self.util_cfg = u.model_dump(mode="json", exclude={"noise_seeds"}) if u else None
+
+    def unit(self, prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
+        return self.state.get_or_run(f"gi-{self.client.label}-{prefix}", self.key | extra, fn)
+
+    def utility(self, defence: str, params: dict[str, Any], label: str) -> dict[str, Any]:
+        """FedAvg with the defence (``label``: the unit's name prefix)."""
+        extra = {"unit": "utility", "defence": defence, "params": params, "utility": self.util_cfg}
+        return self.unit(
+            f"{label}-utility",
+            extra,
+            partial(utility_point, self.task, self.client, defence, params),
+        )
+
+
+def _baseline_utility(units: _Units, progress: Progress) -> tuple[dict[str, Any] | None, float]:
+    """FedAvg without a defence and the utility-loss noise floor (the largest gap to the
+    extra seeds' runs); (None, 0) without a utility section."""
+    task, client, u = units.task, units.client, units.task.cfg.utility
+    if u is None:
+        return None, 0.0
+    with step(progress, f"FedAvg without a defence ({client.label})"):
+        base = {"unit": "utility", "defence": "none", "utility": units.util_cfg}
+        baseline = units.unit(
+            "utility-none", base, partial(utility_point, task, client, "none", {})
+        )
+        others = [
+            units.unit(
+                f"utility-none-seed{k}",
+                base | {"seed_offset": k},
+                partial(utility_point, task, client, "none", {}, task.seed + k),
+            )["final_train_loss"]
+            for k in range(1, u.noise_seeds + 1)
+        ]
+    floor = max((abs(v - baseline["final_train_loss"]) for v in others), default=0.0)
+    return baseline, floor
+
+
+def _utility_block(util: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "final_train_loss": util["final_train_loss"],
+        "final_accuracy": util["final_accuracy"],
+        "utility_loss": util["final_train_loss"] - baseline["final_train_loss"],
+        "accuracy_loss": baseline["final_accuracy"] - util["final_accuracy"],
+        "epsilon": util.get("epsilon"),
+        "delta": util.get("delta"),
+        "accuracy_curve": util["accuracy"],
+        "seconds": util["seconds"],
+    }
+
+
+def _defence_point(
+    units: _Units,
+    sweep: DefenceSweep,
+    point_of: tuple[int, dict[str, Any], str],
+    batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
+    baseline: dict[str, Any] | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One defence at one strength (``point_of``: rank, params, label): attacks, then FedAvg."""
+    cfg, client = units.task.cfg, units.client
+    rank, params, label = point_of
+    attack_key = {
+        "unit": "attacks",
+        "defence": sweep.name,
+        "params": params,
+        "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
+        "batches": cfg.batches,
+        "examples": cfg.examples,
+    }
+    with step(progress, f"{label} ({client.label}): attacks"):
+        run = partial(attack_point, units.task, client, sweep.name, params, batches)
+        privacy = units.unit(label, attack_key, run)
+    point: dict[str, Any] = {
+        "label": label,
+        "label_defence": sweep.display,
+        "defence": sweep.name,
+        "params": params,
+        "rank": rank,
+        **privacy,
+    }
+    if baseline is not None:
+        with step(progress, f"{label} ({client.label}): FedAvg"):
+            undefended = sweep.name == "none" and not params
+            util = baseline if undefended else units.utility(sweep.name, params, label)
+        point["utility"] = _utility_block(util, baseline)
+    return point
+
+
 def run_client_setting(
     task: FederatedTask, client: ClientSetting, state: StateDir, progress: Progress
 ) -> dict[str, Any]:
     cfg = task.cfg
     batches = task.batches(client)
     lo, hi = task.bundle.value_range
-    base_key = task.key() | {"client": client.model_dump(mode="json")}
-    util_cfg = cfg.utility.model_dump(mode="json", exclude={"noise_seeds"}) if cfg.utility else None
-
-    def unit(prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
-        return state.get_or_run(f"gi-{client.label}-{prefix}", base_key | extra, fn)
-
-    baseline_utility, floor = None, 0.0
-    if cfg.utility is not None:
-        with step(progress, f"FedAvg without a defence ({client.label})"):
-            baseline_utility = unit(
-                "utility-none",
-                {"unit": "utility", "defence": "none", "utility": util_cfg},
-                partial(utility_point, task, client, "none", {}),
-            )
-            others = [
-                unit(
-                    f"utility-none-seed{k}",
-                    {"unit": "utility", "defence": "none", "utility": util_cfg, "seed_offset": k},
-                    partial(utility_point, task, client, "none", {}, task.seed + k),
-                )["final_train_loss"]
-                for k in range(1, cfg.utility.noise_seeds + 1)
-            ]
-            floor = max(
-                (abs(v - baseline_utility["final_train_loss"]) for v in others), default=0.0
-            )
-    points = []
-    for d in cfg.defences:
-        for rank, params, label in d.points():
-            attack_key = {
-                "unit": "attacks",
-                "defence": d.name,
-                "params": params,
-                "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
-                "batches": cfg.batches,
-                "examples": cfg.examples,
-            }
-            with step(progress, f"{label} ({client.label}): attacks"):
-                privacy = unit(
-                    label, attack_key, partial(attack_point, task, client, d.name, params, batches)
-                )
-            point: dict[str, Any] = {
-                "label": label,
-                "label_defence": d.display,
-                "defence": d.name,
-                "params": params,
-                "rank": rank,
-                **privacy,
-            }
-            if cfg.utility is not None:
-                assert baseline_utility is not None
-                with step(progress, f"{label} ({client.label}): FedAvg"):
-                    util = (
-                        baseline_utility
-                        if d.name == "none" and not params
-                        else unit(
-                            f"{label}-utility",
-                            {
-                                "unit": "utility",
-                                "defence": d.name,
-                                "params": params,
-                                "utility": util_cfg,
-                            },
-                            partial(utility_point, task, client, d.name, params),
-                        )
-                    )
-                point["utility"] = {
-                    "final_train_loss": util["final_train_loss"],
-                    "final_accuracy": util["final_accuracy"],
-                    "utility_loss": util["final_train_loss"] - baseline_utility["final_train_loss"],
-                    "accuracy_loss": baseline_utility["final_accuracy"] - util["final_accuracy"],
-                    "epsilon": util.get("epsilon"),
-                    "delta": util.get("delta"),
-                    "accuracy_curve": util["accuracy"],
-                    "seconds": util["seconds"],
-                }
-            points.append(point)
+    units = _Units(task, client, state)
+    baseline_utility, floor = _baseline_utility(units, progress)
+    points = [
+        _defence_point(units, d, point_of, batches, baseline_utility, progress)
+        for d in cfg.defences
+        for point_of in d.points()
+    ]
     x0 = batches[0][0][: cfg.examples]
     return {
         "client": client.model_dump(mode="json") | {"label": client.label},

@@ -18,32 +18,19 @@ import torch
 from privlab import __version__
 from privlab.attacks.reconstruction.closed_form import softmax_regression, train_to_optimum
 from privlab.attacks.reconstruction.informed import (
+    RecoNNAttack,
     informed_shadows,
     informed_success,
-    train_reconnn,
 )
 from privlab.data.bundle import Split
-from privlab.metrics.bounds import dp_sgd_rero_curve, rero_gamma_dp
+from privlab.metrics.bounds import dp_epsilon_gamma, dp_sgd_rero_curve, rero_gamma_dp
 from privlab.metrics.reconstruction import to_symmetric
-from privlab.registry import DATASETS
+from privlab.registry import ATTACKS, DATASETS
 from privlab.report.image_codec import image_hex
 from privlab.run.progress import Progress, step
 from privlab.run.store import StateDir
 from privlab.studies.reconstruction.config import InformedAdversaryConfig
 from privlab.training.heads import HeadDP, HeadSpec
-
-
-def dp_epsilon_gamma(dp: HeadDP, n: int, epochs: int, kappa: float) -> tuple[float, float]:
-    """ε at δ = N^−1.1 and the ReRo γ (Thm 2, α optimised) of DP-SGD heads, from one RDP
-    curve of Opacus' accountant."""
-    curve = dp_sgd_rero_curve(
-        kappa,
-        sample_rate=HeadDP.sample_rate(n),
-        steps=epochs * HeadDP.batches_per_epoch(n),
-        delta=HeadDP.delta(n),
-        noise_multipliers=[dp.noise_multiplier],
-    )
-    return curve["epsilon"][0], curve["gamma"][0]
 
 
 def _informed_data(cfg: InformedAdversaryConfig, seed: int) -> dict[str, Split]:
@@ -85,12 +72,9 @@ def _reconnn_study(
         spec, data["fixed"], data["victims"], known_init=known_init, init_seed=seed,
         seed=seed + 2, dp=dp,
     )  # fmt: skip
-    r = cfg.reconnn
-    reconnn = train_reconnn(
-        theta, to_symmetric(data["shadow_targets"].x), width=r.width, epochs=r.epochs, lr=r.lr,
-        batch_size=r.batch_size, seed=seed,
-    )  # fmt: skip
-    recon = reconnn(released)
+    attack: RecoNNAttack = ATTACKS.build("reconnn", **cfg.reconnn.model_dump())
+    reconnn = attack.fit(theta, to_symmetric(data["shadow_targets"].x), seed=seed)
+    recon = reconnn(released)  # the released models' weights, flattened as the shadows'
     truth = to_symmetric(data["victims"].x)
     out: dict[str, Any] = dict(informed_success(recon, truth, to_symmetric(data["pool"].x)))
     out["seconds"] = time.perf_counter() - start
@@ -102,7 +86,6 @@ def _reconnn_study(
 
 
 def _closed_form_study(cfg: InformedAdversaryConfig, seed: int) -> dict[str, Any]:
-    from privlab.registry import ATTACKS
     from privlab.threat_model import Access, Target, TargetInfo
 
     assert cfg.closed_form is not None

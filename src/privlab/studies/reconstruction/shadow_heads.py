@@ -12,12 +12,15 @@ can be produced in any order, on any worker (``backend="ray"``), and give the sa
 Every shard file is safetensors with the job's configuration hash in its metadata. Resuming
 skips the shards already on disk after checking that hash; a shard from another configuration
 or a corrupt file is an error that names the file, so shards of different jobs never mix.
-Memory is bounded by one shard per worker: nothing holds all the heads at once.
+Memory is bounded by one shard per worker: nothing holds all the heads at once. The attack
+reads a finished job through :func:`shadow_heads` (the shard layout is described in
+:mod:`privlab.attacks.reconstruction.shadow_shards`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from privlab.attacks.reconstruction.shadow_shards import ShadowHeads
 from privlab.run.store import atomic_write_bytes, stable_hash
 from privlab.training.heads import HeadDP, HeadSpec, init_heads, train_heads, train_heads_dp
 
@@ -273,3 +277,13 @@ def iter_shards(job: ShadowJob, out_dir: str | Path) -> Iterator[dict[str, Any]]
     """Every shard of a finished job, checked, one at a time (bounded memory)."""
     for i in range(job.shards):
         yield read_shard(shard_path(Path(out_dir), i), job)
+
+
+def shadow_heads(job: ShadowJob, out_dir: str | Path) -> ShadowHeads:
+    """A finished job's shards as the weak adversary reads them (checked on every pass)."""
+    return ShadowHeads(
+        classes=job.classes,
+        target_classes=tuple(job.target_classes),
+        task=job.task,
+        read=functools.partial(iter_shards, job, out_dir),
+    )

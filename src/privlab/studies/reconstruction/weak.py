@@ -1,10 +1,11 @@
 """The reconstruction study's weak adversary (Maciazek & Allison; the informed adversary is in
-:mod:`privlab.studies.reconstruction.informed`), per variant: shadow heads on the attacker's training and
-validation priors (sharded, cached under the cache folder by job key, resumable), the
-reconstructor, then the hypothesis test on the validation heads: TPR*/FPR* at the
-nearest-neighbour τ, TPR at FPR = 0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out
-heads and the random-draw baseline, head test accuracy (utility) and, for DP-SGD heads, ε and
-the ReRo bound on the success. Informed adversary (Balle et al.): closed-form exact recovery,
+:mod:`privlab.studies.reconstruction.informed`), per variant: shadow heads on the attacker's
+training and validation priors (sharded, cached under the cache folder by job key, resumable),
+the reconstructor (the registered ``weak_adversary`` attack, fitted on them), then the
+hypothesis test on the validation heads: TPR*/FPR* at the nearest-neighbour τ, TPR at FPR =
+0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out heads and the random-draw
+baseline, head test accuracy (utility) and, for DP-SGD heads, ε and the ReRo bound on the
+success. Informed adversary (Balle et al.): closed-form exact recovery,
 RecoNN with and without the initialisation, DP-SGD mitigation against the bound.
 
 Every finished unit (a variant, an informed study) is written atomically to ``state/`` under a
@@ -22,16 +23,16 @@ import numpy as np
 import torch
 
 from privlab import __version__
+from privlab.attacks.reconstruction.shadow_shards import ShadowHeads, shard_weights
 from privlab.attacks.reconstruction.weak_adversary import (
     Reconstructor,
-    ReconstructorConfig,
+    WeakAdversary,
     evaluate_reconstructor,
     fit_normaliser,
-    shard_weights,
-    train_reconstructor,
 )
 from privlab.data.bundle import Split, stratified_split
 from privlab.metrics.bounds import (
+    dp_epsilon_gamma,
     empirical_kappa,
 )
 from privlab.metrics.reconstruction import (
@@ -42,6 +43,7 @@ from privlab.metrics.reconstruction import (
     reconstruction_roc,
     to_symmetric,
 )
+from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
 from privlab.run.progress import Progress, step
 from privlab.run.store import StateDir
@@ -49,11 +51,10 @@ from privlab.studies.reconstruction.config import (
     WeakAdversaryConfig,
     WeakVariant,
 )
-from privlab.studies.reconstruction.informed import dp_epsilon_gamma
 from privlab.studies.reconstruction.shadow_heads import (
     ShadowJob,
     generate_shadow_heads,
-    iter_shards,
+    shadow_heads,
 )
 from privlab.studies.reconstruction.transfer import TransferData, transfer_setting
 from privlab.training.heads import HeadDP, HeadSpec, head_logits
@@ -117,7 +118,7 @@ def _variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any
         "shadows": v.shadows or cfg.shadows,
         "spec": spec,
         "dp": dp,
-        "reconstructor": ReconstructorConfig(**recon),
+        "reconstructor": ATTACKS.build("weak_adversary", **recon),
     }
 
 
@@ -185,7 +186,7 @@ def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
     return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt}
 
 
-def run_weak_variant(
+def _shadows(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
     priors: _Priors,
@@ -194,12 +195,12 @@ def run_weak_variant(
     seed: int,
     cache: Path,
     progress: Progress,
-) -> dict[str, Any]:
-    """One variant end to end; ``s``: its resolved settings (:func:`_variant_settings`)."""
-    spec: HeadSpec = s["spec"]
+) -> tuple[dict[str, ShadowJob], dict[str, ShadowHeads], float]:
+    """The training and validation shadow heads (generated where missing, cached by job key):
+    their jobs, the attack's view of them, and the seconds it took."""
     jobs = {
         part: ShadowJob(
-            spec=spec,
+            spec=s["spec"],
             n=s["n"],
             count=s["shadows"] if part == "train" else cfg.val_shadows,
             shard_size=cfg.shard_size,
@@ -216,29 +217,80 @@ def run_weak_variant(
         feats, labels, _ = priors.part(part)
         with step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
             generate_shadow_heads(job, feats, labels, dirs[part], backend=cfg.backend)
-    shadow_seconds = time.perf_counter() - start
-    (train_feats, train_labels, train_images), (_, val_labels, val_images) = (
-        priors.part("train"),
-        priors.part("val"),
+    heads = {part: shadow_heads(job, dirs[part]) for part, job in jobs.items()}
+    return jobs, heads, time.perf_counter() - start
+
+
+def _privacy(
+    cfg: WeakAdversaryConfig,
+    s: dict[str, Any],
+    recon: Reconstructor,
+    val: ShadowJob,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    tau: float,
+) -> dict[str, Any]:
+    """DP-SGD heads: ε at δ = N^−1.1 and the ReRo bound on the success (TPR)."""
+    spec: HeadSpec = s["spec"]
+    dp: HeadDP = s["dp"]
+    epochs = spec.epochs_for(s["n"])
+    members = s["n"] // val.classes if cfg.task == "balanced" else s["n"] // 10
+    # κ of the prior a training image of the class is drawn from (the whole pool for
+    # one_vs_rest, where the identity is unknown); the largest over the classes
+    pools = (
+        [val_images[val_labels == c] for c in recon.targets]
+        if cfg.task == "balanced"
+        else [val_images]
     )
+    kappa = max(empirical_kappa(pool, tau) for pool in pools)
+    # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
+    # compares with every class member, hence the union bound over them
+    eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
+    return {
+        "privacy": {
+            "epsilon": eps,
+            "delta": HeadDP.delta(s["n"]),
+            "noise_multiplier": dp.noise_multiplier,
+            "clip": dp.clip,
+            "accountant": "rdp (opacus)",
+        },
+        "bound": {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)},
+    }
+
+
+def run_weak_variant(
+    cfg: WeakAdversaryConfig,
+    variant: WeakVariant,
+    priors: _Priors,
+    s: dict[str, Any],
+    *,
+    seed: int,
+    cache: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One variant end to end; ``s``: its resolved settings (:func:`_variant_settings`)."""
+    spec: HeadSpec = s["spec"]
+    attack: WeakAdversary = s["reconstructor"]
+    jobs, heads, shadow_seconds = _shadows(
+        cfg, variant, priors, s, seed=seed, cache=cache, progress=progress
+    )
+    train_feats, train_labels, train_images = priors.part("train")
+    _, val_labels, val_images = priors.part("val")
     # one pass over the training shards: the full covariance (the null weights' law) also
     # gives the per-coordinate mean and std that normalise the reconstructor's input
-    null = fit_normaliser(jobs["train"], dirs["train"], covariance=True)
+    null = fit_normaliser(heads["train"], covariance=True)
     start = time.perf_counter()
     with step(progress, f"{variant.name}: reconstructor"):
-        recon = train_reconstructor(
-            jobs["train"], dirs["train"], jobs["val"], dirs["val"], train_images, val_images,
-            s["reconstructor"], seed=seed, normaliser=null,
-        )  # fmt: skip
+        recon = attack.fit(
+            heads["train"], heads["val"], train_images, val_images, seed=seed, normaliser=null
+        )
     train_seconds = time.perf_counter() - start
     result = evaluate_reconstructor(
-        recon, jobs["val"], dirs["val"], val_images, val_labels, tau=priors.tau, null=null,
-        seed=seed,
-    )  # fmt: skip
+        recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
+    )
     pos = np.asarray(result["min_mse"]["trained_on"])
-    first = next(iter(iter_shards(jobs["val"], dirs["val"])))
+    first = next(iter(heads["val"]))
     positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
-    utility = _head_utility(jobs["val"], first, train_feats, train_labels, positives)
     out: dict[str, Any] = {
         "name": variant.name,
         "n": s["n"],
@@ -246,7 +298,7 @@ def run_weak_variant(
         "val_shadows": cfg.val_shadows,
         "sigma_init": spec.sigma_init,
         "epochs": spec.epochs_for(s["n"]),
-        "reconstructor": s["reconstructor"].__dict__,
+        "reconstructor": attack.params(),
         "steps": recon.history[-1]["step"] if recon.history else 0,
         "history": recon.history,
         "tau": priors.tau,
@@ -257,34 +309,13 @@ def run_weak_variant(
         "prior_draw_tpr": result["prior_draw_tpr"],
         "roc": _roc_block(pos, np.asarray(result["min_mse"]["null"])),
         "roc_held_out": _roc_block(pos, np.asarray(result["min_mse"]["held_out"])),
-        "utility": utility,
+        "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
         "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
         "job_keys": {part: job.key() for part, job in jobs.items()},
         "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
     }
     if s["dp"] is not None:
-        dp: HeadDP = s["dp"]
-        epochs = spec.epochs_for(s["n"])
-        members = s["n"] // jobs["val"].classes if cfg.task == "balanced" else s["n"] // 10
-        # κ of the prior a training image of the class is drawn from (the whole pool for
-        # one_vs_rest, where the identity is unknown); the largest over the classes
-        pools = (
-            [val_images[val_labels == c] for c in recon.targets]
-            if cfg.task == "balanced"
-            else [val_images]
-        )
-        kappa = max(empirical_kappa(pool, priors.tau) for pool in pools)
-        # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
-        # compares with every class member, hence the union bound over them
-        eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
-        out["privacy"] = {
-            "epsilon": eps,
-            "delta": HeadDP.delta(s["n"]),
-            "noise_multiplier": dp.noise_multiplier,
-            "clip": dp.clip,
-            "accountant": "rdp (opacus)",
-        }
-        out["bound"] = {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)}
+        out |= _privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
     return out
 
 
