@@ -184,6 +184,10 @@ class TargetsConfig(_Strict):
         _check_name(MODELS, self.model.name, "model.name")
         for i, t in enumerate(self.targets):
             _check_name(REGIMES, t.regime.name, f"targets.{i}.regime.name")
+            try:  # parameters checked before anything is trained (a typo, gdp, a bad value)
+                REGIMES.build(t.regime.name, **t.regime.params)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"targets.{i}.regime: {err}") from None
             if t.model is not None:
                 _check_name(MODELS, t.model.name, f"targets.{i}.model.name")
         for i, a in enumerate(self.attacks):
