@@ -93,6 +93,53 @@ def dp_accounting(
     }
 
 
+def _check_settings(
+    rounds: int, batch_size: int, participation: float, server_lr: float | None, delta: float | None
+) -> None:
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if not 0 < participation <= 1:
+        raise ValueError(f"participation must be in (0, 1], got {participation}")
+    if server_lr is not None and not server_lr > 0:
+        raise ValueError(f"server_lr must be positive, got {server_lr}")
+    if delta is not None and not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+def _round_total(
+    model: nn.Module,
+    train_split: Split,
+    shards: list[torch.Tensor],
+    defence: Defence,
+    gen: torch.Generator,
+    *,
+    batch_size: int,
+    local_steps: int,
+    lr: float,
+    local_batch: int | None,
+) -> dict[str, torch.Tensor]:
+    """The sum of one round's defended client updates (each client: a batch of its shard)."""
+    total: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        take = min(batch_size, len(shard))
+        rows = shard[torch.randperm(len(shard), generator=gen)[:take]]
+        obs = defended_update(
+            model,
+            train_split.x[rows],
+            train_split.y[rows],
+            defence,
+            local_steps=local_steps,
+            lr=lr,
+            local_batch=None if local_batch is None else min(local_batch, take),
+            generator=gen,
+        )
+        for n, g in obs.gradients.items():
+            total[n] = total[n] + g if n in total else g.detach().clone()
+    return total
+
+
 def federated_train(
     model_fn: Callable[[], nn.Module],
     train_split: Split,
@@ -111,28 +158,12 @@ def federated_train(
     delta: float | None = None,
 ) -> dict[str, Any]:
     """FedAvg simulation under ``defence`` (None: undefended); see the module docstring.
-
-    ``model_fn`` builds the initial model; it is called under ``torch.manual_seed(seed)`` in a
-    forked RNG state (the caller's global RNG is left as it was). Returns a dict with
-    ``accuracy`` (test accuracy after each round), ``final_accuracy``, ``final_test_loss``,
-    ``final_train_loss``, ``final_train_accuracy``, ``defence`` and ``defence_params``,
-    ``rounds``, ``clients_per_round``, ``seconds``, the DP accounting (``epsilon``, ``delta``,
-    ``sample_rate``, ... for the "dp" defence, ``epsilon`` None otherwise) and ``model``, the
-    trained module (drop it before serialising).
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    if not 0 < participation <= 1:
-        raise ValueError(f"participation must be in (0, 1], got {participation}")
-    if server_lr is not None and not server_lr > 0:
-        raise ValueError(f"server_lr must be positive, got {server_lr}")
-    if delta is not None and not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    ``model_fn`` is called under ``torch.manual_seed(seed)`` in a forked RNG state. Returns
+    the utility (``accuracy`` per round, ``final_*`` losses and accuracies), the settings,
+    the DP accounting of "dp" (else ``epsilon`` None), ``seconds`` and ``model``."""
+    _check_settings(rounds, batch_size, participation, server_lr, delta)
     chosen = defence if defence is not None else NoDefence()
     at_client = chosen.training_defence()
-    step_size = lr if server_lr is None else server_lr
     start = time.perf_counter()
 
     with torch.random.fork_rng():
@@ -142,67 +173,82 @@ def federated_train(
     shards = shard_indices(len(train_split), clients, gen)
     per_round = max(1, round(participation * clients))
 
-    accuracy: list[float] = []
-    for _ in range(rounds):
-        model.train()
-        drawn = torch.randperm(clients, generator=gen)[:per_round].tolist()
-        total: dict[str, torch.Tensor] | None = None
-        for k in drawn:
-            shard = shards[k]
-            take = min(batch_size, len(shard))
-            rows = shard[torch.randperm(len(shard), generator=gen)[:take]]
-            obs = defended_update(
-                model,
-                train_split.x[rows],
-                train_split.y[rows],
-                at_client,
-                local_steps=local_steps,
-                lr=lr,
-                local_batch=None if local_batch is None else min(local_batch, take),
-                generator=gen,
-            )
-            if total is None:
-                total = {n: g.detach().clone() for n, g in obs.gradients.items()}
-            else:
-                for n, g in obs.gradients.items():
-                    total[n] += g
-        assert total is not None
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.sub_(step_size * total[n] / len(drawn))
-        accuracy.append(evaluate(model, test_split)[1])
-
-    test_loss, test_acc = evaluate(model, test_split)
-    train_loss, train_acc = evaluate(model, train_split)
-    result: dict[str, Any] = {
-        "defence": getattr(chosen, "name", type(chosen).__name__),
-        "defence_params": chosen.params(),
-        "accuracy": accuracy,
-        "final_accuracy": test_acc,
-        "final_test_loss": test_loss,
-        "final_train_loss": train_loss,
-        "final_train_accuracy": train_acc,
+    settings: dict[str, Any] = {
         "rounds": rounds,
         "clients": clients,
         "clients_per_round": per_round,
         "batch_size": batch_size,
         "local_steps": local_steps,
         "lr": lr,
-        "server_lr": step_size,
+        "server_lr": lr if server_lr is None else server_lr,
         "seed": seed,
-        "epsilon": None,
     }
+    clients_data = (train_split, shards, at_client, gen, local_batch)
+    accuracy = [_fedavg_round(model, clients_data, settings, test_split) for _ in range(rounds)]
+    result = _outcome(model, chosen, accuracy, train_split, test_split, settings)
     if isinstance(chosen, DPSGD):
+        delta = float(len(train_split)) ** -1.1 if delta is None else delta
         result |= dp_accounting(
             chosen,
             shard_sizes=[len(s) for s in shards],
-            clients_per_round=per_round,
-            rounds=rounds,
-            batch_size=batch_size,
-            local_steps=local_steps,
             local_batch=local_batch,
-            delta=float(len(train_split)) ** -1.1 if delta is None else delta,
+            delta=delta,
+            **{
+                k: settings[k] for k in ("clients_per_round", "rounds", "batch_size", "local_steps")
+            },
         )
     result["seconds"] = time.perf_counter() - start
     result["model"] = copy.deepcopy(model)
     return result
+
+
+def _fedavg_round(
+    model: nn.Module,
+    clients_data: tuple[Split, list[torch.Tensor], Defence, torch.Generator, int | None],
+    settings: dict[str, Any],
+    test_split: Split,
+) -> float:
+    """One FedAvg round in place: draw the round's clients, average their defended updates,
+    step the server; returns the test accuracy after it."""
+    train_split, shards, defence, gen, local_batch = clients_data
+    model.train()
+    drawn = torch.randperm(settings["clients"], generator=gen)[: settings["clients_per_round"]]
+    total = _round_total(
+        model,
+        train_split,
+        [shards[k] for k in drawn.tolist()],
+        defence,
+        gen,
+        batch_size=settings["batch_size"],
+        local_steps=settings["local_steps"],
+        lr=settings["lr"],
+        local_batch=local_batch,
+    )
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.sub_(settings["server_lr"] * total[n] / len(drawn))
+    return evaluate(model, test_split)[1]
+
+
+def _outcome(
+    model: nn.Module,
+    defence: Defence,
+    accuracy: list[float],
+    train_split: Split,
+    test_split: Split,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The trained model's utility with the run's settings (ε None unless DP adds it)."""
+    test_loss, test_acc = evaluate(model, test_split)
+    train_loss, train_acc = evaluate(model, train_split)
+    return {
+        "defence": getattr(defence, "name", type(defence).__name__),
+        "defence_params": defence.params(),
+        "accuracy": accuracy,
+        "final_accuracy": test_acc,
+        "final_test_loss": test_loss,
+        "final_train_loss": train_loss,
+        "final_train_accuracy": train_acc,
+        **settings,
+        "epsilon": None,
+    }
