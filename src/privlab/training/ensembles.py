@@ -159,34 +159,20 @@ def train_ensemble(
     workers: int | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[TrainResult]:
-    """Train K models, model k on ``data[masks[k]]`` from ``make_model(seeds[k])``.
-
-    ``make_model(seed)`` must return a freshly initialised model, the same architecture for
-    every seed. At most ``chunk_size`` models train at once (memory; None: all K). Returns
-    one :class:`TrainResult` per model, in mask order: a plain module in eval mode on
-    ``device``, its per-epoch history, its own summary (DP-SGD: its own ε, δ, σ, q, steps)
-    and ``seconds``, its share of its chunk's training time (so they add up to the total).
-    ``on_epoch(epoch, epochs, loss)`` is called after every epoch of every chunk with the
-    mean of the chunk's per-model epoch losses (sequential fallback: after every epoch of
-    every model).
-
-    On a CPU the models are split into ``workers`` groups (default: torch's intra-op thread
-    count) trained concurrently in Python threads with one torch thread each: small stacked
-    kernels use one core each better than two cores together (benchmarks/README.md). Results
-    do not depend on the split; ``on_epoch`` then reports the first group's epochs.
-
+    """Train K models, model k on ``data[masks[k]]`` from ``make_model(seeds[k])`` (a fresh
+    model, the same architecture for every seed), at most ``chunk_size`` at once. Returns one
+    :class:`TrainResult` per model in mask order: a plain module in eval mode on ``device``,
+    its history, its own summary (DP-SGD: its own ε, δ, σ, q, steps) and ``seconds``, its
+    share of its chunk's time. ``on_epoch(epoch, epochs, loss)`` gets each chunk's mean epoch
+    loss. On a CPU, ``workers`` groups (default: torch's thread count) train concurrently
+    with one torch thread each (benchmarks/README.md); results do not depend on the split.
     Falls back to sequential :func:`~privlab.training.loop.train` with a ``RuntimeWarning``
-    when :func:`can_vectorise` gives a reason.
+    when the models cannot be stacked (:func:`can_vectorise`).
     """
     masks, seed_list = _validate(data, masks, spec, seeds, chunk_size)
-    k_total = len(seed_list)
     device = torch.device(device)
     first = make_model(seed_list[0])
-    reason = can_vectorise(first, regime)
-    if reason is None and spec.stop_at_accuracy is not None:
-        reason = "early stopping at a validation accuracy is per model"
-    if reason is None:
-        reason = _trial_vmap(first, data, device)
+    reason = _why_sequential(first, regime, spec, data, device)
     if reason is not None:
         warnings.warn(
             f"train_ensemble: cannot vectorise {type(first).__name__} under regime "
@@ -194,31 +180,49 @@ def train_ensemble(
             RuntimeWarning,
             stacklevel=2,
         )
-        results = []
-        for k, seed in enumerate(seed_list):
-            model = first if k == 0 else make_model(seed)
-            subset = data.subset(np.flatnonzero(masks[k]))
-            results.append(
-                train(model, subset, regime, spec, seed=seed, device=device, on_epoch=on_epoch)
-            )
-        return results
-
-    pool_x, pool_y = data.x.to(device), data.y.to(device)
+        models = (first if k == 0 else make_model(seed) for k, seed in enumerate(seed_list))
+        subsets = (data.subset(np.flatnonzero(mask)) for mask in masks)
+        return [
+            train(model, subset, regime, spec, seed=seed, device=device, on_epoch=on_epoch)
+            for model, subset, seed in zip(models, subsets, seed_list, strict=True)
+        ]
     # built here, in order: make_model seeds torch's global generator, which threads share
     all_models = [first] + [make_model(seed) for seed in seed_list[1:]]
+    pool = (data.x.to(device), data.y.to(device))
 
     def train_group(lo: int, hi: int, report: EpochCallback | None) -> list[TrainResult]:
         size = chunk_size or (hi - lo)
         out: list[TrainResult] = []
         for start in range(lo, hi, size):
             stop = min(start + size, hi)
-            models = all_models[start:stop]
             members = [torch.from_numpy(np.flatnonzero(masks[k])) for k in range(start, stop)]
             out += _train_chunk(
-                models, pool_x, pool_y, members, regime, spec, seed_list[start:stop], device, report
-            )
+                all_models[start:stop], *pool, members, regime, spec,
+                seed_list[start:stop], device, report,
+            )  # fmt: skip
         return out
 
+    return _in_groups(train_group, len(seed_list), device, workers, on_epoch)
+
+
+def _why_sequential(
+    first: nn.Module, regime: Regime, spec: TrainSpec, data: Split, device: torch.device
+) -> str | None:
+    """Why the models cannot train as one stacked ensemble (None: they can)."""
+    reason = can_vectorise(first, regime)
+    if reason is None and spec.stop_at_accuracy is not None:
+        reason = "early stopping at a validation accuracy is per model"
+    return reason if reason is not None else _trial_vmap(first, data, device)
+
+
+def _in_groups(
+    train_group: Callable[[int, int, EpochCallback | None], list[TrainResult]],
+    k_total: int,
+    device: torch.device,
+    workers: int | None,
+    on_epoch: EpochCallback | None,
+) -> list[TrainResult]:
+    """On a CPU, groups of models trained concurrently in threads, one torch thread each."""
     n_workers = min(workers or torch.get_num_threads(), k_total) if device.type == "cpu" else 1
     if n_workers <= 1:
         return train_group(0, k_total, on_epoch)
