@@ -58,14 +58,18 @@ from torch import nn
 
 from privlab.config import ExperimentConfig, load_config_dict
 from privlab.data.bundle import DataBundle, Split
-from privlab.studies.targets.inversion import get_or_train_evaluator, get_or_train_prior, public_data
-from privlab.run.model_cache import TrainedModel, get_or_train
-from privlab.run.progress import SilentProgress
-from privlab.run.runner import load_bundle
 from privlab.metrics.inversion import inversion_metrics
 from privlab.metrics.utility import accuracy
 from privlab.models.vae import VAE
 from privlab.registry import ATTACKS
+from privlab.run.model_cache import TrainedModel, get_or_train
+from privlab.run.progress import SilentProgress
+from privlab.run.runner import load_bundle
+from privlab.studies.targets.inversion import (
+    get_or_train_evaluator,
+    get_or_train_prior,
+    public_data,
+)
 from privlab.threat_model import Access, Target, TargetInfo
 
 NAME = "inversion_speed"

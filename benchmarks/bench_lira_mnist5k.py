@@ -154,8 +154,8 @@ def attack_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def reference_diagnostics(cfg: dict[str, Any]) -> dict[str, Any]:
     """Accuracy of the (cached) reference models on their own IN and OUT pool examples."""
     from privlab.run.progress import SilentProgress
-    from privlab.studies.targets.reference_models import get_or_train_references
     from privlab.run.runner import load_bundle
+    from privlab.studies.targets.reference_models import get_or_train_references
     from privlab.threat_model import TargetInfo
 
     config = load_config_dict(cfg)

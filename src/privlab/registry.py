@@ -112,7 +112,7 @@ MODELS: Registry[Any] = Registry("model")
 REGIMES: Registry[Any] = Registry("regime")
 ATTACKS: Registry[Any] = Registry("attack")
 DEFENCES: Registry[Any] = Registry("defence")  # federated clients' defences
-STUDIES: Registry[Any] = Registry("study", "studies")  # one per attack family (privlab.studies.base)
+STUDIES: Registry[Any] = Registry("study", "studies")  # one per attack family (studies.base)
 
 #: every registry, in the order ``privlab list`` shows them
 REGISTRIES: tuple[Registry[Any], ...] = (DATASETS, MODELS, REGIMES, ATTACKS, DEFENCES, STUDIES)
