@@ -5,12 +5,11 @@ default extractor) generated and written to disk in at most 60 s on 2 cores; 1,0
 most 10 minutes with memory bounded by the shard size".
 
 Features: :func:`privlab.studies.reconstruction.transfer.transfer_setting` (the cached base
-network's 256-d features of the 2,500 transfer images; its training is not timed). Heads:
-the Table 3 MNIST recipe (FC(10), 32 epochs of full-batch GD). Written as safetensors shards
-of ``--shard-size`` heads (parameters + training-set indices + the job's config hash) into a temporary folder.
-Reported: wall time, heads per second, bytes written and the process's peak RSS before and
-after (memory must not grow with the number of heads).
-"""
+network's 256-d features of the 2,500 transfer images; its training is not timed). Heads: the
+Table 3 MNIST recipe (FC(10), 32 epochs of full-batch GD). Written as safetensors shards of
+``--shard-size`` heads (parameters + training-set indices + the job's config hash) into a
+temporary folder. Reported: wall time, heads per second, bytes written and the process's peak
+RSS before and after (memory must not grow with the number of heads). """
 
 from __future__ import annotations
 
