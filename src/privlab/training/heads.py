@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.func import functional_call
 
@@ -30,23 +31,19 @@ from privlab.training import dp as dpsgd
 Params = dict[str, torch.Tensor]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class HeadSpec:
-    """The head and its training recipe (defaults: the MNIST column of Table 3)."""
+class HeadSpec(BaseModel):
+    """The head and its training recipe (defaults: the MNIST column of Table 3); also the
+    config's ``head:`` block (one copy of these fields)."""
 
-    outputs: int = 10
-    hidden: int | None = None
-    sigma_init: float = 0.002
-    lr: float = 0.01
-    weight_decay: float = 1e-5
-    epochs: int | None = None  # None: 26 + 3N/5
-    pos_weight: float = 1.0  # binary heads: weight of the positive class
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if self.outputs < 1 or (self.hidden is not None and self.hidden < 1):
-            raise ValueError("outputs and hidden must be ≥ 1")
-        if self.sigma_init < 0 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("need sigma_init ≥ 0, lr > 0 and weight_decay ≥ 0")
+    outputs: int = Field(10, ge=1)
+    hidden: int | None = Field(None, ge=1)
+    sigma_init: float = Field(0.002, ge=0)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    epochs: int | None = Field(None, ge=0)  # None: 26 + 3N/5
+    pos_weight: float = Field(1.0, gt=0)  # binary heads: weight of the positive class
 
     def epochs_for(self, n: int) -> int:
         return self.epochs if self.epochs is not None else 26 + (3 * n) // 5

@@ -10,27 +10,15 @@ it is data: YAML checked key by key, a typo is an error naming it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from privlab.config.base import _Strict, check_unique, dataset_name
 from privlab.training.heads import HeadSpec
 
-
-class HeadConfig(_Strict):
-    """A transfer-learned head and its recipe (defaults: the MNIST column of Table 3)."""
-
-    outputs: int = Field(10, ge=1)
-    hidden: int | None = Field(None, ge=1)
-    sigma_init: float = Field(0.002, ge=0)
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    epochs: int | None = Field(None, ge=0)  # None: 26 + 3N/5
-    pos_weight: float = Field(1.0, gt=0)
-
-    def spec(self, **overrides: Any) -> HeadSpec:
-        return HeadSpec(**(self.model_dump() | overrides))
+#: a transfer-learned head and its recipe: the training module's own model
+HeadConfig = HeadSpec
 
 
 class DPConfig(_Strict):

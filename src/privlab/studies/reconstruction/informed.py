@@ -138,7 +138,7 @@ def run_informed_adversary(
                 base | {"study": "closed_form"},
                 partial(_closed_form_study, cfg, seed),
             )
-    spec = cfg.head.spec()
+    spec = cfg.head
     out["reconnn"] = []
     for known in cfg.known_init:
         with step(progress, f"informed: RecoNN, known init {known}"):
@@ -149,7 +149,7 @@ def run_informed_adversary(
             )
         out["reconnn"].append({"known_init": known, **res})
     n = cfg.fixed + 1
-    dp_spec = cfg.dp_head.spec()
+    dp_spec = cfg.dp_head
     epochs = dp_spec.epochs_for(n)
     out["dp"] = []
     for eps in [None, *cfg.epsilons] if cfg.epsilons else []:

@@ -87,8 +87,12 @@ class ShadowJob:
     def shards(self) -> int:
         return -(-self.count // self.shard_size)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The job as plain data (the head recipe as its fields)."""
+        return dataclasses.asdict(self) | {"spec": self.spec.model_dump()}
+
     def key(self) -> str:
-        return stable_hash({"format": FORMAT, **dataclasses.asdict(self)})
+        return stable_hash({"format": FORMAT, **self.as_dict()})
 
     def shard_count(self, i: int) -> int:
         return min(self.shard_size, self.count - i * self.shard_size)
@@ -190,7 +194,7 @@ def write_shard(path: Path, job: ShadowJob, i: int, tensors: dict[str, torch.Ten
     meta = {
         "config_key": job.key(),
         "shard": str(i),
-        "job": json.dumps(dataclasses.asdict(job), default=str),
+        "job": json.dumps(job.as_dict(), default=str),
     }
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
@@ -223,7 +227,7 @@ def generate_shadow_heads(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(
-        json.dumps({"key": job.key(), **dataclasses.asdict(job)}, default=str)
+        json.dumps({"key": job.key(), **job.as_dict()}, default=str)
     )
     features, labels = features.float().contiguous(), labels.long()
     todo = _missing(job, out)

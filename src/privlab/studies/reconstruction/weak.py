@@ -104,7 +104,9 @@ class _Priors:
 
 def _variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any]:
     n = v.n or cfg.n
-    spec = cfg.head.spec(**({"sigma_init": v.sigma_init} if v.sigma_init is not None else {}))
+    spec = cfg.head.model_copy(
+        update={"sigma_init": v.sigma_init} if v.sigma_init is not None else {}
+    )
     dp_cfg = v.dp or cfg.dp
     dp = None
     if dp_cfg is not None:
