@@ -115,4 +115,4 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from privlab.run.context import RunContext
     from privlab.run.runner import run_experiment
     from privlab.studies.base import Study, TextTable
-    from privlab.threat_model import AccessDenied, Access, Knowledge, Target, TargetInfo
+    from privlab.threat_model import Access, AccessDenied, Knowledge, Target, TargetInfo

@@ -58,7 +58,7 @@ class ExperimentHeader(_Strict):
 
 @cache
 def _schema(names: tuple[str, ...]) -> type[ExperimentHeader]:
-    fields: dict[str, Any] = {name: (STUDIES.get(name).section | None, None) for name in names}
+    fields: dict[str, Any] = {name: (STUDIES.build(name).section | None, None) for name in names}
     return create_model("ExperimentConfig", __base__=ExperimentHeader, **fields)
 
 

@@ -25,8 +25,8 @@ class ReportError(ValueError):
 
 def _runs_by_seed(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Schema 1's flat targets list as one run per seed."""
-    data = report.get("data") if isinstance(report.get("data"), dict) else {}
-    splits = data.get("splits") if isinstance(data.get("splits"), dict) else {}
+    data: dict[str, Any] = report["data"] if isinstance(report.get("data"), dict) else {}
+    splits: dict[str, Any] = data["splits"] if isinstance(data.get("splits"), dict) else {}
     seeds = report.get("seeds") or [report.get("seed")]
     runs = []
     for seed in seeds:

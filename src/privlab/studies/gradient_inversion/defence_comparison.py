@@ -61,9 +61,9 @@ def _curves(points: list[dict[str, Any]]) -> Curves:
     none = [p for p in points if p["defence"] == "none" and p.get("utility")]
     for q, by_defence in curves.items():
         value = none[0]["best"].get(q) if none else None
-        if _finite(value):
+        if value is not None and _finite(value):
             for pts in by_defence.values():
-                pts.append((-1, 0.0, value))
+                pts.append((-1.0, 0.0, float(value)))
     return curves
 
 

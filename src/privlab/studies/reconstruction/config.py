@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from privlab.config.base import _Strict, check_unique, dataset_name
+from privlab.studies.reconstruction.transfer import TRANSFER_DATASETS
 from privlab.training.heads import HeadSpec
 
 #: a transfer-learned head and its recipe: the training module's own model
@@ -86,6 +87,11 @@ class WeakAdversaryConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> WeakAdversaryConfig:
+        if self.dataset not in TRANSFER_DATASETS:
+            raise ValueError(
+                f"dataset {self.dataset!r}: the transfer setting splits an embedded dataset: "
+                f"{', '.join(TRANSFER_DATASETS)}"
+            )
         check_unique([v.name for v in self.variants], "variant names")
         if self.task == "one_vs_rest" and self.head.outputs != 1:
             raise ValueError("task one_vs_rest needs a binary head: set head.outputs: 1")
