@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from privlab.data.bundle import DataBundle, Split
-from privlab.studies.targets.reference_models import balanced_masks, reference_pool
 from privlab.registry import MODELS, REGIMES
+from privlab.studies.targets.reference_models import balanced_masks, reference_pool
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
 from privlab.training.ensembles import train_ensemble
 from privlab.training.loop import TrainSpec, train

@@ -10,8 +10,8 @@ import torch
 
 from privlab.data.bundle import restrict_classes
 from privlab.data.embedded import pseudo_identities
-from privlab.studies.targets.inversion import masked_invariance
 from privlab.registry import MODELS, REGIMES
+from privlab.studies.targets.inversion import masked_invariance
 
 
 def test_restrict_classes_relabels_in_the_given_order(tiny):

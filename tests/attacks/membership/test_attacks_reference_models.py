@@ -127,8 +127,8 @@ def test_logit_scaled_confidence_survives_saturated_probabilities(overfit, tiny)
 
 def test_lira_loses_to_a_strong_dp_defence(tiny):
     """Target and reference models trained with heavy DP noise (ε < 1): LiRA is at chance."""
-    from privlab.studies.targets.reference_models import balanced_masks, reference_pool
     from privlab.registry import MODELS, REGIMES
+    from privlab.studies.targets.reference_models import balanced_masks, reference_pool
     from privlab.training.ensembles import train_ensemble
     from privlab.training.loop import TrainSpec, train
 
