@@ -7,13 +7,14 @@ fresh temporary cache and output folder, so every model, prior and evaluator is 
 reports the wall time next to the run's own breakdown (train / attack / utility seconds).
 
 Usage: .venv/bin/python benchmarks/bench_defence_grid.py [--config PATH] [--set key=value ...]
-(``--set seeds=[0]`` for a one-seed smoke run).
+(``--set seeds=[0]`` for a one-seed smoke run; the study's keys are section paths, e.g.
+``--set targets.train.epochs=2``). The target count is read from the report's ``targets`` study
+(every seed's run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import _env  # noqa: F401  (thread settings for the child run)
 from _common import load_note, machine_info, write_result
+
+from privlab.report.schema import load_report
+from privlab.studies.base import runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 60 * 60
@@ -42,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        report = json.loads((Path(tmp) / "out" / "report.json").read_text())
+        report = load_report(Path(tmp) / "out")
     after = machine_info()
-    targets = len(report["targets"])
+    runs = runs_of(report["studies"].get("targets") or {})
+    targets = sum(len(run.get("targets") or []) for run in runs)
     payload = {
         "config": str(Path(args.config).relative_to(ROOT)),
         "overrides": args.overrides,

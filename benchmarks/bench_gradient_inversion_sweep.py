@@ -28,7 +28,9 @@ from pathlib import Path
 from _common import Clock, load_note, machine_info, set_threads, write_result
 
 from privlab.config import load_config
+from privlab.report.schema import load_report
 from privlab.run.runner import run_experiment
+from privlab.studies.base import runs_of
 
 NAME = "gradient_inversion_sweep"
 REQUIREMENT = (
@@ -57,20 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PRIVLAB_CACHE"] = str(Path(tmp) / "cache")
         config = load_config(args.config)
         with Clock() as clock:
-            report = run_experiment(config, out)
+            run_experiment(config, out)
+        report = load_report(out)
     after = machine_info()
-    sec = report["gradient_inversion"]
+    runs = runs_of(report["studies"]["gradient_inversion"])  # one per seed of the config
+    settings = [s for run in runs for s in run["settings"]]
+    attack_names = list(dict.fromkeys(a for run in runs for a in run["attacks"]))
     attack_s = sum(
-        a["seconds"] for s in sec["settings"] for p in s["points"] for a in p["attacks"].values()
+        a["seconds"] for s in settings for p in s["points"] for a in p["attacks"].values()
     )
     utility_s = sum(
-        (p.get("utility") or {}).get("seconds", 0.0) for s in sec["settings"] for p in s["points"]
+        (p.get("utility") or {}).get("seconds", 0.0) for s in settings for p in s["points"]
     )
-    points = sum(len(s["points"]) for s in sec["settings"])
+    points = sum(len(s["points"]) for s in settings)
     verdict = "PASS" if clock.wall <= LIMIT_S else "FAIL"
     note = load_note(before, after)
     print(
-        f"{points} defence points × {len(sec['attacks'])} attacks: {clock.wall:.0f} s wall "
+        f"{points} defence points × {len(attack_names)} attacks: {clock.wall:.0f} s wall "
         f"({attack_s:.0f} s attacks, {utility_s:.0f} s FedAvg utility runs)\n{note}\n"
         f"RESULT: {verdict} — {clock.wall:.0f} s (limit {LIMIT_S:.0f} s)"
     )
@@ -85,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             "attack_s": attack_s,
             "utility_s": utility_s,
             "points": points,
-            "settings": [s["client"]["label"] for s in sec["settings"]],
-            "attacks": sec["attacks"],
+            "seeds": [run["seed"] for run in runs],
+            "settings": list(dict.fromkeys(s["client"]["label"] for s in settings)),
+            "attacks": attack_names,
             "config": str(args.config),
             "threads": args.threads,
             "load_note": note,

@@ -57,6 +57,7 @@ from _common import Clock, load_note, machine_info, markdown_table, set_threads,
 from torch import nn
 
 from privlab.config import ExperimentConfig, load_config_dict
+from privlab.config.migrate import HEADER_KEYS
 from privlab.data.bundle import DataBundle, Split
 from privlab.metrics.inversion import inversion_metrics
 from privlab.metrics.utility import accuracy
@@ -64,12 +65,13 @@ from privlab.models.vae import VAE
 from privlab.registry import ATTACKS
 from privlab.run.model_cache import TrainedModel, get_or_train
 from privlab.run.progress import SilentProgress
-from privlab.run.runner import load_bundle
+from privlab.studies.targets.config import TargetsConfig
 from privlab.studies.targets.inversion import (
     get_or_train_evaluator,
     get_or_train_prior,
     public_data,
 )
+from privlab.studies.targets.threat import load_bundle
 from privlab.threat_model import Access, Target, TargetInfo
 
 NAME = "inversion_speed"
@@ -101,11 +103,18 @@ class Prepared:
     evaluator: nn.Module
     private: Split
     training_s: dict[str, float]
-    utility: dict[str, float]
+    utility: dict[str, Any]  # accuracies, sizes, the target's sha256 and cache flag
 
     @property
     def num_classes(self) -> int:
         return self.bundle.num_classes
+
+
+def _targets_section(config: ExperimentConfig) -> TargetsConfig:
+    """The config's ``targets:`` section (the study that trains and inverts targets)."""
+    section = config.section("targets")
+    assert isinstance(section, TargetsConfig), "the setting's config has no targets: section"
+    return section
 
 
 def _setting_dict(setting: str) -> tuple[dict[str, Any], str]:
@@ -129,34 +138,35 @@ def _setting_dict(setting: str) -> tuple[dict[str, Any], str]:
 
 
 def load_setting(setting: str, *, quick: bool, cache_dir: Path) -> ExperimentConfig:
-    """The setting's config, seed 0, its natural target only (``--quick``: few epochs)."""
+    """The setting's config, seed 0, its ``targets:`` section only (the other studies of the
+    demo are not benchmarked here) with its natural target only (``--quick``: few epochs)."""
     raw, _ = _setting_dict(setting)
-    raw = dict(raw)
-    raw.pop("seeds", None)
-    raw["seed"] = 0
-    raw["device"] = "cpu"
-    raw["cache_dir"] = str(cache_dir)
-    raw["targets"] = [t for t in raw["targets"] if t["name"] == "natural"]
-    raw["attacks"] = []  # membership attacks of the demo: not benchmarked here
+    header = {k: v for k, v in raw.items() if k in HEADER_KEYS and k != "seeds"}
+    section = dict(raw["targets"])
+    section["targets"] = [t for t in section["targets"] if t["name"] == "natural"]
+    section["attacks"] = []  # membership attacks of the demo: not benchmarked here
     if quick:
-        raw["train"] = {**raw["train"], "epochs": QUICK_EPOCHS["target"]}
-        inv = raw["inversion"]
+        section["train"] = {**section.get("train", {}), "epochs": QUICK_EPOCHS["target"]}
+        inv = section["inversion"] = dict(section["inversion"])
         inv["prior"] = {**inv.get("prior", {}), "epochs": QUICK_EPOCHS["prior"]}
-        ev = inv.setdefault("evaluator", {})
+        ev = inv["evaluator"] = dict(inv.get("evaluator", {}))
         ev["train"] = {**ev.get("train", {}), "epochs": QUICK_EPOCHS["evaluator"]}
-    return load_config_dict(raw)
+    return load_config_dict(
+        header | {"seed": 0, "device": "cpu", "cache_dir": str(cache_dir), "targets": section}
+    )
 
 
 def prepare(setting: str, *, quick: bool, cache_dir: Path) -> Prepared:
     """Data, prior, evaluator and target exactly as ``privlab run`` builds them at seed 0."""
     config = load_setting(setting, quick=quick, cache_dir=cache_dir)
     _, describe = _setting_dict(setting)
-    inv = config.inversion
+    sec = _targets_section(config)
+    inv = sec.inversion
     assert inv is not None
     seed, device, progress = 0, torch.device("cpu"), SilentProgress()
     with Clock() as c_data:
-        bundle = load_bundle(config, seed)
-        public = public_data(config, bundle, seed)
+        bundle = load_bundle(sec, seed)
+        public = public_data(sec, bundle, seed)
     with Clock() as c_prior:
         prior, _ = get_or_train_prior(
             inv,
@@ -171,15 +181,15 @@ def prepare(setting: str, *, quick: bool, cache_dir: Path) -> Prepared:
         evaluator = get_or_train_evaluator(
             inv, bundle, seed=seed, device=device, cache_dir=cache_dir, progress=progress
         )
-    tcfg = config.targets[0]
+    tcfg = sec.targets[0]
     with Clock() as c_target:
         trained = get_or_train(
             role="target",
             data=bundle.members,
             bundle=bundle,
-            model_cfg=config.model_for(tcfg),
+            model_cfg=sec.model_for(tcfg),
             regime_cfg=tcfg.regime,
-            train_cfg=config.train_for(tcfg),
+            train_cfg=sec.train_for(tcfg),
             seed=seed,
             device=device,
             cache_dir=cache_dir,
@@ -193,7 +203,7 @@ def prepare(setting: str, *, quick: bool, cache_dir: Path) -> Prepared:
         input_shape=bundle.input_shape,
         value_range=bundle.value_range,
     )
-    access = Access.parse(config.threat_model.access)
+    access = Access.parse(sec.threat_model.access)
     target = Target(trained.model, info, access, device=device)
     private = Split(bundle.members.x, trained.regime.train_labels(bundle.members.y))
     ev = evaluator.model.eval()

@@ -35,7 +35,6 @@ import _env  # noqa: F401  (must precede torch)
 
 # isort: split
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -58,6 +57,8 @@ from _common import (
 )
 
 from privlab.config import load_config_dict
+from privlab.report.schema import load_report
+from privlab.studies.base import runs_of
 
 NAME = "lira_mnist5k"
 REQUIREMENT = (
@@ -65,8 +66,8 @@ REQUIREMENT = (
     "`privlab run`), in at most 5 minutes on 2 cores"
 )
 LIMIT_S = 300.0
-LIRA = {"name": "lira", "label": "LiRA online"}
-STRENGTH_ATTACKS = [
+LIRA: dict[str, Any] = {"name": "lira", "label": "LiRA online"}
+STRENGTH_ATTACKS: list[dict[str, Any]] = [
     LIRA,
     {"name": "lira", "label": "LiRA online, global var", "params": {"variance": "global"}},
     {"name": "lira", "label": "LiRA offline", "params": {"mode": "offline"}},
@@ -85,23 +86,26 @@ STRENGTH_ATTACKS = [
 def make_config(
     *, epochs: int, models: int, cache_dir: Path, attacks: list[dict[str, Any]], name: str
 ) -> dict[str, Any]:
+    """A config with one study, ``targets:``: the CNN target and the membership attacks."""
     return {
         "name": name,
         "description": "bench_lira_mnist5k: LiRA with reference models on a mnist5k CNN",
         "seed": 0,
         "device": "cpu",
-        "data": {"name": "mnist5k"},
-        "model": {"name": "cnn_small", "params": {"channels": [16, 32], "fc": 100}},
-        "train": {"epochs": epochs, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
-        "evaluation": {"adv_steps": 0},  # natural target: no PGD utility numbers
-        "threat_model": {
-            "access": ["probs"],
-            "reference": "none",
-            "reference_models": {"count": models, "online": True, "fraction": 0.5},
-        },
-        "targets": [{"name": "cnn", "regime": "natural"}],
-        "attacks": attacks,
         "cache_dir": str(cache_dir),
+        "targets": {
+            "data": {"name": "mnist5k"},
+            "model": {"name": "cnn_small", "params": {"channels": [16, 32], "fc": 100}},
+            "train": {"epochs": epochs, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
+            "evaluation": {"adv_steps": 0},  # natural target: no PGD utility numbers
+            "threat_model": {
+                "access": ["probs"],
+                "reference": "none",
+                "reference_models": {"count": models, "online": True, "fraction": 0.5},
+            },
+            "targets": [{"name": "cnn", "regime": "natural"}],
+            "attacks": attacks,
+        },
     }
 
 
@@ -130,13 +134,22 @@ def run_cli(cfg: dict[str, Any], workdir: Path, tag: str, threads: int) -> dict[
     if proc.returncode != 0:
         print("\n".join(log[-40:]))
         raise RuntimeError(f"`{' '.join(cmd)}` exited with {proc.returncode}")
-    report = json.loads((out / "report.json").read_text())
+    report = load_report(out)
     return {"wall_s": wall, "cpu_s": cpu, "report": report, "log_tail": log[-15:], "cmd": cmd}
+
+
+def the_target(report: dict[str, Any]) -> dict[str, Any]:
+    """The one target of the config's one seed, from the report's ``targets`` study."""
+    runs = runs_of(report["studies"]["targets"])
+    targets = [t for run in runs for t in run.get("targets") or []]
+    if len(targets) != 1:
+        raise RuntimeError(f"expected one trained target in the report, found {len(targets)}")
+    return targets[0]
 
 
 def attack_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for a in report["targets"][0]["attacks"]:
+    for a in the_target(report)["attacks"]:
         m = a["metrics"]
         rows.append(
             {
@@ -154,14 +167,16 @@ def attack_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def reference_diagnostics(cfg: dict[str, Any]) -> dict[str, Any]:
     """Accuracy of the (cached) reference models on their own IN and OUT pool examples."""
     from privlab.run.progress import SilentProgress
-    from privlab.run.runner import load_bundle
     from privlab.studies.targets.reference_models import get_or_train_references
+    from privlab.studies.targets.threat import load_bundle
     from privlab.threat_model import TargetInfo
 
     config = load_config_dict(cfg)
-    rm = config.threat_model.reference_models
+    sec = config.section("targets")
+    assert sec is not None
+    rm = sec.threat_model.reference_models
     assert rm is not None
-    bundle = load_bundle(config, config.seed)
+    bundle = load_bundle(sec, config.seed)
     info = TargetInfo(
         name="reference",
         num_classes=bundle.num_classes,
@@ -172,9 +187,9 @@ def reference_diagnostics(cfg: dict[str, Any]) -> dict[str, Any]:
         rm,
         bundle=bundle,
         info=info,
-        model_cfg=config.model,
-        regime_cfg=config.targets[0].regime,
-        train_cfg=config.train,
+        model_cfg=sec.model_for(sec.targets[0]),
+        regime_cfg=sec.targets[0].regime,
+        train_cfg=sec.train_for(sec.targets[0]),
         seed=config.seed,
         device=torch.device("cpu"),
         cache_dir=Path(cfg["cache_dir"]),
@@ -231,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         timed = run_cli(timed_cfg, workdir, "lira_timed", args.threads)
         rep = timed["report"]
-        tgt = rep["targets"][0]
+        tgt = the_target(rep)
         timings = rep["timings"]
         phases = {
             "end_to_end_wall_s": timed["wall_s"],

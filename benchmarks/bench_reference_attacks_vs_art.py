@@ -83,12 +83,13 @@ from bench_art_comparison import accuracy, halves, labels
 from bench_art_comparison import train_target as train_digits_target
 from torch import nn
 
-from privlab.config import Component, ReferenceModelsConfig, TrainConfig
+from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import Split
 from privlab.metrics.membership import membership_metrics
 from privlab.registry import ATTACKS, DATASETS
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import SilentProgress
+from privlab.studies.targets.config import ReferenceModelsConfig
 from privlab.studies.targets.reference_models import get_or_train_references
 from privlab.threat_model import Access, Knowledge, Target, TargetInfo
 from privlab.training.loop import TrainSpec, train
