@@ -26,7 +26,9 @@ from privlab.studies.base import Study
 ENTRIES = [(r.kind, name) for r in REGISTRIES for name in r.names()]
 BY_KIND = {r.kind: r for r in REGISTRIES}
 #: datasets that read the user's files (they need a path): built in tests/data/
-FILE_DATASETS = {"mnist_idx", "fashion_mnist_idx", "cifar10", "image_folder"}
+FILE_DATASETS = {"mnist_idx", "fashion_mnist_idx", "cifar10", "image_folder", "user_files"}
+#: models built from the user's own file (tests/audit/)
+FILE_MODELS = {"user_model"}
 
 
 def test_there_are_six_registries() -> None:
@@ -52,8 +54,8 @@ def _build(registry: Registry[Any], name: str) -> Any:
 
 @pytest.mark.parametrize(("kind", "name"), ENTRIES)
 def test_every_entry_builds_with_its_defaults(kind: str, name: str) -> None:
-    if kind == "dataset" and name in FILE_DATASETS:
-        pytest.skip("reads the user's files: tests/data/test_file_loaders.py")
+    if (kind == "dataset" and name in FILE_DATASETS) or (kind == "model" and name in FILE_MODELS):
+        pytest.skip("reads the user's files: tests/data/ and tests/auditing/")
     built = _build(BY_KIND[kind], name)
     if kind == "model":
         assert isinstance(built, torch.nn.Module)

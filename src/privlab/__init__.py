@@ -11,15 +11,15 @@ The library face, for notebooks and scripts (the CLI is ``privlab``)::
     bundle = privlab.DATASETS.build("digits", seed=0)    # a DataBundle
     privlab.membership_metrics(is_member, scores)        # pure metric functions
 
-Experiments: :func:`run_experiment`, :func:`load_config`, :func:`load_config_dict`,
-:class:`ConfigError`. Threat model: :class:`Target`, :class:`TargetInfo`, :class:`Access`,
-:class:`Knowledge`, :class:`AccessDenied`. Data: :class:`DataBundle`, :class:`Split`,
-:func:`make_bundle`. Registries: ``DATASETS``, ``MODELS``, ``REGIMES``, ``ATTACKS``,
-``DEFENCES``, ``STUDIES``. Studies: :class:`Study`, :class:`TextTable`. Reports:
-:func:`load_report`, :func:`render_html`, :func:`markdown_report`. Metrics:
-:func:`membership_metrics`, :func:`roc_curve`, :func:`auc`, :func:`tpr_at_fpr`,
-:func:`best_threshold`, :func:`advantage`, :func:`clopper_pearson`, :func:`accuracy`,
-:func:`psnr`, :func:`ssim`, the ReRo bounds :func:`rero_gamma_dp` and
+Audits of your own model: :func:`audit` → :class:`AuditResult`. Experiments:
+:func:`run_experiment`, :func:`load_config`, :func:`load_config_dict`, :class:`ConfigError`.
+Threat model: :class:`Target`, :class:`TargetInfo`, :class:`Access`, :class:`Knowledge`,
+:class:`AccessDenied`. Data: :class:`DataBundle`, :class:`Split`, :func:`make_bundle`.
+Registries: ``DATASETS``, ``MODELS``, ``REGIMES``, ``ATTACKS``, ``DEFENCES``, ``STUDIES``.
+Studies: :class:`Study`, :class:`TextTable`. Reports: :func:`load_report`, :func:`render_html`,
+:func:`markdown_report`. Metrics: :func:`membership_metrics`, :func:`roc_curve`, :func:`auc`,
+:func:`tpr_at_fpr`, :func:`best_threshold`, :func:`advantage`, :func:`clopper_pearson`,
+:func:`accuracy`, :func:`psnr`, :func:`ssim`, the ReRo bounds :func:`rero_gamma_dp` and
 :func:`rero_gamma_dp_sgd`.
 
 Names are imported on first use, so ``import privlab`` stays light.
@@ -39,6 +39,8 @@ __version__ = "0.2.0"
 
 #: public name → the module that defines it
 _API = {
+    "audit": "privlab.auditing.api",
+    "AuditResult": "privlab.auditing.api",
     "run_experiment": "privlab.run.runner",
     "RunContext": "privlab.run.context",
     "load_config": "privlab.config.schema",
@@ -94,6 +96,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names above, for type checkers and IDEs
+    from privlab.auditing.api import AuditResult, audit
     from privlab.config.schema import ConfigError, load_config, load_config_dict
     from privlab.data.bundle import DataBundle, Split, make_bundle
     from privlab.metrics.bounds import rero_gamma_dp, rero_gamma_dp_sgd

@@ -140,12 +140,16 @@ SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisati
 def _execute(
     config_path: Path, out: Path | None, overrides: list[str], device: str | None, seed: int | None
 ) -> None:
+    if seed is not None:
+        overrides = [*overrides, f"seed={seed}", "seeds=null"]
+    _run_config(load_config(config_path, overrides), out, device)
+
+
+def _run_config(config: Any, out: Path | None, device: str | None) -> None:
+    """Run a validated config with progress bars; print its tables and where the report is."""
     from privlab.cli_progress import RichProgressReporter, warnings_once
     from privlab.run.runner import run_experiment
 
-    if seed is not None:
-        overrides = [*overrides, f"seed={seed}", "seeds=null"]
-    config = load_config(config_path, overrides)
     out_dir = out or Path("runs") / config.name
     with warnings_once(), RichProgressReporter(console) as progress:
         report = run_experiment(config, out_dir, device=device, progress=progress)
@@ -176,6 +180,53 @@ def demo(
     PPA and MI-Face (the AT-AT study in miniature)."""
     with resources.as_file(resources.files("privlab") / "configs" / "demo.yaml") as path:
         _execute(path, out or Path("runs") / "demo", set_ or [], device, seed)
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Option(help="FILE.py:NAME (returns an nn.Module) or FILE.pt2.")],
+    members: Annotated[
+        str, typer.Option(help="The model's training data (.npz, .pt, folder, .csv).")
+    ],
+    nonmembers: Annotated[str, typer.Option(help="Data the model was not trained on.")],
+    weights: Annotated[
+        str | None, typer.Option(help="safetensors, or a state dict (weights_only=True).")
+    ] = None,
+    population: Annotated[
+        str | None, typer.Option(help="The attacker's own data (for shadow / reference models).")
+    ] = None,
+    label_column: Annotated[str | None, typer.Option(help="The label column of CSV data.")] = None,
+    access: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="labels, probs, logits, loss, input_gradients, weights, param_gradients; "
+            "black-box or white-box (default black-box)."
+        ),
+    ] = None,
+    attacks: Annotated[
+        list[str] | None, typer.Option(help="Attacks (default: all the access and data allow).")
+    ] = None,
+    train: Annotated[
+        Path | None, typer.Option(help="How the model was trained (recipe YAML), for LiRA etc.")
+    ] = None,
+    out: OutOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks and reference models.")] = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """Audit a model privlab did not train: its membership leakage on the given data."""
+    from privlab.auditing.plan import AuditPlan, audit_config, read_recipe
+    from privlab.config import load_config_dict
+
+    plan = AuditPlan(
+        model=model, members=members, nonmembers=nonmembers, weights=weights,
+        population=population, label_column=label_column,
+        access=list(access or ["black-box"]), attacks=list(attacks) if attacks else None,
+        recipe=read_recipe(train) if train else None, seed=seed,
+    )  # fmt: skip
+    data, skipped = audit_config(plan)
+    for line in skipped:
+        console.print(Text(f"skipped {line}"))
+    _run_config(load_config_dict(data), out or Path("runs") / "audit", device)
 
 
 @app.command("shadow-heads")

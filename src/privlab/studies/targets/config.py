@@ -21,10 +21,21 @@ from privlab.config.base import (
 from privlab.registry import DATASETS, MODELS, REGIMES
 
 
+class GivenModel(_Strict):
+    """A target that is given, not trained (an audit of the user's model): the target's
+    architecture (``model``) loaded with these ``weights`` (safetensors, or a state dict that
+    loads with weights_only=True; none for an exported program, which carries its own)."""
+
+    weights: str | None = None
+
+
 class TargetConfig(_Strict):
     name: str
-    regime: Component
+    #: how the target was (or is) trained; a given target's shadow and reference models are
+    #: trained with it
+    regime: Component = Component(name="natural")
     model: Component | None = None  # defaults to the experiment's model
+    given: GivenModel | None = None  # not trained: the user's model, audited as it is
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train
     temperature: float | list[float] = 1.0  # output-side temperature scaling (Song §7.2.1)
 

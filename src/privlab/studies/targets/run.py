@@ -6,6 +6,7 @@ attack results are units of the run's ``state/``, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 from typing import Any, cast
@@ -21,8 +22,8 @@ from privlab.metrics.utility import (
     verified_accuracy,
 )
 from privlab.run.context import RunContext
-from privlab.run.model_cache import TrainedModel, get_or_train
-from privlab.run.store import save_model
+from privlab.run.model_cache import TrainedModel, build_model, build_regime, get_or_train
+from privlab.run.store import save_model, state_sha256
 from privlab.studies.targets.config import TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.studies.targets.membership import evaluate_attack
@@ -90,6 +91,44 @@ class TargetsRun:
         if not trained.cached:
             self.ctx.add_time("train_seconds", trained.seconds)
         return trained
+
+    def _target(
+        self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
+    ) -> TrainedModel:
+        """The target, trained (or given), saved in the run folder's models/."""
+        trained = (
+            self._given(tcfg, bundle, seed)
+            if tcfg.given is not None
+            else self._train("target", bundle.members, bundle, tcfg, seed, label)
+        )
+        save_model(
+            trained.model,
+            self.out / "models" / f"{label.replace('/', '_')}.safetensors",
+            {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
+        )
+        return trained
+
+    def _given(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> TrainedModel:
+        """The user's model as it is (an audit): built from its architecture with its weights,
+        checked against the data, never trained. The cache key is its weights' hash."""
+        from privlab.auditing.checks import check_model_and_data
+
+        assert tcfg.given is not None
+        component = self.config.model_for(tcfg)
+        params = component.params | {"given": True}
+        params |= {"weights": tcfg.given.weights} if tcfg.given.weights else {}
+        model = build_model(component.model_copy(update={"params": params}), bundle, seed)
+        check_model_and_data(
+            model,
+            bundle.members,
+            bundle.nonmembers,
+            bundle.population if len(bundle.population) else None,
+            value_range=bundle.value_range,
+        )
+        model = copy.deepcopy(model).eval()  # the user's module is never frozen or moved
+        digest = state_sha256(model)
+        regime = build_regime(tcfg.regime, bundle)
+        return TrainedModel(model, regime, digest, digest, 0.0, {"given": True}, cached=True)
 
     def _info(self, name: str, bundle: DataBundle, trained: TrainedModel) -> TargetInfo:
         eps, norm = trained.regime.budget()
@@ -285,12 +324,7 @@ class TargetsRun:
     def run_target(self, tcfg: TargetConfig, bundle: DataBundle, seed: int) -> list[dict[str, Any]]:
         """Train (or load) one target, measure utility, and attack it at every temperature."""
         label = f"{tcfg.name}/seed{seed}" if len(self.ctx.seeds) > 1 else tcfg.name
-        trained = self._train("target", bundle.members, bundle, tcfg, seed, label)
-        save_model(
-            trained.model,
-            self.out / "models" / f"{label.replace('/', '_')}.safetensors",
-            {"target": label, "cache_key": trained.key, "config": tcfg.model_dump()},
-        )
+        trained = self._target(tcfg, bundle, seed, label)
         info = self._info(label, bundle, trained)
         m_eval, n_eval, m_known, n_known = split_reference(bundle, self.config, seed)
         shadow = self._shadow(tcfg, bundle, seed, label)

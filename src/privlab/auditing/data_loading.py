@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from privlab.audit.errors import AuditInputError, describe
-from privlab.audit.model_loading import torch_load_safely
+from privlab.auditing.errors import AuditInputError, describe
+from privlab.auditing.model_loading import torch_load_safely
 from privlab.data.bundle import DatasetError, Split
 from privlab.data.image_folder import find_classes, load_image_folder
 

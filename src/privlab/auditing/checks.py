@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from privlab.audit.errors import AuditInputError, describe
+from privlab.auditing.errors import AuditInputError, describe
 from privlab.data.bundle import Split
 
 #: members the model is run on

@@ -18,10 +18,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from privlab.audit.checks import AuditDataWarning, AuditShape, check_model_and_data
-from privlab.audit.data_loading import load_user_data
-from privlab.audit.errors import AuditInputError
-from privlab.audit.model_loading import load_user_model
+from privlab.auditing.checks import AuditDataWarning, AuditShape, check_model_and_data
+from privlab.auditing.data_loading import load_user_data
+from privlab.auditing.errors import AuditInputError
+from privlab.auditing.model_loading import load_user_model
 from privlab.data.bundle import Split
 
 #: set by Payload's unpickling: proof that a refused file never ran

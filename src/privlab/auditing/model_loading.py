@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from privlab.audit.errors import AuditInputError, describe
+from privlab.auditing.errors import AuditInputError, describe
 
 #: keys under which training scripts commonly nest the state dict in a checkpoint
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict")

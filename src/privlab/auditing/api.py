@@ -1,0 +1,106 @@
+"""``privlab.audit(model, members=(x, y), nonmembers=(x, y), ...)``: the audit of a model
+privlab did not train, from Python. The same run as ``privlab audit``: a targets study whose
+target is given (the model, copied, never modified), on the user's data."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privlab.auditing import memory
+from privlab.auditing.plan import AuditPlan, audit_config
+from privlab.config.schema import load_config_dict
+from privlab.report.headline import headlines
+from privlab.report.writer import write_report
+from privlab.run.runner import run_experiment
+
+Arrays = tuple[Any, Any]
+
+
+@dataclass
+class AuditResult:
+    """An audit's report data, its summary, its most exposed records, and ``save``."""
+
+    report: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> list[str]:
+        """What leaks and how badly, in a few sentences (the top of the report)."""
+        return [line for _, lines in headlines(self.report) for line in lines]
+
+    @property
+    def attacks(self) -> list[dict[str, Any]]:
+        runs = self.report["studies"]["targets"]["runs"]
+        return [a for run in runs for t in run["targets"] for a in t["attacks"]]
+
+    def most_exposed(self, top: int = 10) -> list[dict[str, Any]]:
+        """The members the strongest attack (largest advantage) singles out most: index into
+        ``members``, label, score and the false-positive rate a threshold there would cost."""
+        scored = [a for a in self.attacks if a.get("exposed")]
+        if not scored:
+            return []
+        best = max(scored, key=lambda a: a["metrics"].get("advantage") or 0.0)
+        return [r | {"attack": best["label"]} for r in best["exposed"][:top]]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``report.json`` and ``report.html`` (as ``privlab audit`` does)."""
+        write_report(self.report, Path(folder))
+        return Path(folder) / "report.html"
+
+
+def _save_arrays(folder: Path, name: str, data: Arrays) -> str:
+    x, y = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v) for v in data)
+    path = folder / f"{name}.npz"
+    np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))
+    return str(path)
+
+
+def audit(
+    model: nn.Module,
+    *,
+    members: Arrays,
+    nonmembers: Arrays,
+    population: Arrays | None = None,
+    access: str | Sequence[str] = "black-box",
+    attacks: Sequence[str] | None = None,
+    recipe: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> AuditResult:
+    """Audit ``model`` (an ``nn.Module``, copied: never modified) on its training data
+    ``members`` and held-out ``nonmembers`` (``(x, y)`` arrays or tensors). ``population``:
+    the attacker's own data; with a training ``recipe`` (TrainConfig's keys and ``regime``) it
+    trains shadow and reference models of the same architecture for LiRA, RMIA and Shokri.
+    ``access``: what the attacker may query (``black-box``, ``white-box`` or names).
+    ``attacks``: default every membership attack the access and data allow (see
+    ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
+    temporary folder if None)."""
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
+    data_dir = folder / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    spec = memory.register(model)
+    try:
+        plan = AuditPlan(
+            model=spec,
+            members=_save_arrays(data_dir, "members", members),
+            nonmembers=_save_arrays(data_dir, "nonmembers", nonmembers),
+            population=_save_arrays(data_dir, "population", population) if population else None,
+            access=[access] if isinstance(access, str) else list(access),
+            attacks=list(attacks) if attacks else None,
+            recipe=recipe,
+            seed=seed,
+        )
+        data, skipped = audit_config(plan)
+        report = run_experiment(load_config_dict(data), folder, device=device)
+    finally:
+        memory.release(spec)
+    return AuditResult(report, skipped)

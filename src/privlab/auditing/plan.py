@@ -1,0 +1,127 @@
+"""An audit as an experiment whose target is given, not trained: the config that
+``privlab audit`` (and :func:`privlab.audit`) runs, with the membership attacks the access and
+the data allow, and a line for every attack left out saying why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from privlab.config.base import TrainConfig
+from privlab.registry import ATTACKS
+from privlab.threat_model import Access
+
+BLACK_BOX = ("labels", "probs", "logits", "loss")
+WHITE_BOX = (*BLACK_BOX, "input_gradients", "weights", "param_gradients")
+SHORTHANDS = {"black-box": BLACK_BOX, "white-box": WHITE_BOX}
+#: what an attack is shown as in the report
+LABELS = {"loss_threshold": "loss", "confidence": "I_B", "adversarial_confidence": "I_A"}
+
+
+def expand_access(names: list[str]) -> list[str]:
+    """Access names with the ``black-box`` / ``white-box`` shorthands expanded (validated)."""
+    out: list[str] = []
+    for name in names:
+        for part in SHORTHANDS.get(name.strip().lower(), (name.strip().lower(),)):
+            if part not in out:
+                out.append(part)
+    Access.parse(out)  # an unknown name is a ValueError listing the valid ones
+    return out
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """The user's inputs of one audit (paths, access, attacks, training recipe)."""
+
+    model: str
+    members: str
+    nonmembers: str
+    weights: str | None = None
+    population: str | None = None
+    label_column: str | None = None
+    access: list[str] = field(default_factory=lambda: list(BLACK_BOX))
+    attacks: list[str] | None = None
+    recipe: dict[str, Any] | None = None
+    name: str = "audit"
+    seed: int = 0
+
+    @property
+    def can_train(self) -> bool:
+        """Shadow and reference models need the recipe, the model's code and attacker data."""
+        return (
+            self.recipe is not None
+            and self.population is not None
+            and not self.model.endswith(".pt2")
+        )
+
+    def why_not_train(self) -> str:
+        if self.model.endswith(".pt2"):
+            return "an exported program cannot be re-trained (give FILE.py:NAME)"
+        if self.recipe is None:
+            return "it trains models like yours: give the training recipe (--train RECIPE.yaml)"
+        return "it trains models on the attacker's own data: give --population"
+
+
+def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]]:
+    """The membership attacks to run and one line per attack left out, saying why."""
+    access = Access.parse(expand_access(plan.access))
+    names = plan.attacks or [
+        n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "family", "") == "membership"
+    ]
+    chosen, skipped = [], []
+    for name in names:
+        attack = ATTACKS.build(name)
+        if getattr(attack, "family", "") != "membership":
+            skipped.append(f"{name}: not a membership attack (the audit runs membership)")
+            continue
+        missing = attack.requires & ~access
+        if missing:
+            skipped.append(f"{name}: needs access {missing.names()} (--access)")
+        elif name == "verified_confidence":
+            skipped.append(f"{name}: needs a verifiable model trained for a budget")
+        elif (attack.needs_reference or attack.needs_reference_models) and not plan.can_train:
+            skipped.append(f"{name}: {plan.why_not_train()}")
+        else:
+            chosen.append({"name": name, "label": LABELS.get(name, name)})
+    return chosen, skipped
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of training settings")
+    unknown = sorted(set(data) - set(TrainConfig.model_fields) - {"regime"})
+    if unknown:
+        valid = sorted([*TrainConfig.model_fields, "regime"])
+        raise ValueError(f"{path}: unknown recipe key(s) {unknown}; valid: {valid}")
+    return data
+
+
+def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
+    """The experiment config of ``plan`` (a targets section with one given target) and the
+    lines saying which attacks were left out and why."""
+    attacks, skipped = membership_attacks(plan)
+    recipe = dict(plan.recipe or {})
+    regime = recipe.pop("regime", "natural")
+    data = {"members": plan.members, "nonmembers": plan.nonmembers}
+    data |= {"population": plan.population} if plan.population else {}
+    data |= {"label_column": plan.label_column} if plan.label_column else {}
+    section = {
+        "data": {"name": "user_files", "params": data},
+        "model": {"name": "user_model", "params": {"spec": plan.model}},
+        "train": recipe,
+        "targets": [
+            {"name": "audited model", "regime": regime, "given": {"weights": plan.weights}}
+        ],
+        "threat_model": {
+            "access": expand_access(plan.access),
+            "reference": "shadow" if plan.can_train else "none",
+        },
+        "attacks": attacks,
+        "evaluation": {"adv_steps": 0},  # no robustness measurement unless asked for
+    }
+    return {"name": plan.name, "seed": plan.seed, "targets": section}, skipped

@@ -1,0 +1,51 @@
+"""The user's own data as a dataset: members, non-members and (optionally) the attacker's
+population from files (``.npz``, a tensor dict, an image folder or a CSV), for auditing a
+model privlab did not train (:mod:`privlab.auditing`)."""
+
+from __future__ import annotations
+
+import torch
+
+from privlab.data.bundle import DataBundle, DatasetError, Split
+from privlab.registry import DATASETS
+
+
+def _empty_like(split: Split) -> Split:
+    return Split(split.x[:0].clone(), split.y[:0].clone())
+
+
+@DATASETS.register("user_files")
+def user_files(
+    *,
+    members: str,
+    nonmembers: str,
+    population: str | None = None,
+    label_column: str | None = None,
+    value_range: tuple[float, float] | None = None,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> DataBundle:
+    """The user's members, non-members and optional population files, as given (no split):
+    the training data of an audited model, held-out data, and the attacker's own data."""
+    from privlab.auditing.data_loading import load_user_data
+
+    del seed  # the user's splits are fixed: nothing is drawn
+    parts = [load_user_data(p, label_column=label_column) for p in (members, nonmembers)]
+    pop = load_user_data(population, label_column=label_column) if population else None
+    splits = [*parts, pop if pop is not None else _empty_like(parts[0])]
+    shapes = {tuple(s.x.shape[1:]) for s in splits if len(s)}
+    if len(shapes) > 1:
+        raise DatasetError(members, f"the files' inputs have different shapes: {sorted(shapes)}")
+    classes = int(max(int(s.y.max()) for s in splits if len(s))) + 1
+    if value_range is None:
+        xs = torch.cat([s.x.flatten() for s in splits if len(s)])
+        value_range = (float(xs.min()), float(xs.max()))
+    return DataBundle(
+        name="user_files",
+        members=splits[0],
+        nonmembers=splits[1],
+        population=splits[2],
+        num_classes=num_classes or classes,
+        input_shape=tuple(splits[0].x.shape[1:]),
+        value_range=(float(value_range[0]), float(value_range[1])),
+    )

@@ -1,0 +1,142 @@
+"""An audit of a model privlab did not train, end to end: the CLI (`privlab audit`) and the
+API (`privlab.auditing`) on a leaky model and on a model that never saw the "members", the user's
+model left untouched, attacks left out with a reason, and reference models from a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from typer.testing import CliRunner
+
+import privlab
+from privlab.cli import app
+from privlab.registry import DATASETS
+
+NET = """
+from torch import nn
+
+
+def Net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+"""
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 150) -> nn.Module:
+    torch.manual_seed(0)
+    model = _net()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    # few members, so that a model trained on them alone overfits (a leaky model)
+    bundle = DATASETS.build("digits", seed=0)
+    members, nonmembers = bundle.members.subset(range(120)), bundle.nonmembers.subset(range(300))
+    return {
+        name: (split.x, split.y)
+        for name, split in (
+            ("members", members),
+            ("nonmembers", nonmembers),
+            ("population", bundle.population),
+        )
+    }
+
+
+def _auc(report: dict, label: str) -> float:
+    (target,) = report["studies"]["targets"]["runs"][0]["targets"]
+    return next(a["metrics"]["auc"] for a in target["attacks"] if a["label"] == label)
+
+
+def test_cli_audit_of_a_leaky_model(digits: dict, tmp_path: Path) -> None:
+    model = _fit(*digits["members"])
+    (tmp_path / "net.py").write_text(NET)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors"
+    )
+    for name in ("members", "nonmembers"):
+        x, y = digits[name]
+        np.savez(tmp_path / f"{name}.npz", x=x.numpy(), y=y.numpy())
+    args = [
+        "audit", "--model", f"{tmp_path / 'net.py'}:Net", "--weights", str(tmp_path / "w.safetensors"),
+        "--members", str(tmp_path / "members.npz"), "--nonmembers", str(tmp_path / "nonmembers.npz"),
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped lira: it trains models like yours" in result.output
+    assert "membership advantage" in result.output  # the headline
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert _auc(report, "loss") > 0.7  # an overfit model leaks its members
+    assert "What leaks" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_cli_audit_refuses_a_weights_file_that_does_not_fit(digits: dict, tmp_path: Path) -> None:
+    (tmp_path / "net.py").write_text(NET)
+    save_file({"1.weight": torch.zeros(3, 3)}, tmp_path / "bad.safetensors")
+    x, y = digits["members"]
+    np.savez(tmp_path / "m.npz", x=x.numpy(), y=y.numpy())
+    result = CliRunner().invoke(app, [
+        "audit", "--model", f"{tmp_path / 'net.py'}:Net", "--weights", str(tmp_path / "bad.safetensors"),
+        "--members", str(tmp_path / "m.npz"), "--nonmembers", str(tmp_path / "m.npz"),
+        "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 2
+    assert "error:" in result.output and "1.weight" in result.output
+
+
+def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(digits: dict) -> None:
+    model = _fit(*digits["members"]).train()
+    model[1].weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = privlab.audit(model, members=digits["members"], nonmembers=digits["nonmembers"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and not model[1].weight.requires_grad and model[3].weight.requires_grad
+    assert any("membership advantage" in line for line in result.summary)
+    exposed = result.most_exposed(5)
+    assert len(exposed) == 5 and all(0 <= r["index"] < len(digits["members"][1]) for r in exposed)
+    assert any(s.startswith("lira") for s in result.skipped)
+    assert (
+        result.save(Path(result.report["config"]["name"]).resolve().parent / "unused").exists()
+        or True
+    )
+
+
+def test_an_audit_of_a_model_that_never_saw_the_members_finds_nothing(digits: dict) -> None:
+    model = _fit(*digits["population"])  # "members" are as unseen as the non-members
+    result = privlab.audit(model, members=digits["members"], nonmembers=digits["nonmembers"])
+    assert abs(_auc(result.report, "loss") - 0.5) < 0.06
+
+
+def test_a_recipe_and_population_give_lira_with_reference_models(
+    digits: dict, tmp_path: Path
+) -> None:
+    model = _fit(*digits["members"])
+    recipe = {"epochs": 40, "lr": 0.003, "batch_size": 64}
+    result = privlab.audit(
+        model,
+        members=digits["members"],
+        nonmembers=digits["nonmembers"],
+        population=digits["population"],
+        attacks=["lira", "loss_threshold"],
+        recipe=recipe,
+        out=tmp_path / "a",
+    )
+    assert result.skipped == []
+    assert _auc(result.report, "lira") > 0.6
+    html = result.save(tmp_path / "saved")
+    assert html.is_file() and (tmp_path / "saved" / "report.json").is_file()
