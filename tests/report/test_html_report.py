@@ -60,7 +60,7 @@ def test_render_html_is_single_document_with_values(page: str) -> None:
 
 def test_render_html_embeds_png_images(page: str) -> None:
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 1 + 2 * 4  # advantage bars + (ROC, histogram) per target
+    assert len(images) == 1 + 3 * 4  # advantage bars + (log ROC, linear ROC, histogram) per target
     assert base64.b64decode(images[0]).startswith(PNG_SIGNATURE)
 
 

@@ -166,3 +166,31 @@ def attack_labels(targets: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str
 
 def find_attack(target: Mapping[str, Any], label: str) -> Mapping[str, Any] | None:
     return next((a for a in attacks_of(target) if attack_label(a) == label), None)
+
+
+def resolves(fpr: float, n_nonmembers: Any) -> bool:
+    """Whether ``n_nonmembers`` can measure a TPR at false-positive rate ``fpr``: at least
+    1/fpr of them (below that, the lowest non-zero FPR the sample has is above ``fpr``).
+    An unknown count (a report that does not record it) is not flagged."""
+    n = as_float(n_nonmembers)
+    return n is None or n * fpr >= 1.0 - 1e-9
+
+
+def low_fpr_text(metrics: Mapping[str, Any], fprs: Sequence[float] = (0.01, 0.001)) -> str:
+    """TPR at each low FPR with its 95 % Clopper–Pearson interval, or a flag where the
+    sample of non-members cannot resolve that FPR."""
+    parts = []
+    for fpr in fprs:
+        where = f"{100 * fpr:g} % FPR"
+        if not resolves(fpr, metrics.get("n_nonmembers")):
+            parts.append(f"{where} not resolved by {metrics.get('n_nonmembers')} non-members")
+            continue
+        tpr = as_float(lookup_fpr(metrics.get("tpr_at_fpr"), fpr))
+        ci = lookup_fpr(metrics.get("tpr_at_fpr_ci"), fpr) or (None, None)
+        if tpr is None:
+            continue
+        interval = (
+            f" (95 % CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if None not in tuple(ci) else ""
+        )
+        parts.append(f"TPR {100 * tpr:.1f} %{interval} at {where}")
+    return "; ".join(parts)

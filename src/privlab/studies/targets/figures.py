@@ -26,9 +26,10 @@ def _fpr_floor(target: Mapping[str, Any]) -> float:
     return max(min(DEFAULT_FPR_FLOOR, 1.0 / max(ns)), 1e-6)
 
 
-def roc_figure(target: Mapping[str, Any]) -> str:
-    """Log-log ROC curves, one per attack of ``target`` (base64 PNG)."""
-    floor = _fpr_floor(target)
+def roc_figure(target: Mapping[str, Any], log: bool = True) -> str:
+    """ROC curves, one per attack of ``target`` (base64 PNG): log-log (the low-FPR regime
+    that matters for privacy) or linear (the whole curve, whose area is the AUC)."""
+    floor = _fpr_floor(target) if log else 0.0
     curves = []
     for attack in attacks_of(target):
         roc = attack.get("roc") or {}
@@ -49,8 +50,9 @@ def roc_figure(target: Mapping[str, Any]) -> str:
         xs = [min(max(v, floor), 1.0) for v in fpr]
         ys = [min(max(v, floor), 1.0) for v in tpr]
         ax.plot(xs, ys, lw=1.6, label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlim(floor, 1.0)
     ax.set_ylim(floor, 1.0)
     ax.set_xlabel("false positive rate")
@@ -59,6 +61,11 @@ def roc_figure(target: Mapping[str, Any]) -> str:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return to_b64(fig)
+
+
+def linear_roc_figure(target: Mapping[str, Any]) -> str:
+    """The ROC curves of ``target`` on linear axes."""
+    return roc_figure(target, log=False)
 
 
 def loss_histogram_figure(target: Mapping[str, Any]) -> str:

@@ -22,11 +22,13 @@ from privlab.studies.targets.aggregate import (
     attack_labels,
     find_attack,
     lookup_fpr,
+    resolves,
     targets_of,
 )
 from privlab.studies.targets.figures import (
     advantage_bar_figure,
     exposure_figure,
+    linear_roc_figure,
     loss_histogram_figure,
     most_exposed_attack,
     roc_figure,
@@ -106,6 +108,10 @@ def _membership_cell(attack: Mapping[str, Any] | None) -> str:
     lines.append(f'<div class="sub">AUC {num(m.get("auc"))}</div>')
     tprs = []
     for fpr in TPR_FPRS:
+        if not resolves(fpr, m.get("n_nonmembers")):
+            tip = f"{esc(m.get('n_nonmembers'))} non-members cannot resolve this FPR"
+            tprs.append(f'@{sci(100 * fpr)}% <span title="{tip}">n/r</span>')
+            continue
         value = pct(lookup_fpr(m.get("tpr_at_fpr"), fpr))
         ci = lookup_fpr(m.get("tpr_at_fpr_ci"), fpr)
         if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
@@ -133,7 +139,7 @@ def _membership_table(targets: Sequence[Mapping[str, Any]]) -> str:
     note = (
         '<p class="sub">Cell: worst-case A<sub>inf</sub> (advantage); below it the honest '
         "accuracy (advantage), AUC, and TPR at 0.1% / 1% / 10% FPR (hover for the 95% "
-        "Clopper–Pearson interval).</p>"
+        "Clopper–Pearson interval; n/r: too few non-members to resolve that FPR).</p>"
     )
     table = f"<table><tr><th>target</th>{head}</tr>{''.join(rows)}</table>"
     return f"<h2>Membership inference</h2>{note}{table}"
@@ -147,7 +153,10 @@ def _target_section(t: Mapping[str, Any]) -> str:
         f'sha256 <code class="hash">{esc(t.get("model_sha256"))}</code> · '
         f"trained in {num(t.get('train_seconds'), '.1f')} s"
     )
-    figs = figure_html(roc_figure, t, "ROC (log-log)") if t.get("attacks") else ""
+    figs = ""
+    if t.get("attacks"):
+        figs += figure_html(roc_figure, t, "ROC (log-log)")
+        figs += figure_html(linear_roc_figure, t, "ROC (linear)")
     figs += figure_html(loss_histogram_figure, t, "loss: members vs non-members")
     if most_exposed_attack(t) is not None:
         figs += figure_html(exposure_figure, t, "most exposed training points")

@@ -16,6 +16,7 @@ from privlab.studies.targets.aggregate import (
     attack_label,
     attack_value,
     attacks_of,
+    low_fpr_text,
 )
 from privlab.studies.targets.config import TargetsConfig
 from privlab.studies.targets.console import inversion_text_table, membership_text_table
@@ -41,6 +42,15 @@ def flat_view(report: Mapping[str, Any], section: StudyReport) -> dict[str, Any]
         },
         "targets": [t for r in runs for t in r.get("targets") or [] if isinstance(t, Mapping)],
     }
+
+
+def _low_fpr(view: Mapping[str, Any], base_name: str, label: str) -> str:
+    """The low-FPR reading of one target's attack (one seed: with intervals, or flagged)."""
+    entries = [t for t in view["targets"] if (t.get("base_name") or t.get("name")) == base_name]
+    if len(entries) != 1:
+        return ""
+    attack = next((a for a in attacks_of(entries[0]) if attack_label(a) == label), None)
+    return low_fpr_text(attack.get("metrics") or {}) if attack else ""
 
 
 @STUDIES.register("targets")
@@ -70,7 +80,8 @@ class TargetsStudy(StudyBase):
     def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
         """Per target, the membership attack with the largest advantage (mean over seeds)."""
         lines = []
-        for row in aggregate_targets(flat_view(report, section)):
+        view = flat_view(report, section)
+        for row in aggregate_targets(view):
             ranked = [
                 (stats["advantage"][0], label, stats)
                 for label, stats in row["attacks"].items()
@@ -87,11 +98,14 @@ class TargetsStudy(StudyBase):
                 )
 
             seeds = f", mean ± std over {row['n']} seeds" if row["n"] > 1 else ""
+            auc = stats["auc"][0]
             lines.append(
                 f"{row['target']}: membership advantage {100 * adv:.1f} % ({label}: worst-case "
                 f"accuracy {show('accuracy')} %"
                 + (f", honest {show('honest_accuracy')} %" if stats["honest_accuracy"][0] else "")
+                + (f", AUC {auc:.3f}" if auc is not None else "")
                 + f"{seeds})"
+                + (f"; {low}" if (low := _low_fpr(view, row["target"], label)) else "")
             )
         return lines
 
