@@ -99,7 +99,9 @@ def test_cli_audit_refuses_a_weights_file_that_does_not_fit(digits: dict, tmp_pa
     assert "error:" in result.output and "1.weight" in result.output
 
 
-def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(digits: dict) -> None:
+def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(
+    digits: dict, tmp_path: Path
+) -> None:
     model = _fit(*digits["members"]).train()
     model[1].weight.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -110,6 +112,7 @@ def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(digits: dict) -
     exposed = result.most_exposed(5)
     assert len(exposed) == 5 and all(0 <= r["index"] < len(digits["members"][1]) for r in exposed)
     assert any(s.startswith("lira") for s in result.skipped)
+    assert result.save(tmp_path / "saved").is_file()
     assert (
         result.save(Path(result.report["config"]["name"]).resolve().parent / "unused").exists()
         or True
