@@ -37,7 +37,7 @@ def test_bad_parameter_names_the_component():
         REGIMES.build("pgd_at", epsilon=0.1)
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n != "user_model"])  # tests/auditing
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_every_model_maps_images_to_logits(name, shape):
     small = {

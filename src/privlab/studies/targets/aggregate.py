@@ -189,8 +189,9 @@ def low_fpr_text(metrics: Mapping[str, Any], fprs: Sequence[float] = (0.01, 0.00
         ci = lookup_fpr(metrics.get("tpr_at_fpr_ci"), fpr) or (None, None)
         if tpr is None:
             continue
+        lo, hi = as_float(ci[0]), as_float(ci[1])
         interval = (
-            f" (95 % CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if None not in tuple(ci) else ""
+            f" (95 % CI {100 * lo:.1f}–{100 * hi:.1f})" if lo is not None and hi is not None else ""
         )
         parts.append(f"TPR {100 * tpr:.1f} %{interval} at {where}")
     return "; ".join(parts)
