@@ -182,13 +182,37 @@ def demo(
         _execute(path, out or Path("runs") / "demo", set_ or [], device, seed)
 
 
+def _audit_scores(
+    scores: Path, kind: str, label_column: str | None, seed: int, out: Path | None, device: Any
+) -> None:
+    """``privlab audit --scores``: the scores study on a file of precomputed scores."""
+    from privlab.config import load_config_dict
+
+    section = {"file": str(scores), "kind": kind, "label_column": label_column}
+    data = {"name": "audit", "seed": seed, "scores": section}
+    _run_config(load_config_dict(data), out or Path("runs") / "audit", device)
+
+
+def _missing_model_options(**values: str | None) -> None:
+    missing = [f"--{name}" for name, value in values.items() if value is None]
+    if missing:
+        raise ConfigError(
+            "give --scores FILE, or --model, --members and --nonmembers "
+            f"(missing {', '.join(missing)})"
+        )
+
+
 @app.command()
 def audit(
-    model: Annotated[str, typer.Option(help="FILE.py:NAME (returns an nn.Module) or FILE.pt2.")],
+    model: Annotated[
+        str | None, typer.Option(help="FILE.py:NAME (returns an nn.Module) or FILE.pt2.")
+    ] = None,
     members: Annotated[
-        str, typer.Option(help="The model's training data (.npz, .pt, folder, .csv).")
-    ],
-    nonmembers: Annotated[str, typer.Option(help="Data the model was not trained on.")],
+        str | None, typer.Option(help="The model's training data (.npz, .pt, folder, .csv).")
+    ] = None,
+    nonmembers: Annotated[
+        str | None, typer.Option(help="Data the model was not trained on.")
+    ] = None,
     weights: Annotated[
         str | None, typer.Option(help="safetensors, or a state dict (weights_only=True).")
     ] = None,
@@ -209,14 +233,24 @@ def audit(
     train: Annotated[
         Path | None, typer.Option(help="How the model was trained (recipe YAML), for LiRA etc.")
     ] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="Precomputed per-example scores (.npz or .csv) instead of a model."),
+    ] = None,
+    scores_kind: Annotated[str, typer.Option(help="score, loss, logits or probs.")] = "score",
     out: OutOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the attacks and reference models.")] = 0,
     device: DeviceOpt = None,
 ) -> None:
-    """Audit a model privlab did not train: its membership leakage on the given data."""
+    """Audit a model privlab did not train: its membership leakage on the given data (or,
+    with --scores, on scores computed outside privlab)."""
     from privlab.auditing.plan import AuditPlan, audit_config, read_recipe
     from privlab.config import load_config_dict
 
+    if scores is not None:
+        return _audit_scores(scores, scores_kind, label_column, seed, out, device)
+    _missing_model_options(model=model, members=members, nonmembers=nonmembers)
+    assert model is not None and members is not None and nonmembers is not None
     plan = AuditPlan(
         model=model, members=members, nonmembers=nonmembers, weights=weights,
         population=population, label_column=label_column,

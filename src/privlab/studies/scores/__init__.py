@@ -1,0 +1,1 @@
+"""The precomputed-scores study: membership metrics of scores computed outside privlab."""
