@@ -143,3 +143,21 @@ def test_a_recipe_and_population_give_lira_with_reference_models(
     assert _auc(result.report, "lira") > 0.6
     html = result.save(tmp_path / "saved")
     assert html.is_file() and (tmp_path / "saved" / "report.json").is_file()
+
+
+def test_the_plan_adds_model_inversion_only_where_access_and_data_allow(
+    digits: dict, tmp_path: Path
+) -> None:
+    from privlab.auditing.plan import AuditPlan, audit_config
+
+    x, y = digits["members"]
+    np.savez(tmp_path / "m.npz", x=x.numpy(), y=y.numpy())
+    base = {"model": "net.py:Net", "members": str(tmp_path / "m.npz"), "nonmembers": "n.npz"}
+    white = AuditPlan(**base, access=["white-box"], population="p.npz")
+    data, skipped = audit_config(white)
+    assert [a["name"] for a in data["targets"]["inversion"]["attacks"]] == ["mi_face", "ppa"]
+    assert {a["label"] for a in data["targets"]["attacks"]} >= {"loss", "I_B", "I_A"}
+    data, skipped = audit_config(AuditPlan(**base, access=["black-box"]))
+    assert "inversion" not in data["targets"]
+    assert any(s.startswith("model inversion: needs logits and input_gradients") for s in skipped)
+    assert any(s.startswith("I_A") or s.startswith("adversarial_confidence") for s in skipped)

@@ -89,6 +89,12 @@ def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]
     return chosen, skipped
 
 
+def _input_shape(path: str, label_column: str | None) -> tuple[int, ...]:
+    from privlab.auditing.data_loading import load_user_data
+
+    return tuple(load_user_data(path, label_column=label_column).x.shape[1:])
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
     data = yaml.safe_load(Path(path).read_text()) or {}
@@ -101,10 +107,31 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def inversion_block(plan: AuditPlan, input_shape: tuple[int, ...]) -> tuple[dict | None, str]:
+    """Model inversion of every class (white-box, image data, a prior trained on the
+    attacker's population), or why it is left out."""
+    access = set(expand_access(plan.access))
+    if not {"logits", "input_gradients"} <= access:
+        return None, "model inversion: needs logits and input_gradients (--access white-box)"
+    if len(input_shape) != 3:
+        return None, f"model inversion: needs image data (inputs here have shape {input_shape})"
+    if plan.population is None:
+        return None, "model inversion: its prior is trained on the attacker's data (--population)"
+    attacks = [{"name": "mi_face"}, {"name": "ppa"}]
+    return {"attacks": attacks, "robustness": None, "hsic_samples": 0}, ""
+
+
 def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     """The experiment config of ``plan`` (a targets section with one given target) and the
     lines saying which attacks were left out and why."""
     attacks, skipped = membership_attacks(plan)
+    inversion, why = inversion_block(plan, _input_shape(plan.members, plan.label_column))
+    skipped += [why] if why else []
+    skipped += [
+        "gradient inversion: not yet available in audits (privlab run with a "
+        "gradient_inversion: section attacks privlab-trained models)",
+        "reconstruction from weights: not yet available in audits",
+    ]
     recipe = dict(plan.recipe or {})
     regime = recipe.pop("regime", "natural")
     data = {"members": plan.members, "nonmembers": plan.nonmembers}
@@ -124,4 +151,6 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
         "attacks": attacks,
         "evaluation": {"adv_steps": 0},  # no robustness measurement unless asked for
     }
+    if inversion is not None:
+        section["inversion"] = inversion
     return {"name": plan.name, "seed": plan.seed, "targets": section}, skipped
