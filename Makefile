@@ -20,7 +20,7 @@ test: $(STAMP)  ## the full test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)  ## ruff (style, imports, complexity) and mypy, as CI runs them
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## speed and attack-strength benchmarks (not run by CI)
