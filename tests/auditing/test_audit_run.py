@@ -135,7 +135,7 @@ def test_a_recipe_and_population_give_lira_with_reference_models(
         recipe=recipe,
         out=tmp_path / "a",
     )
-    assert result.skipped == []
+    assert not any(s.startswith(("lira", "loss_threshold")) for s in result.skipped)
     assert _auc(result.report, "lira") > 0.6
     html = result.save(tmp_path / "saved")
     assert html.is_file() and (tmp_path / "saved" / "report.json").is_file()
