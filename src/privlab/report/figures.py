@@ -27,6 +27,7 @@ __all__ = [
     "new_figure",
     "placeholder",
     "png_data_uri",
+    "roc_curves_figure",
     "to_b64",
 ]
 
@@ -76,6 +77,36 @@ def float_list(values: Any) -> list[float] | None:
     if any(v is None for v in out):
         return None
     return [float(v) for v in out if v is not None]
+
+
+def roc_curves_figure(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    floor: float,
+    log: bool = True,
+    title: str = "",
+) -> str:
+    """ROC curves ``(label, fpr, tpr)`` beside the chance line (base64 PNG): log-log from
+    ``floor`` (the low-FPR regime that matters for privacy) or linear."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    ax.plot([floor, 1.0], [floor, 1.0], linestyle="--", color="0.6", lw=1, label="chance")
+    for label, fpr, tpr in curves:
+        xs = [min(max(v, floor), 1.0) for v in fpr]
+        ys = [min(max(v, floor), 1.0) for v in tpr]
+        ax.plot(xs, ys, lw=1.6, label=label)
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlim(floor, 1.0)
+    ax.set_ylim(floor, 1.0)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return to_b64(fig)
 
 
 def image_pairs_figure(pairs: Sequence[tuple[Any, Any, str]], title: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from privlab.report.figures import float_list, new_figure, placeholder, to_b64
+from privlab.report.figures import float_list, placeholder, roc_curves_figure
 from privlab.report.html_format import esc, figure_html, text_table
 from privlab.report.stats import as_float
 
@@ -91,22 +91,8 @@ def roc_figure(args: tuple[Mapping[str, Any], bool]) -> str:
     fpr, tpr = curve
     n_non = int(as_float(run.get("n_nonmembers")) or 1)
     floor = max(1.0 / max(n_non, 1), 1e-5) if log else 0.0
-    fig = new_figure()
-    ax = fig.add_subplot()
-    ax.plot([floor, 1.0], [floor, 1.0], linestyle="--", color="0.6", lw=1, label="chance")
-    xs = [min(max(v, floor), 1.0) for v in fpr]
-    ys = [min(max(v, floor), 1.0) for v in tpr]
-    ax.plot(xs, ys, lw=1.6, label=f"AUC {auc_text(run).split(' ')[0]}")
-    if log:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlim(floor, 1.0)
-    ax.set_ylim(floor, 1.0)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return to_b64(fig)
+    label = f"AUC {auc_text(run).split(' ')[0]}"
+    return roc_curves_figure([(label, fpr, tpr)], floor=floor, log=log)
 
 
 def _source(run: Mapping[str, Any]) -> str:

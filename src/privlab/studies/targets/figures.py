@@ -7,7 +7,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from privlab.report.figures import float_list, new_figure, placeholder, to_b64
+from privlab.report.figures import (
+    float_list,
+    new_figure,
+    placeholder,
+    roc_curves_figure,
+    to_b64,
+)
 from privlab.report.stats import as_float
 from privlab.studies.targets.aggregate import attack_label, attacks_of, targets_of
 
@@ -43,24 +49,7 @@ def roc_figure(target: Mapping[str, Any], log: bool = True) -> str:
     if not curves:
         return placeholder("no ROC data")
 
-    fig = new_figure()
-    ax = fig.add_subplot()
-    ax.plot([floor, 1.0], [floor, 1.0], linestyle="--", color="0.6", lw=1, label="chance")
-    for label, fpr, tpr in curves:
-        xs = [min(max(v, floor), 1.0) for v in fpr]
-        ys = [min(max(v, floor), 1.0) for v in tpr]
-        ax.plot(xs, ys, lw=1.6, label=label)
-    if log:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlim(floor, 1.0)
-    ax.set_ylim(floor, 1.0)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(str(target.get("name") or ""), fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return to_b64(fig)
+    return roc_curves_figure(curves, floor=floor, log=log, title=str(target.get("name") or ""))
 
 
 def linear_roc_figure(target: Mapping[str, Any]) -> str:
