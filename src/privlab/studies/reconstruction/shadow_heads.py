@@ -226,9 +226,7 @@ def generate_shadow_heads(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "job.json").write_text(
-        json.dumps({"key": job.key(), **job.as_dict()}, default=str)
-    )
+    (out / "job.json").write_text(json.dumps({"key": job.key(), **job.as_dict()}, default=str))
     features, labels = features.float().contiguous(), labels.long()
     todo = _missing(job, out)
     if backend == "local":
