@@ -157,3 +157,19 @@ def test_the_plan_adds_model_inversion_only_where_access_and_data_allow(
     assert "inversion" not in data["targets"]
     assert any(s.startswith("model inversion: needs logits and input_gradients") for s in skipped)
     assert any(s.startswith("I_A") or s.startswith("adversarial_confidence") for s in skipped)
+
+
+def test_a_white_box_audit_inverts_client_updates_and_a_defence_stops_it(digits: dict) -> None:
+    result = privlab.audit(
+        _net(),  # the first round of federated training: the model at its initialisation
+        members=digits["members"],
+        nonmembers=digits["nonmembers"],
+        access="white-box",
+        attacks=["loss_threshold"],
+        defences=[{"name": "pruning", "params": {"p": 0.99}}],
+    )
+    (run,) = result.report["studies"]["gradient_inversion"]["runs"]
+    psnr = {p["label"]: p["best"]["psnr"] for p in run["settings"][0]["points"]}
+    assert psnr["none"] > 25  # the server recovers the clients' digits
+    assert psnr["pruning"] < psnr["none"] - 10  # 99 % pruning makes them unrecognisable
+    assert any(line.startswith("client B=4") for line in result.summary)

@@ -72,6 +72,7 @@ def audit(
     access: str | Sequence[str] = "black-box",
     attacks: Sequence[str] | None = None,
     recipe: dict[str, Any] | None = None,
+    defences: Sequence[str | dict[str, Any]] = ("none",),
     out: str | Path | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -81,7 +82,9 @@ def audit(
     the attacker's own data; with a training ``recipe`` (TrainConfig's keys and ``regime``) it
     trains shadow and reference models of the same architecture for LiRA, RMIA and Shokri.
     ``access``: what the attacker may query (``black-box``, ``white-box`` or names).
-    ``attacks``: default every membership attack the access and data allow (see
+    ``defences``: the federated defences a white-box audit's gradient inversion compares
+    (names or ``{"name", "params"}``). ``attacks``: default every membership attack the
+    access and data allow (see
     ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
     temporary folder if None)."""
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
@@ -97,6 +100,7 @@ def audit(
             access=[access] if isinstance(access, str) else list(access),
             attacks=list(attacks) if attacks else None,
             recipe=recipe,
+            defences=list(defences),
             seed=seed,
         )
         data, skipped = audit_config(plan)

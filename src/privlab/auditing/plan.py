@@ -45,6 +45,9 @@ class AuditPlan:
     access: list[str] = field(default_factory=lambda: list(BLACK_BOX))
     attacks: list[str] | None = None
     recipe: dict[str, Any] | None = None
+    #: federated defences the gradient-inversion audit compares: DEFENCES names or
+    #: ``{name, params, sweep}`` entries (config.base.Swept)
+    defences: list[Any] = field(default_factory=lambda: ["none"])
     name: str = "audit"
     seed: int = 0
 
@@ -121,22 +124,46 @@ def inversion_block(plan: AuditPlan, input_shape: tuple[int, ...]) -> tuple[dict
     return {"attacks": attacks, "robustness": None, "hsic_samples": 0}, ""
 
 
+def gradient_inversion_block(
+    plan: AuditPlan, input_shape: tuple[int, ...], data: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """The server's inversion of client updates of this model on batches of members (the
+    model's own cross-entropy), or why it is left out."""
+    access = set(expand_access(plan.access))
+    if not {"param_gradients", "weights"} <= access:
+        return None, "gradient inversion: needs param_gradients and weights (--access white-box)"
+    if len(input_shape) != 3:
+        return None, f"gradient inversion: needs image data (inputs here have shape {input_shape})"
+    if plan.model.endswith(".pt2"):
+        return None, "gradient inversion: simulates updates on the model's code (give FILE.py:NAME)"
+    params: dict[str, Any] = {"spec": plan.model, "given": True}
+    params |= {"weights": plan.weights} if plan.weights else {}
+    model = {"name": "user_model", "params": params}
+    return {
+        "data": {"name": "user_files", "params": data},
+        "model": model,
+        "clients": [{"batch_size": 4}],
+        "batches": 2,
+        "attacks": [{"name": "inverting_gradients", "label": "IG", "params": {"iterations": 300}}],
+        "defences": ["none", *(d for d in plan.defences if d != "none")],
+        "utility": None,  # the audited model is not re-trained by FedAvg
+    }, ""
+
+
 def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     """The experiment config of ``plan`` (a targets section with one given target) and the
     lines saying which attacks were left out and why."""
     attacks, skipped = membership_attacks(plan)
-    inversion, why = inversion_block(plan, _input_shape(plan.members, plan.label_column))
-    skipped += [why] if why else []
-    skipped += [
-        "gradient inversion: not yet available in audits (privlab run with a "
-        "gradient_inversion: section attacks privlab-trained models)",
-        "reconstruction from weights: not yet available in audits",
-    ]
-    recipe = dict(plan.recipe or {})
-    regime = recipe.pop("regime", "natural")
+    shape = _input_shape(plan.members, plan.label_column)
     data = {"members": plan.members, "nonmembers": plan.nonmembers}
     data |= {"population": plan.population} if plan.population else {}
     data |= {"label_column": plan.label_column} if plan.label_column else {}
+    inversion, why = inversion_block(plan, shape)
+    federated, why_not_federated = gradient_inversion_block(plan, shape, data)
+    skipped += [w for w in (why, why_not_federated) if w]
+    skipped.append("reconstruction from weights: not yet available in audits")
+    recipe = dict(plan.recipe or {})
+    regime = recipe.pop("regime", "natural")
     section = {
         "data": {"name": "user_files", "params": data},
         "model": {"name": "user_model", "params": {"spec": plan.model}},
@@ -153,4 +180,7 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     }
     if inversion is not None:
         section["inversion"] = inversion
-    return {"name": plan.name, "seed": plan.seed, "targets": section}, skipped
+    config: dict[str, Any] = {"name": plan.name, "seed": plan.seed, "targets": section}
+    if federated is not None:
+        config["gradient_inversion"] = federated
+    return config, skipped
