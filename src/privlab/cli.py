@@ -202,6 +202,12 @@ def _missing_model_options(**values: str | None) -> None:
         )
 
 
+def _refuse_with_scores(**values: str | None) -> None:
+    given = [f"--{name}" for name, value in values.items() if value is not None]
+    if given:
+        raise ConfigError(f"--scores audits precomputed scores: drop {', '.join(given)}")
+
+
 @app.command()
 def audit(
     model: Annotated[
@@ -248,6 +254,7 @@ def audit(
     from privlab.config import load_config_dict
 
     if scores is not None:
+        _refuse_with_scores(model=model, members=members, nonmembers=nonmembers)
         return _audit_scores(scores, scores_kind, label_column, seed, out, device)
     _missing_model_options(model=model, members=members, nonmembers=nonmembers)
     assert model is not None and members is not None and nonmembers is not None

@@ -249,3 +249,10 @@ def test_privlab_audit_without_scores_or_a_model_says_what_is_missing(tmp_path: 
     assert "--scores" in result.output and "missing --model, --nonmembers" in result.output
     bad = CliRunner().invoke(app, ["audit", "--scores", str(tmp_path / "none.npz")])
     assert bad.exit_code == 2 and "scores file not found" in bad.output
+
+
+def test_privlab_audit_refuses_scores_together_with_a_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["audit", "--scores", str(tmp_path / "s.npz"), "--model", "net.py:Net"]
+    )
+    assert result.exit_code == 2 and "drop --model" in result.output
