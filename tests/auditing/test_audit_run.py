@@ -173,3 +173,21 @@ def test_a_white_box_audit_inverts_client_updates_and_a_defence_stops_it(digits:
     assert psnr["none"] > 25  # the server recovers the clients' digits
     assert psnr["pruning"] < psnr["none"] - 10  # 99 % pruning makes them unrecognisable
     assert any(line.startswith("client B=4") for line in result.summary)
+
+
+def test_an_audit_of_a_tabular_model_on_adult() -> None:
+    bundle = DATASETS.build("adult", seed=0)
+    members, nonmembers = bundle.members.subset(range(1000)), bundle.nonmembers.subset(range(1000))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(bundle.input_shape[0], 256), nn.ReLU(), nn.Linear(256, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):  # overfits 1,000 rows: a leaky tabular model
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(members.x), members.y).backward()
+        opt.step()
+    result = privlab.audit(
+        model, members=(members.x, members.y), nonmembers=(nonmembers.x, nonmembers.y)
+    )
+    assert _auc(result.report, "loss") > 0.56  # chance: 0.5 ± 0.013 (1,000 vs 1,000)
+    assert any("model inversion: needs logits" in s for s in result.skipped)
+    assert len(result.most_exposed(3)) == 3
