@@ -193,21 +193,6 @@ def _audit_scores(
     _run_config(load_config_dict(data), out or Path("runs") / "audit", device)
 
 
-def _missing_model_options(**values: str | None) -> None:
-    missing = [f"--{name}" for name, value in values.items() if value is None]
-    if missing:
-        raise ConfigError(
-            "give --scores FILE, or --model, --members and --nonmembers "
-            f"(missing {', '.join(missing)})"
-        )
-
-
-def _refuse_with_scores(**values: str | None) -> None:
-    given = [f"--{name}" for name, value in values.items() if value is not None]
-    if given:
-        raise ConfigError(f"--scores audits precomputed scores: drop {', '.join(given)}")
-
-
 @app.command()
 def audit(
     model: Annotated[
@@ -250,13 +235,12 @@ def audit(
 ) -> None:
     """Audit a model privlab did not train: its membership leakage on the given data (or,
     with --scores, on scores computed outside privlab)."""
-    from privlab.auditing.plan import AuditPlan, audit_config, read_recipe
+    from privlab.auditing.plan import AuditPlan, audit_config, check_audit_options, read_recipe
     from privlab.config import load_config_dict
 
+    check_audit_options(scores is not None, model=model, members=members, nonmembers=nonmembers)
     if scores is not None:
-        _refuse_with_scores(model=model, members=members, nonmembers=nonmembers)
         return _audit_scores(scores, scores_kind, label_column, seed, out, device)
-    _missing_model_options(model=model, members=members, nonmembers=nonmembers)
     assert model is not None and members is not None and nonmembers is not None
     plan = AuditPlan(
         model=model, members=members, nonmembers=nonmembers, weights=weights,

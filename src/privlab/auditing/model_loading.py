@@ -57,7 +57,7 @@ def load_user_model(spec: str, weights: str | Path | None = None) -> nn.Module:
             )
         model = _load_pt2(Path(spec))
         check_finite_state(model.state_dict(), spec)
-        return model  # train / eval behaviour was fixed at export; eval() is refused
+        return model  # its train / eval behaviour was fixed at export (mode switches are refused)
     source, name = _split_spec(spec)
     model = _build_model(_import_user_file(source), name, source)
     if weights is None:

@@ -98,6 +98,22 @@ def _input_shape(path: str, label_column: str | None) -> tuple[int, ...]:
     return tuple(load_user_data(path, label_column=label_column).x.shape[1:])
 
 
+def check_audit_options(with_scores: bool, **model_options: str | None) -> None:
+    """An audit takes precomputed scores, or a model with its members and non-members: not
+    both, not part of either (a ConfigError naming the options)."""
+    from privlab.config.schema import ConfigError
+
+    given = [f"--{name}" for name, value in model_options.items() if value is not None]
+    missing = [f"--{name}" for name, value in model_options.items() if value is None]
+    if with_scores and given:
+        raise ConfigError(f"--scores audits precomputed scores: drop {', '.join(given)}")
+    if not with_scores and missing:
+        raise ConfigError(
+            "give --scores FILE, or --model, --members and --nonmembers "
+            f"(missing {', '.join(missing)})"
+        )
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
     data = yaml.safe_load(Path(path).read_text()) or {}

@@ -52,13 +52,9 @@ def _fmt(stat: Stat | None) -> str:
 
 def comparison_tables(reports: Reports) -> list[tuple[str, list[str], list[list[str]]]]:
     """One (study title, header, rows) per study present in any of ``reports``."""
+    reports = [(label, upgrade(dict(r))) for label, r in reports]  # once per report
     studies = list(
-        dict.fromkeys(
-            name
-            for _, r in reports
-            for name in (upgrade(dict(r)).get("studies") or {})
-            if name in STUDIES
-        )
+        dict.fromkeys(name for _, r in reports for name in r["studies"] if name in STUDIES)
     )
     tables = []
     for name in studies:

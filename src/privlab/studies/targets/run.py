@@ -16,11 +16,6 @@ import torch
 from privlab import __version__
 from privlab.config.base import AttackConfig
 from privlab.data.bundle import DataBundle, Split
-from privlab.metrics.utility import (
-    accuracy,
-    adversarial_accuracy,
-    verified_accuracy,
-)
 from privlab.run.context import RunContext
 from privlab.run.model_cache import TrainedModel, build_model, build_regime, get_or_train
 from privlab.run.store import save_model, state_sha256
@@ -37,6 +32,7 @@ from privlab.studies.targets.threat import (
     shadow_splits,
     split_reference,
 )
+from privlab.studies.targets.utility import target_utility
 from privlab.threat_model import (
     Knowledge,
     LabelledQueries,
@@ -45,7 +41,6 @@ from privlab.threat_model import (
     TargetInfo,
 )
 from privlab.training.perturbations import Norm
-from privlab.verify import UnsupportedLayerError
 
 
 class TargetsRun:
@@ -143,57 +138,6 @@ class TargetsRun:
             verifier=getattr(trained.regime, "verifier", None),
         )
 
-    def _verified(
-        self, model: torch.nn.Module, info: TargetInfo, bundle: DataBundle
-    ) -> dict[str, float | None]:
-        """Verified train/test accuracy (Song §3.4) with the model's own training verifier (IBP
-        for the others); None where the verifier cannot bound the model."""
-        assert info.eps is not None
-        try:
-            return {
-                f"ver_{name}_acc": verified_accuracy(
-                    model,
-                    split.x,
-                    split.y,
-                    eps=info.eps,
-                    clip=info.value_range,
-                    verifier=info.verifier or "ibp",
-                    device=self.device,
-                )
-                for name, split in (("train", bundle.members), ("test", bundle.nonmembers))
-            }
-        except UnsupportedLayerError:
-            return {"ver_train_acc": None, "ver_test_acc": None}
-
-    def _utility(
-        self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
-    ) -> dict[str, float | None]:
-        start = time.perf_counter()
-        ev, m, dev = self.config.evaluation, trained.model, self.device
-        torch.manual_seed(seed)
-        out: dict[str, float | None] = {
-            "train_acc": accuracy(m, bundle.members.x, bundle.members.y, device=dev),
-            "test_acc": accuracy(m, bundle.nonmembers.x, bundle.nonmembers.y, device=dev),
-            "adv_train_acc": None,
-            "adv_test_acc": None,
-        }
-        if info.eps and ev.adv_steps > 0:
-            kw: dict[str, Any] = dict(
-                eps=info.eps,
-                steps=ev.adv_steps,
-                step_size=ev.adv_step_size,
-                norm=info.norm,
-                clip=info.value_range,
-                device=dev,
-            )
-            out["adv_train_acc"] = adversarial_accuracy(m, bundle.members.x, bundle.members.y, **kw)
-            out["adv_test_acc"] = adversarial_accuracy(
-                m, bundle.nonmembers.x, bundle.nonmembers.y, **kw
-            )
-            out.update(self._verified(m, info, bundle))
-        self.ctx.add_time("utility_seconds", time.perf_counter() - start)
-        return out
-
     def _utility_cached(
         self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
     ) -> dict[str, float | None]:
@@ -202,9 +146,15 @@ class TargetsRun:
             "evaluation": self.config.evaluation.model_dump(),
             "eps": info.eps,
         }
-        return self.ctx.state.get_or_run(
-            "utility", key, lambda: self._utility(trained, info, bundle, seed)
-        )
+
+        def measure() -> dict[str, float | None]:
+            start = time.perf_counter()
+            torch.manual_seed(seed)
+            out = target_utility(trained.model, info, bundle, self.config.evaluation, self.device)
+            self.ctx.add_time("utility_seconds", time.perf_counter() - start)
+            return out
+
+        return self.ctx.state.get_or_run("utility", key, measure)
 
     def _attacks(
         self,

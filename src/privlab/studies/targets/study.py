@@ -56,7 +56,7 @@ def _low_fpr(view: Mapping[str, Any], base_name: str, label: str) -> str:
 @STUDIES.register("targets")
 class TargetsStudy(StudyBase):
     """Targets trained per seed under their regimes, attacked by membership inference (LiRA,
-    RMIA, Shokri, I_A, …), model inversion and leave-out sensitivity."""
+    RMIA, Shokri, I_A and more), model inversion and leave-out sensitivity."""
 
     name = "targets"
     title = "Trained targets: membership inference, model inversion, sensitivity"
