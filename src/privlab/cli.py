@@ -135,6 +135,20 @@ OutOpt = Annotated[
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b=value.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (default: config).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
+AccessOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="labels, probs, logits, loss, input_gradients, weights, param_gradients; "
+        "black-box or white-box (default black-box)."
+    ),
+]
+DefenceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A federated defence the gradient-inversion audit compares (repeatable): NAME "
+        "or NAME:PARAM=VALUE,… (PARAM=[V1,V2] sweeps), e.g. pruning:p=[0.5,0.9]."
+    ),
+]
 
 
 def _execute(
@@ -211,19 +225,14 @@ def audit(
         str | None, typer.Option(help="The attacker's own data (for shadow / reference models).")
     ] = None,
     label_column: Annotated[str | None, typer.Option(help="The label column of CSV data.")] = None,
-    access: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="labels, probs, logits, loss, input_gradients, weights, param_gradients; "
-            "black-box or white-box (default black-box)."
-        ),
-    ] = None,
+    access: AccessOpt = None,
     attacks: Annotated[
         list[str] | None, typer.Option(help="Attacks (default: all the access and data allow).")
     ] = None,
     train: Annotated[
         Path | None, typer.Option(help="How the model was trained (recipe YAML), for LiRA etc.")
     ] = None,
+    defence: DefenceOpt = None,
     scores: Annotated[
         Path | None,
         typer.Option(help="Precomputed per-example scores (.npz or .csv) instead of a model."),
@@ -235,7 +244,13 @@ def audit(
 ) -> None:
     """Audit a model privlab did not train: its membership leakage on the given data (or,
     with --scores, on scores computed outside privlab)."""
-    from privlab.auditing.plan import AuditPlan, audit_config, check_audit_options, read_recipe
+    from privlab.auditing.plan import (
+        AuditPlan,
+        audit_config,
+        check_audit_options,
+        parse_defence,
+        read_recipe,
+    )
     from privlab.config import load_config_dict
 
     check_audit_options(scores is not None, model=model, members=members, nonmembers=nonmembers)
@@ -247,6 +262,7 @@ def audit(
         population=population, label_column=label_column,
         access=list(access or ["black-box"]), attacks=list(attacks) if attacks else None,
         recipe=read_recipe(train) if train else None, seed=seed,
+        defences=["none", *(parse_defence(d) for d in defence or [])],
     )  # fmt: skip
     data, skipped = audit_config(plan)
     for line in skipped:

@@ -4,6 +4,7 @@ the data allow, and a line for every attack left out saying why."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def expand_access(names: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class AuditPlan:
-    """The user's inputs of one audit (paths, access, attacks, training recipe)."""
+    """The user's inputs of one audit (paths, access, attacks, training recipe or function)."""
 
     model: str
     members: str
@@ -45,6 +46,8 @@ class AuditPlan:
     access: list[str] = field(default_factory=lambda: list(BLACK_BOX))
     attacks: list[str] | None = None
     recipe: dict[str, Any] | None = None
+    #: ``memory-trainer:<key>``: the user's train_fn (privlab.audit), trains in place of a recipe
+    trainer: str | None = None
     #: federated defences the gradient-inversion audit compares: DEFENCES names or
     #: ``{name, params, sweep}`` entries (config.base.Swept)
     defences: list[Any] = field(default_factory=lambda: ["none"])
@@ -53,9 +56,10 @@ class AuditPlan:
 
     @property
     def can_train(self) -> bool:
-        """Shadow and reference models need the recipe, the model's code and attacker data."""
+        """Shadow and reference models need the recipe (or the user's training function), the
+        model's code and attacker data."""
         return (
-            self.recipe is not None
+            (self.recipe is not None or self.trainer is not None)
             and self.population is not None
             and not self.model.endswith(".pt2")
         )
@@ -63,8 +67,11 @@ class AuditPlan:
     def why_not_train(self) -> str:
         if self.model.endswith(".pt2"):
             return "an exported program cannot be re-trained (give FILE.py:NAME)"
-        if self.recipe is None:
-            return "it trains models like yours: give the training recipe (--train RECIPE.yaml)"
+        if self.recipe is None and self.trainer is None:
+            return (
+                "it trains models like yours: give the training recipe (--train RECIPE.yaml; "
+                "privlab.audit: recipe= or train_fn=)"
+            )
         return "it trains models on the attacker's own data: give --population"
 
 
@@ -114,6 +121,31 @@ def check_audit_options(with_scores: bool, **model_options: str | None) -> None:
         )
 
 
+_PARAM = re.compile(r"\s*(\w+)\s*=\s*(\[[^\]]*\]|[^,\[\]]+)\s*(?:,|$)")
+
+
+def parse_defence(text: str) -> dict[str, Any]:
+    """``NAME`` or ``NAME:K=V,K=V`` (a value ``[V1,V2,…]`` sweeps that parameter, weakest
+    first), as ``--defence`` takes it: the ``{name, params, sweep}`` of a federated defence."""
+    name, _, rest = text.partition(":")
+    spec: dict[str, Any] = {"name": name.strip()}
+    pos = 0
+    while pos < len(rest):
+        match = _PARAM.match(rest, pos)
+        if match is None or not match.group(0):
+            raise ValueError(
+                f"--defence {text!r}: write NAME or NAME:PARAM=VALUE,PARAM=[V1,V2] "
+                "(e.g. pruning:p=[0.5,0.9] or dp:clip=1,noise_multiplier=0.1)"
+            )
+        value = yaml.safe_load(match.group(2))
+        part = "sweep" if isinstance(value, list) else "params"
+        spec.setdefault(part, {})[match.group(1)] = value
+        pos = match.end()
+    if "params" in spec and "sweep" not in spec:
+        spec["label"] = f"{spec['name']} " + " ".join(f"{k}={v}" for k, v in spec["params"].items())
+    return spec
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
     data = yaml.safe_load(Path(path).read_text()) or {}
@@ -140,6 +172,31 @@ def inversion_block(plan: AuditPlan, input_shape: tuple[int, ...]) -> tuple[dict
     return {"attacks": attacks, "robustness": None, "hsic_samples": 0}, ""
 
 
+def _given_model(plan: AuditPlan) -> dict[str, Any]:
+    """The audited model itself (with its weights) as a ``user_model`` component."""
+    params: dict[str, Any] = {"spec": plan.model, "given": True}
+    params |= {"weights": plan.weights} if plan.weights else {}
+    return {"name": "user_model", "params": params}
+
+
+def reconstruction_block(
+    plan: AuditPlan, data: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """Reconstruction of the members from the released weights (the informed adversary's
+    closed form, which the run reports as not applicable to anything but a softmax
+    regression), or why it is left out. The objective's λ is the recipe's weight decay."""
+    if "weights" not in expand_access(plan.access):
+        return None, "reconstruction from weights: needs weights (--access white-box)"
+    l2 = float((plan.recipe or {}).get("weight_decay", 0.0))
+    return {
+        "released_model": {
+            "data": {"name": "user_files", "params": data},
+            "model": _given_model(plan),
+            "l2": l2,
+        }
+    }, ""
+
+
 def gradient_inversion_block(
     plan: AuditPlan, input_shape: tuple[int, ...], data: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str]:
@@ -152,12 +209,9 @@ def gradient_inversion_block(
         return None, f"gradient inversion: needs image data (inputs here have shape {input_shape})"
     if plan.model.endswith(".pt2"):
         return None, "gradient inversion: simulates updates on the model's code (give FILE.py:NAME)"
-    params: dict[str, Any] = {"spec": plan.model, "given": True}
-    params |= {"weights": plan.weights} if plan.weights else {}
-    model = {"name": "user_model", "params": params}
     return {
         "data": {"name": "user_files", "params": data},
-        "model": model,
+        "model": _given_model(plan),
         "clients": [{"batch_size": 4}],
         "batches": 2,
         "attacks": [{"name": "inverting_gradients", "label": "IG", "params": {"iterations": 300}}],
@@ -176,8 +230,8 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     data |= {"label_column": plan.label_column} if plan.label_column else {}
     inversion, why = inversion_block(plan, shape)
     federated, why_not_federated = gradient_inversion_block(plan, shape, data)
-    skipped += [w for w in (why, why_not_federated) if w]
-    skipped.append("reconstruction from weights: not yet available in audits")
+    reconstruction, why_not_rebuilt = reconstruction_block(plan, data)
+    skipped += [w for w in (why, why_not_federated, why_not_rebuilt) if w]
     recipe = dict(plan.recipe or {})
     regime = recipe.pop("regime", "natural")
     section = {
@@ -190,7 +244,8 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
         "threat_model": {
             "access": expand_access(plan.access),
             "reference": "shadow" if plan.can_train else "none",
-        },
+        }
+        | ({"trainer": plan.trainer} if plan.trainer and plan.can_train else {}),
         "attacks": attacks,
         "evaluation": {"adv_steps": 0},  # no robustness measurement unless asked for
     }
@@ -199,4 +254,6 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     config: dict[str, Any] = {"name": plan.name, "seed": plan.seed, "targets": section}
     if federated is not None:
         config["gradient_inversion"] = federated
+    if reconstruction is not None:
+        config["reconstruction"] = reconstruction
     return config, skipped

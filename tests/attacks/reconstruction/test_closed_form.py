@@ -49,3 +49,35 @@ def test_needs_the_weights_and_a_convex_model(released):
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.Linear(8, 10))
     with pytest.raises(ValueError, match="one Linear layer"):
         ATTACKS.build("closed_form_softmax").reconstruct(Target(mlp, info, Access.WEIGHTS), fixed)
+
+
+def test_each_member_at_once_equals_one_attack_per_member(released):
+    """reconstruct_each (one pass, D₋ = the rest) against reconstruct on each D₋ built by hand."""
+    _, fixed, z, model, info = released
+    data = Split(torch.cat([fixed.x, z.x]), torch.cat([fixed.y, z.y]))
+    target = Target(model, info, Access.WEIGHTS)
+    attack = ATTACKS.build("closed_form_softmax", l2=L2)
+    rows = torch.tensor([0, 17, 300])
+    each = attack.reconstruct_each(target, data, rows)
+    for k, i in enumerate(rows.tolist()):
+        rest = data.subset(np.delete(np.arange(len(data)), i))
+        one = attack.reconstruct(target, rest)
+        assert torch.allclose(each.images[k], one.images[0], atol=1e-5)
+        assert each.labels[k] == one.labels[0]
+    # the model was trained on all of them: every one comes back
+    assert float((each.images - data.x[rows]).pow(2).mean()) < 1e-6
+    assert attack.stationarity(target, data) < 1e-6
+
+
+def test_a_model_away_from_the_optimum_is_measured_as_such(released):
+    _, fixed, z, model, info = released
+    data = Split(torch.cat([fixed.x, z.x]), torch.cat([fixed.y, z.y]))
+    noisy = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).double()
+    with torch.no_grad():
+        for mine, theirs in zip(noisy.parameters(), model.parameters(), strict=True):
+            mine.copy_(theirs + 0.05 * torch.randn_like(theirs))
+    attack = ATTACKS.build("closed_form_softmax", l2=L2)
+    target = Target(noisy, info, Access.WEIGHTS)
+    assert attack.stationarity(target, data) > 1e-3
+    each = attack.reconstruct_each(target, data, torch.arange(len(data)))
+    assert float((each.images - data.x).pow(2).mean()) > 1e-2

@@ -44,7 +44,7 @@ def test_reconstruction_configs_are_checked():
 
     with pytest.raises(ConfigError, match="unknown key 'reconstruction.weak_adversary.shadow'"):
         load_config_dict(section(weak_adversary={"shadow": 3}))
-    with pytest.raises(ConfigError, match="needs weak_adversary or informed_adversary"):
+    with pytest.raises(ConfigError, match="needs weak_adversary, informed_adversary or released_model"):
         load_config_dict(section())
     with pytest.raises(ConfigError, match="binary head"):
         load_config_dict(section(weak_adversary={"task": "one_vs_rest"}))

@@ -159,16 +159,22 @@ class RecoNNAttack:
         return reconnn(flatten_heads({k: v[None].cpu() for k, v in params.items()}))
 
 
+def nn_oracle(
+    recon: torch.Tensor, truth: torch.Tensor, pool: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per reconstruction: its MSE to the true target, and whether it is closer to it than to
+    every other image of ``pool`` (Balle et al.'s nearest-neighbour oracle names the target)."""
+    mse_truth = (recon - truth).pow(2).flatten(1).mean(1)
+    closest_other = pairwise_mse(recon, pool)
+    same = pairwise_mse(truth, pool) < 1e-12  # the target itself may sit in the pool
+    closest_other = closest_other.masked_fill(same, float("inf")).min(1).values
+    return mse_truth, mse_truth.double() < closest_other
+
+
 def informed_success(
     recon: torch.Tensor, truth: torch.Tensor, pool: torch.Tensor
 ) -> dict[str, float]:
     """Mean MSE to the true targets and the nearest-neighbour-oracle success rate: the share of
     reconstructions closer to their own target than to every other image of ``pool``."""
-    mse_truth = (recon - truth).pow(2).flatten(1).mean(1)
-    closest_other = pairwise_mse(recon, pool)
-    same = pairwise_mse(truth, pool) < 1e-12  # the target itself may sit in the pool
-    closest_other = closest_other.masked_fill(same, float("inf")).min(1).values
-    return {
-        "mse": float(mse_truth.mean()),
-        "nn_oracle_success": float((mse_truth.double() < closest_other).double().mean()),
-    }
+    mse_truth, hits = nn_oracle(recon, truth, pool)
+    return {"mse": float(mse_truth.mean()), "nn_oracle_success": float(hits.double().mean())}

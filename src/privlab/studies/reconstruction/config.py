@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from privlab.config.base import _Strict, check_unique, dataset_name
+from privlab.config.base import Component, DataConfig, _Strict, check_unique, dataset_name
 from privlab.studies.reconstruction.transfer import TRANSFER_DATASETS
 from privlab.training.heads import HeadSpec
 
@@ -149,16 +149,39 @@ class InformedAdversaryConfig(_Strict):
         return self
 
 
+class ReleasedModelConfig(_Strict):
+    """A released model's own members reconstructed from its weights (the audit of a given
+    model, :mod:`privlab.auditing`).
+
+    The informed adversary of Balle et al. knows every member but the one it attacks and the
+    training objective, mean cross-entropy + (``l2``/2)·‖θ‖² (the bias included when
+    ``bias_l2``, as torch's ``weight_decay`` does). A softmax regression at that optimum gives
+    each member back in closed form; the further the weights are from it, the weaker the
+    attack (the report gives the distance). Up to ``targets`` members are attacked (a seeded
+    sample when there are more); any other model is reported as not applicable, with why.
+    """
+
+    data: DataConfig  # members: the released model's training data
+    model: Component  # the released model itself (e.g. user_model with given: true)
+    l2: float = Field(0.0, ge=0)
+    bias_l2: bool = True
+    targets: int = Field(1_000, ge=1)
+    examples: int = Field(8, ge=0)
+
+
 class ReconstructionConfig(_Strict):
-    """The ``reconstruction:`` section: the weak and/or the informed adversary."""
+    """The ``reconstruction:`` section: the weak and/or the informed adversary, on heads and
+    models the study trains, and/or on a released model (``released_model``)."""
 
     weak_adversary: WeakAdversaryConfig | None = None
     informed_adversary: InformedAdversaryConfig | None = None
+    released_model: ReleasedModelConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ReconstructionConfig:
-        if self.weak_adversary is None and self.informed_adversary is None:
+        if (self.weak_adversary, self.informed_adversary, self.released_model) == (None,) * 3:
             raise ValueError(
-                "the reconstruction section needs weak_adversary or informed_adversary"
+                "the reconstruction section needs weak_adversary, informed_adversary or "
+                "released_model"
             )
         return self

@@ -26,6 +26,15 @@ WEAK_HEADER = [
     "ReRo bound",
 ]
 INFORMED_HEADER = ["study", "ε", "MSE", "NN-oracle success", "ReRo γ (RDP)", "κe^ε + δ"]
+RELEASED_HEADER = [
+    "members attacked",
+    "reconstructed",
+    "95 % CI",
+    "chance",
+    "labels correct",
+    "median MSE",
+    "distance from optimum",
+]
 
 
 def _pct(x: Any) -> str:
@@ -111,6 +120,45 @@ def informed_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]
             ]
         )
     return INFORMED_HEADER, rows
+
+
+def released_closed_form(report: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (report.get("released_model") or {}).get("closed_form") or {}
+
+
+def released_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The closed-form attack on a released model (rates in %), when it applies."""
+    c = released_closed_form(report)
+    if not c.get("applicable"):
+        return RELEASED_HEADER, []
+    lo, hi = c.get("success_ci") or (None, None)
+    row = [
+        f"{c.get('targets')} of {c.get('members')}",
+        _pct(c.get("success")),
+        f"{_pct(lo)}–{_pct(hi)}",
+        _pct(c.get("null")),
+        _pct(c.get("labels_correct")),
+        _g(c.get("mse_median")),
+        _g(c.get("stationarity")),
+    ]
+    return RELEASED_HEADER, [row]
+
+
+def released_lines(report: Mapping[str, Any]) -> list[str]:
+    """The headline of the closed-form attack on a released model, or why it does not apply."""
+    c = released_closed_form(report)
+    if not c:
+        return []
+    if not c.get("applicable"):
+        return [f"reconstruction from the released weights: not applicable ({c.get('reason')})"]
+    lo, hi = c.get("success_ci") or (0.0, 1.0)
+    return [
+        "reconstruction from the released weights (informed adversary, closed form): "
+        f"{_pct(c.get('success'))} % of {c.get('targets')} members reconstructed "
+        f"(95 % CI {_pct(lo)}–{_pct(hi)} %; a guess names one of {c.get('pool')} records), "
+        f"labels {_pct(c.get('labels_correct'))} % right, median MSE "
+        f"{_g(c.get('mse_median'))}"
+    ]
 
 
 def weak_roc_figure(report: Mapping[str, Any]) -> str:
@@ -235,6 +283,34 @@ def bound_figure(report: Mapping[str, Any]) -> str:
     return to_b64(fig)
 
 
+def released_html(report: Mapping[str, Any]) -> str:
+    """The closed-form reconstruction of a released model's members (or why it does not apply)."""
+    released = released_closed_form(report)
+    if not released:
+        return ""
+    parts = [
+        "<h2>Released model: its members reconstructed from its weights</h2>",
+        "<p class=sub>The informed adversary of Balle et al. knows every member but the one "
+        "it attacks and the training objective (mean cross-entropy + (λ/2)·‖θ‖², λ = "
+        f"{esc((released.get('attack') or {}).get('l2'))}); at that optimum a softmax "
+        "regression gives each member back in closed form. Reconstructed: closer to the "
+        "member than to any other record of the data (nearest-neighbour oracle). Distance "
+        "from optimum: the objective's gradient norm relative to the per-example gradients "
+        "(0 at the optimum the attack assumes). Rates in %.</p>",
+        *(f"<p>{esc(line)}</p>" for line in released_lines(report)),
+    ]
+    if released.get("applicable"):
+        parts += [
+            text_table(*released_table(report)),
+            figure_html(
+                examples_figure,
+                released.get("examples") or [],
+                "closed form: reconstruction (top), member (bottom)",
+            ),
+        ]
+    return "\n".join(parts)
+
+
 def html_section(report: Mapping[str, Any]) -> str:
     """Reconstruction from weights: the weak and the informed adversary (tables and figures)."""
     parts = []
@@ -282,6 +358,7 @@ def html_section(report: Mapping[str, Any]) -> str:
                     f"RecoNN, initialisation {init}: reconstruction (top), target (bottom)",
                 )
             )
+    parts.append(released_html(report))
     if (informed or {}).get("bound_curve") or any(v.get("bound") for v in weak_variants(report)):
         parts.append(figure_html(bound_figure, report, "empirical success against the ReRo bound"))
     return "\n".join(parts)

@@ -13,7 +13,14 @@ from privlab.run.context import RunContext
 from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
 from privlab.studies.reconstruction.config import ReconstructionConfig
 from privlab.studies.reconstruction.informed import run_informed_adversary
-from privlab.studies.reconstruction.report import html_section, informed_table, weak_table
+from privlab.studies.reconstruction.released import run_released_model
+from privlab.studies.reconstruction.report import (
+    html_section,
+    informed_table,
+    released_lines,
+    released_table,
+    weak_table,
+)
 from privlab.studies.reconstruction.weak import run_weak_adversary
 
 
@@ -23,8 +30,9 @@ def _suffix(section: StudyReport, run: Mapping[str, Any]) -> str:
 
 @STUDIES.register("reconstruction")
 class ReconstructionStudy(StudyBase):
-    """Reconstruction of training images from released weights: the weak adversary's
-    reconstructor over shadow heads, the informed adversary, ReRo bounds for DP-SGD."""
+    """Reconstruction of training data from released weights: the weak adversary's
+    reconstructor over shadow heads, the informed adversary, ReRo bounds for DP-SGD, and a
+    released (audited) model's own members in closed form."""
 
     name = "reconstruction"
     title = "Reconstruction from released weights"
@@ -42,6 +50,10 @@ class ReconstructionStudy(StudyBase):
             out["informed_adversary"] = run_informed_adversary(
                 cfg.informed_adversary, seed, ctx.state, ctx.progress
             )
+        if cfg.released_model is not None:
+            out["released_model"] = run_released_model(
+                cfg.released_model, seed, ctx.state, ctx.progress
+            )
         return out
 
     def html(self, report: Mapping[str, Any], section: StudyReport) -> str:
@@ -57,6 +69,7 @@ class ReconstructionStudy(StudyBase):
             for title, (header, rows) in (
                 ("weak adversary (%)", weak_table(run)),
                 ("informed adversary (%)", informed_table(run)),
+                ("released model: closed-form reconstruction (%)", released_table(run)),
             ):
                 if rows:
                     tables.append(TextTable(title + _suffix(section, run), header, rows))
@@ -83,6 +96,7 @@ class ReconstructionStudy(StudyBase):
                     f"informed adversary, initialisation {init}{suffix}: "
                     f"{100 * r['nn_oracle_success']:.0f} % of targets reconstructed"
                 )
+            lines += [line + suffix for line in released_lines(run)]
         return lines
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -98,5 +112,12 @@ class ReconstructionStudy(StudyBase):
             out[f"informed RecoNN, init {init}"] = {
                 "MSE": r.get("mse"),
                 "NN-oracle success": r.get("nn_oracle_success"),
+            }
+        closed = (run.get("released_model") or {}).get("closed_form") or {}
+        if closed.get("applicable"):
+            out["released model, closed form"] = {
+                "success": closed.get("success"),
+                "labels correct": closed.get("labels_correct"),
+                "median MSE": closed.get("mse_median"),
             }
         return out
