@@ -5,7 +5,8 @@ target is given (the model, copied, never modified), on the user's data."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from privlab.report.writer import write_report
 from privlab.run.runner import run_experiment
 
 Arrays = tuple[Any, Any]
+#: the user's training loop for shadow and reference models: ``train_fn(x, y, seed)``
+TrainFn = Callable[[torch.Tensor, torch.Tensor, int], nn.Module]
 
 
 @dataclass
@@ -63,6 +66,27 @@ def _save_arrays(folder: Path, name: str, data: Arrays) -> str:
     return str(path)
 
 
+def _register_trainer(train_fn: TrainFn | None, recipe: dict[str, Any] | None) -> str | None:
+    """The spec of the user's training function for the run (warned about when its models
+    cannot be cached across runs); None without one. A recipe as well is a ValueError."""
+    if train_fn is None:
+        return None
+    if recipe is not None:
+        raise ValueError(
+            "give recipe= (privlab trains the shadow and reference models) or train_fn= "
+            "(your training loop trains them), not both"
+        )
+    spec = memory.register_trainer(train_fn)
+    fn = memory.trainer(spec)
+    if fn.identity is None:
+        warnings.warn(
+            f"{fn.label}: {fn.why_not_cached}, so its models are not cached across runs "
+            "(trained on every audit)",
+            stacklevel=3,
+        )
+    return spec
+
+
 def audit(
     model: nn.Module,
     *,
@@ -72,6 +96,7 @@ def audit(
     access: str | Sequence[str] = "black-box",
     attacks: Sequence[str] | None = None,
     recipe: dict[str, Any] | None = None,
+    train_fn: TrainFn | None = None,
     defences: Sequence[str | dict[str, Any]] = ("none",),
     out: str | Path | None = None,
     seed: int = 0,
@@ -81,17 +106,27 @@ def audit(
     ``members`` and held-out ``nonmembers`` (``(x, y)`` arrays or tensors). ``population``:
     the attacker's own data; with a training ``recipe`` (TrainConfig's keys and ``regime``) it
     trains shadow and reference models of the same architecture for LiRA, RMIA and Shokri.
+    ``train_fn`` (instead of ``recipe``): your own training loop trains them.
+    ``train_fn(x, y, seed)`` gets one model's training data (CPU tensors, x float32,
+    y int64) and an int seed, and returns the trained ``nn.Module``. It must have the
+    audited model's architecture (same parameter names and shapes), and its weights are
+    loaded into a copy of ``model``. The models are cached across runs, keyed by the data,
+    seeds and the function's source and constants. Without source (a lambda typed into a
+    REPL) they are trained on every run. An exception in ``train_fn``, a result that is not an
+    ``nn.Module``, another architecture or non-finite weights is an ``AuditInputError``
+    (a ValueError) naming ``train_fn``.
     ``access``: what the attacker may query (``black-box``, ``white-box`` or names).
     ``defences``: the federated defences a white-box audit's gradient inversion compares
     (names or ``{"name", "params"}``). ``attacks``: default every membership attack the
     access and data allow (see
     ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
     temporary folder if None)."""
-    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
-    data_dir = folder / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    trainer = _register_trainer(train_fn, recipe)
     spec = memory.register(model)
     try:
+        folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
+        data_dir = folder / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
         plan = AuditPlan(
             model=spec,
             members=_save_arrays(data_dir, "members", members),
@@ -100,6 +135,7 @@ def audit(
             access=[access] if isinstance(access, str) else list(access),
             attacks=list(attacks) if attacks else None,
             recipe=recipe,
+            trainer=trainer,
             defences=list(defences),
             seed=seed,
         )
@@ -107,4 +143,6 @@ def audit(
         report = run_experiment(load_config_dict(data), folder, device=device)
     finally:
         memory.release(spec)
+        if trainer is not None:
+            memory.release(trainer)
     return AuditResult(report, skipped)

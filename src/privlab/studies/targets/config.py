@@ -80,6 +80,20 @@ class ThreatModelConfig(_Strict):
     norm: Literal["linf", "l2"] = "linf"
     #: reference models for LiRA / RMIA / Shokri; defaults apply when such an attack is asked for
     reference_models: ReferenceModelsConfig | None = None
+    #: ``memory-trainer:<key>``: the user's training function handed to privlab.audit(train_fn=)
+    #: (in-process only), which then trains the shadow and every reference model in place of
+    #: the target's recipe; None: privlab's training loop with the recipe
+    trainer: str | None = None
+
+    @field_validator("trainer")
+    @classmethod
+    def _check_trainer(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("memory-trainer:"):
+            raise ValueError(
+                "a trainer is a training function handed to privlab.audit(train_fn=...) "
+                f"(memory-trainer:<key>), not {value!r}"
+            )
+        return value
 
 
 class EvaluationConfig(_Strict):

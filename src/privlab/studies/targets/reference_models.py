@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privlab.auditing import memory
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.run.model_cache import build_model, build_regime
@@ -58,28 +60,70 @@ def get_or_train_references(
     cache_dir: Path,
     progress: Progress,
     label: str,
+    trainer: str | None = None,
 ) -> tuple[ReferenceModels, dict[str, Any]]:
     """The reference models of one target and a summary for the report.
 
+    ``trainer``: the user's training function (``memory-trainer:<key>``), which trains each
+    model in place of the recipe (:func:`trained_by_fn`), on the same pool and masks.
     A cached ensemble is used only if its weights match the recorded sha256 (otherwise a
     warning names the file and it is retrained); the cache key is locked from the check to the
     save, so a second process asking for the same ensemble waits and then loads it.
     """
-    regime_cfg = regime_cfg if cfg.recipe == "target" else Component(name="natural")
     pool = reference_pool(bundle, cfg.online)
     masks = balanced_masks(len(pool), cfg.count, cfg.fraction, seed + 30_000)
     seeds = [seed * 1_000 + 50_000 + k for k in range(cfg.count)]
+    drawn = {"role": "reference", "seeds": seeds, "pool_sha256": pool.sha256()}
+    drawn["masks"] = stable_hash(masks.tobytes().hex())
+    if trainer is not None:
+        jobs = [(pool.subset(np.flatnonzero(m)), s) for m, s in zip(masks, seeds, strict=True)]
+        made = trained_by_fn(
+            trainer,
+            jobs,
+            drawn,
+            model_cfg=model_cfg,
+            bundle=bundle,
+            cache_dir=cache_dir,
+            progress=progress,
+            label=f"{cfg.count} reference models for {label}",
+        )
+        how = {"recipe": None, "regime": None, "trainer": made.trainer}
+    else:
+        regime_cfg = regime_cfg if cfg.recipe == "target" else Component(name="natural")
+        recipe = drawn | {"model": model_cfg.model_dump(), "train": train_cfg.recipe()}
+        made = _by_recipe(
+            cfg, recipe, pool, masks, model_cfg, regime_cfg, train_cfg, bundle,
+            device=device, cache_dir=cache_dir, progress=progress, label=label,
+        )  # fmt: skip
+        how = {"recipe": cfg.recipe, "regime": regime_cfg.name, "trainer": "recipe"}
+    targets = [Target(m.eval(), info, Access.all(), device=device) for m in made.models]
+    refs = ReferenceModels(targets, pool, masks, online=cfg.online)
+    return refs, _summary(cfg, how, len(pool), made)
+
+
+def _by_recipe(
+    cfg: ReferenceModelsConfig,
+    recipe: dict[str, Any],
+    pool: Split,
+    masks: np.ndarray,
+    model_cfg: Component,
+    regime_cfg: Component,
+    train_cfg: TrainConfig,
+    bundle: DataBundle,
+    *,
+    device: torch.device,
+    cache_dir: Path,
+    progress: Progress,
+    label: str,
+) -> TrainedModels:
+    """The ensemble trained by privlab's loop with the target's recipe (or loaded from the
+    cache)."""
     regime = build_regime(regime_cfg, bundle)
-    recipe = {
-        "role": "reference",
-        "seeds": seeds,
-        "pool_sha256": pool.sha256(),
-        "masks": stable_hash(masks.tobytes().hex()),
-        "model": model_cfg.model_dump(),
+    recipe = recipe | {
         "regime": {"name": regime_cfg.name, **regime.params()},
-        "train": train_cfg.recipe(),
         "torch": torch.__version__.split("+")[0],
     }
+    seeds = recipe["seeds"]
     key = stable_hash(recipe)
     path = cache_dir / "models" / f"reference-{key}.safetensors"
     waiting = f"{label}: waiting for another process training the same reference models"
@@ -89,15 +133,88 @@ def get_or_train_references(
         if meta is not None:
             progress.log(f"{label}: {cfg.count} reference models loaded from cache")
             seconds, summaries = float(meta.get("seconds", 0.0)), meta.get("summaries", [])
-        else:
-            make = partial(build_model, model_cfg, bundle, regime=regime)
-            models, seconds, summaries = _train(
-                cfg, make, pool, masks, regime, train_cfg, seeds, device, progress, label
-            )
-            save_model(models, path, {"recipe": recipe, "seconds": seconds, "summaries": summaries})
-    targets = [Target(m.eval(), info, Access.all(), device=device) for m in models]
-    refs = ReferenceModels(targets, pool, masks, online=cfg.online)
-    return refs, _summary(cfg, regime_cfg.name, len(pool), key, seconds, summaries, meta)
+            return TrainedModels(models, key, seconds, True, "recipe", summaries)
+        make = partial(build_model, model_cfg, bundle, regime=regime)
+        models, seconds, summaries = _train(
+            cfg, make, pool, masks, regime, train_cfg, seeds, device, progress, label
+        )
+        save_model(models, path, {"recipe": recipe, "seconds": seconds, "summaries": summaries})
+    return TrainedModels(models, key, seconds, False, "recipe", summaries)
+
+
+@dataclass
+class TrainedModels:
+    """Models trained together (or loaded from the cache) and how."""
+
+    models: nn.ModuleList
+    key: str | None  # None: not cached (a training function with no identity across runs)
+    seconds: float
+    cached: bool
+    trainer: str  # "recipe" (privlab's loop) or "train_fn <qualified name>"
+    summaries: list[dict[str, Any]] = field(default_factory=list)  # privacy, per model
+
+
+def architecture_hash(model: nn.Module) -> str:
+    """The modules (their repr) and tensor names, shapes and dtypes of an architecture."""
+    tensors = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    return stable_hash({"modules": repr(model), "tensors": tensors})
+
+
+def trained_by_fn(
+    spec: str,
+    jobs: list[tuple[Split, int]],
+    recipe: dict[str, Any],
+    *,
+    model_cfg: Component,
+    bundle: DataBundle,
+    cache_dir: Path,
+    progress: Progress,
+    label: str,
+) -> TrainedModels:
+    """One model per ``(data, seed)`` job, trained by the user's ``train_fn`` (``spec``:
+    ``memory-trainer:<key>``) and loaded into the architecture of ``model_cfg`` (the audited
+    model's, freshly built). Cached like privlab's own models: keyed by ``recipe`` (role,
+    seeds, data), the architecture and the function's identity (its source and constants),
+    checked on load; the function is called only for what is not cached. A function without
+    an identity (no source) trains every time, as the log says once per audit."""
+    fn = memory.trainer(spec)
+    models = nn.ModuleList([build_model(model_cfg, bundle, s) for _, s in jobs])
+    if fn.identity is None:
+        if not fn.noted:
+            progress.log(f"{fn.label}: not cached across runs ({fn.why_not_cached})")
+            fn.noted = True
+        seconds = _call_each(spec, jobs, models, progress, label)
+        return TrainedModels(models, None, seconds, False, fn.label)
+    recipe = recipe | {
+        "trainer": fn.identity,
+        "architecture": architecture_hash(models[0]),
+        "torch": torch.__version__.split("+")[0],
+    }
+    key = stable_hash(recipe)
+    prefix = "reference-" if recipe.get("role") == "reference" else ""
+    path = cache_dir / "models" / f"{prefix}{key}.safetensors"
+    waiting = f"{label}: waiting for another process training the same models"
+    with cache_lock(path, on_wait=lambda: progress.log(waiting)):
+        meta = load_cached(models, path)
+        if meta is not None:
+            progress.log(f"{label}: loaded from cache ({fn.label})")
+            return TrainedModels(models, key, float(meta.get("seconds", 0.0)), True, fn.label)
+        seconds = _call_each(spec, jobs, models, progress, label)
+        save_model(models, path, {"recipe": recipe, "seconds": seconds, "trainer": fn.label})
+    return TrainedModels(models, key, seconds, False, fn.label)
+
+
+def _call_each(
+    spec: str, jobs: list[tuple[Split, int]], models: nn.ModuleList, progress: Progress, label: str
+) -> float:
+    """Train every job's model with the user's function, in place; the seconds it took."""
+    task = progress.task(f"training {label} with {memory.trainer(spec).label}", len(jobs))
+    start = time.perf_counter()
+    for (data, seed), into in zip(jobs, models, strict=True):
+        memory.train_with(spec, data.x, data.y, seed, into)
+        task.advance()
+    task.done()
+    return time.perf_counter() - start
 
 
 def _train(
@@ -133,22 +250,20 @@ def _train(
 
 def _summary(
     cfg: ReferenceModelsConfig,
-    regime: str,
+    how: dict[str, Any],
     pool: int,
-    key: str,
-    seconds: float,
-    summaries: list[dict[str, Any]],
-    meta: dict[str, Any] | None,
+    made: TrainedModels,
 ) -> dict[str, Any]:
+    """``how``: recipe (target / natural) and regime, or None with ``trainer: train_fn NAME``
+    (``trainer: recipe`` for privlab's own loop)."""
     return {
         "count": cfg.count,
         "online": cfg.online,
         "fraction": cfg.fraction,
-        "recipe": cfg.recipe,
-        "regime": regime,
+        **how,
         "pool": pool,
-        "cache_key": key,
-        "train_seconds": seconds,
-        "cached": meta is not None,
-        "privacy": summaries[0] if summaries else {},
+        "cache_key": made.key,
+        "train_seconds": made.seconds,
+        "cached": made.cached,
+        "privacy": made.summaries[0] if made.summaries else {},
     }

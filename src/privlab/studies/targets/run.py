@@ -22,7 +22,7 @@ from privlab.run.store import save_model, state_sha256
 from privlab.studies.targets.config import TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.studies.targets.membership import evaluate_attack
-from privlab.studies.targets.reference_models import get_or_train_references
+from privlab.studies.targets.reference_models import get_or_train_references, trained_by_fn
 from privlab.studies.targets.sensitivity import leave_out_sensitivity
 from privlab.studies.targets.threat import (
     check_access,
@@ -213,6 +213,7 @@ class TargetsRun:
             info=replace(info, name=f"{label} reference"),
             seed=seed,
             label=label,
+            trainer=self.config.threat_model.trainer,
             **self._recipe(tcfg),
         )
         if not summary["cached"]:
@@ -222,12 +223,49 @@ class TargetsRun:
     def _shadow(
         self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
     ) -> tuple[TrainedModel, TargetInfo, Split, Split] | None:
-        """The shadow model trained with the target's recipe on half the population."""
+        """The shadow model trained with the target's recipe (or the user's training
+        function) on half the population."""
         if self.config.threat_model.reference != "shadow" or not self.config.attacks:
             return None
         s_in, s_out = shadow_splits(bundle, seed)
-        model = self._train("shadow", s_in, bundle, tcfg, seed + 10_000, f"{label} shadow")
-        return model, self._info(f"{label} shadow", bundle, model), s_in, s_out
+        name, s_seed = f"{label} shadow", seed + 10_000
+        trainer = self.config.threat_model.trainer
+        model = (
+            self._train("shadow", s_in, bundle, tcfg, s_seed, name)
+            if trainer is None
+            else self._train_by_fn(trainer, s_in, bundle, tcfg, s_seed, name)
+        )
+        return model, self._info(name, bundle, model), s_in, s_out
+
+    def _train_by_fn(
+        self,
+        trainer: str,
+        data: Split,
+        bundle: DataBundle,
+        tcfg: TargetConfig,
+        seed: int,
+        label: str,
+    ) -> TrainedModel:
+        """A shadow model trained by the user's training function (or loaded from the cache)."""
+        made = trained_by_fn(
+            trainer,
+            [(data, seed)],
+            {"role": "shadow", "seeds": [seed], "data_sha256": data.sha256()},
+            model_cfg=self.config.model_for(tcfg),
+            bundle=bundle,
+            cache_dir=self.cache,
+            progress=self.progress,
+            label=label,
+        )
+        if not made.cached:
+            self.ctx.add_time("train_seconds", made.seconds)
+        model = made.models[0]
+        digest = state_sha256(model)
+        regime = build_regime(tcfg.regime, bundle)
+        summary = {"trainer": made.trainer}
+        return TrainedModel(
+            model, regime, made.key or digest, digest, made.seconds, summary, made.cached
+        )
 
     def _inversion(
         self, trained: TrainedModel, info: TargetInfo, bundle: DataBundle, seed: int
