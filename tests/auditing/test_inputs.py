@@ -22,7 +22,8 @@ from privlab.auditing.checks import AuditDataWarning, AuditShape, check_model_an
 from privlab.auditing.data_loading import load_user_data
 from privlab.auditing.errors import AuditInputError
 from privlab.auditing.model_loading import load_user_model
-from privlab.data.bundle import Split
+from privlab.data.bundle import DatasetError, Split
+from privlab.registry import DATASETS
 
 #: set by Payload's unpickling: proof that a refused file never ran
 RAN: list[str] = []
@@ -326,6 +327,34 @@ def test_npz_tensor_dict_and_csv_round_trip(tmp_path: Path) -> None:
     ]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n\n")
     _check_split(load_user_data(tmp_path / "d.csv", label_column="label"))
+
+
+def _csv(path: Path, header: str, x: np.ndarray = X, y: np.ndarray = Y) -> str:
+    rows = [header] + [
+        ",".join([*map(repr, r.tolist()), str(c)]) for r, c in zip(x, y, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_a_csv_names_its_feature_columns_and_the_bundle_keeps_them(tmp_path: Path) -> None:
+    header = "age,hours,sex=F,sex=M,work=a,work=b,label"
+    members = _csv(tmp_path / "m.csv", header)
+    loaded = load_user_data(members, label_column="label")
+    assert loaded.feature_names == ("age", "hours", "sex=F", "sex=M", "work=a", "work=b")
+    np.savez(tmp_path / "d.npz", x=X, y=Y)
+    assert load_user_data(tmp_path / "d.npz").feature_names is None
+    nonmembers = _csv(tmp_path / "n.csv", header)
+    bundle = DATASETS.build(
+        "user_files", members=members, nonmembers=nonmembers, label_column="label"
+    )
+    assert bundle.feature_names == loaded.feature_names
+    # no CSV, no names; files naming their columns differently are refused
+    npz = str(tmp_path / "d.npz")
+    assert DATASETS.build("user_files", members=npz, nonmembers=npz).feature_names is None
+    other = _csv(tmp_path / "o.csv", header.replace("hours", "weight"))
+    with pytest.raises(DatasetError, match=r"o.csv.*feature columns.*differ from .*m.csv"):
+        DATASETS.build("user_files", members=members, nonmembers=other, label_column="label")
 
 
 def test_image_folders_round_trip_gray_and_rgb(tmp_path: Path) -> None:

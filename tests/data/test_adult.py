@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import targets_of, tiny_config
+from privlab.config import load_config_dict
 from privlab.config.base import TrainConfig
-from privlab.data.tabular import adult_table, encode
+from privlab.data.tabular import ADULT_COLUMNS, adult_table, decode_record, encode
 from privlab.metrics.utility import accuracy
 from privlab.registry import DATASETS, MODELS, REGIMES
+from privlab.run.runner import run_experiment
 from privlab.training.loop import train
 
 NUMERIC = 6  # age, fnlwgt, education-num, capital-gain, capital-loss, hours-per-week
@@ -75,3 +78,44 @@ def test_an_mlp_beats_the_majority_class():
     majority = 1 - small.nonmembers.y.float().mean().item()  # ≈ 0.76
     acc = accuracy(model, small.nonmembers.x, small.nonmembers.y)
     assert acc > majority + 0.05, (acc, majority)
+
+
+def test_the_bundle_names_its_columns(bundle):
+    assert bundle.feature_names == adult_table().feature_names
+    assert len(bundle.feature_names) == bundle.input_shape[0]
+
+
+def test_an_encoded_row_decodes_to_its_attributes():
+    table = adult_table()
+    record = decode_record(table.x[0].tolist(), table.feature_names)
+    # adult.data's first row: 39, State-gov, 77516, Bachelors, 13, Never-married, ...
+    assert list(record) == [name for name, _ in sorted(ADULT_COLUMNS, key=lambda c: c[1])]
+    assert record["workclass"] == "State-gov" and record["education"] == "Bachelors"
+    assert record["sex"] == "Male" and record["native-country"] == "United-States"
+    assert isinstance(record["age"], float) and record["age"] == float(f"{table.x[0, 0]:.4g}")
+    # a soft one-hot row decodes to its largest column; a lone "a=b" column stays a number
+    assert decode_record([0.2, 0.7, 0.1, 1.0], ["c=x", "c=y", "c=z", "a=b"]) == {
+        "c": "y",
+        "a=b": 1.0,
+    }
+    with pytest.raises(ValueError, match="2 values but 1 feature names"):
+        decode_record([1.0, 2.0], ["a"])
+
+
+def test_the_most_exposed_members_of_an_audit_on_adult_are_named_rows(tmp_path):
+    cfg = load_config_dict(
+        tiny_config(
+            data={"name": "adult", "params": {"members": 300, "nonmembers": 300}},
+            targets=[{"name": "natural", "regime": "natural"}],
+            attacks=[{"name": "loss_threshold", "label": "I_L"}],
+            threat_model={"reference": "none"},
+            evaluation={"adv_steps": 0},
+        )
+    )
+    report = run_experiment(cfg, tmp_path)
+    (target,) = targets_of(report)
+    top = target["attacks"][0]["exposed"][0]
+    assert "pixels" not in top and len(top["features"]) == len(ADULT_COLUMNS)
+    relationships = [n for n in adult_table().feature_names if n.startswith("relationship=")]
+    assert f"relationship={top['features']['relationship']}" in relationships
+    assert "most exposed training records" in (tmp_path / "report.html").read_text()

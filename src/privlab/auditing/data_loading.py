@@ -8,13 +8,15 @@ row and a ``label_column``. CSV features must already be numbers: a non-numeric 
 is an error naming it, not one-hot encoded here, because the audit must feed the model the
 encoding it was trained on, which only the user knows.
 
-Every file gives a :class:`~privlab.data.bundle.Split` with ``x`` float32 (N×…) and ``y``
-int64 (N,); every problem is one :class:`AuditInputError` naming the file.
+Every file gives a :class:`UserSplit` (a :class:`~privlab.data.bundle.Split` with ``x``
+float32 (N×…) and ``y`` int64 (N,), and a CSV's feature column names); every problem is one
+:class:`AuditInputError` naming the file.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +33,28 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _FORMATS = ".npz, .pt / .pth (a tensor dict with x and y), .csv, or an image folder"
 
 
-def load_user_data(path: str | Path, *, label_column: str | None = None) -> Split:
+@dataclass(frozen=True)
+class UserSplit(Split):
+    """A user's file as a Split, with the names of its feature columns when it has them (a
+    CSV's header, the label column left out; None for the other formats)."""
+
+    feature_names: tuple[str, ...] | None = None
+
+
+def load_user_data(path: str | Path, *, label_column: str | None = None) -> UserSplit:
     """The labelled examples in ``path`` (format by suffix, a folder being an image folder).
 
     Checks: the file exists and is readable in its format; ``x`` and ``y`` are present,
     numeric, non-empty and of equal length; ``x`` has a batch dimension and ``y`` is one
     integer class index per row. ``label_column`` names a CSV's label column (required for
-    CSV, ignored otherwise).
+    CSV, ignored otherwise); a CSV's other column names are the result's ``feature_names``.
     """
     path = Path(path)
     if not path.exists():
         raise AuditInputError(path, "data file not found")
     x: object
     y: object
+    names = None
     if path.is_dir():
         x, y = _read_image_folder(path)
     elif path.suffix.lower() == ".npz":
@@ -51,10 +62,11 @@ def load_user_data(path: str | Path, *, label_column: str | None = None) -> Spli
     elif path.suffix.lower() in (".pt", ".pth"):
         x, y = _read_tensor_dict(path)
     elif path.suffix.lower() == ".csv":
-        x, y = _read_csv(path, label_column)
+        x, y, names = _read_csv(path, label_column)
     else:
         raise AuditInputError(path, f"unsupported data file; expected {_FORMATS}")
-    return as_split(x, y, path)
+    split = as_split(x, y, path)
+    return UserSplit(split.x, split.y, feature_names=names)
 
 
 def as_split(x: object, y: object, where: object) -> Split:
@@ -164,8 +176,11 @@ def _image_mode(path: Path) -> str:
         raise AuditInputError(path, f"corrupt or unreadable image ({describe(err)})") from None
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Numeric feature columns (float32) and the label column of a CSV with a header row."""
+def _read_csv(
+    path: Path, label_column: str | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Numeric feature columns (float32), the label column and the feature columns' names of
+    a CSV with a header row."""
     if label_column is None:
         raise AuditInputError(path, "a CSV needs label_column (the name of its label column)")
     header, rows = _csv_rows(path)
@@ -194,7 +209,7 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
             "expected integer class indices",
         )
     x = table[:, features].astype(np.float64).astype(np.float32)
-    return x, table[:, label_at].astype(np.float64)
+    return x, table[:, label_at].astype(np.float64), tuple(header[j] for j in features)
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:

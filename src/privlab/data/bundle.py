@@ -63,6 +63,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     value_range: tuple[float, float] = (0.0, 1.0)
     class_names: tuple[str, ...] = field(default=())
+    feature_names: tuple[str, ...] | None = None
 
     def hashes(self) -> dict[str, str]:
         return {
@@ -115,11 +116,12 @@ def make_bundle(
     population: float | None = None,
     class_names: tuple[str, ...] = (),
     value_range: tuple[float, float] = (0.0, 1.0),
+    feature_names: tuple[str, ...] | None = None,
 ) -> DataBundle:
     """Build a bundle from a whole dataset with a seeded, class-stratified split.
 
     Sizes are fractions of the dataset (≤ 1) or absolute counts (> 1); the population
-    takes what is left unless given.
+    takes what is left unless given. ``feature_names``: one name per column of N×d inputs.
     """
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.long)
@@ -134,6 +136,10 @@ def make_bundle(
         raise ValueError(f"population={population} asks for {n_pop} but only {rest} are left")
     idx_in, idx_out, idx_pop = stratified_split(y.numpy(), [n_in, n_out, n_pop], seed=seed)
     k = int(num_classes if num_classes is not None else int(y.max()) + 1)
+    if feature_names is not None and (x.dim() != 2 or len(feature_names) != x.shape[1]):
+        raise ValueError(
+            f"{name}: {len(feature_names)} feature names for inputs of shape {tuple(x.shape[1:])}"
+        )
     lo, hi = value_range
     if len(x) and (float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6):
         raise ValueError(f"{name}: values outside the declared range {value_range}")
@@ -146,6 +152,7 @@ def make_bundle(
         input_shape=tuple(x.shape[1:]),
         value_range=value_range,
         class_names=class_names or tuple(str(c) for c in range(k)),
+        feature_names=feature_names,
     )
 
 
@@ -174,4 +181,5 @@ def restrict_classes(bundle: DataBundle, classes: list[int]) -> DataBundle:
         input_shape=bundle.input_shape,
         value_range=bundle.value_range,
         class_names=tuple(bundle.class_names[c] for c in classes),
+        feature_names=bundle.feature_names,
     )

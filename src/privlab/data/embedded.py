@@ -146,7 +146,8 @@ def adult(
     Features (float32, d = 108): the 6 numeric attributes standardised, the 8 categorical ones
     one-hot (a missing "?" is its own category; ``drop_missing`` removes those rows instead,
     leaving 45,222 and d = 104). Means, deviations and categories are fitted on the whole
-    data set, not on the members alone. ``value_range`` is the data's own min and max.
+    data set, not on the members alone. ``value_range`` is the data's own min and max;
+    ``feature_names`` names the columns (``age``; ``workclass=Private``, one-hot).
     Default split: 10,000 members, 10,000 non-members, the rest the attacker's population.
     """
     from privlab.data.tabular import ADULT_CLASSES, adult_table
@@ -164,4 +165,5 @@ def adult(
         population=population,
         class_names=ADULT_CLASSES,
         value_range=(float(x.min()), float(x.max())),
+        feature_names=table.feature_names,
     )

@@ -81,6 +81,28 @@ def encode(
     return np.concatenate(blocks, axis=1).astype(np.float32), tuple(feature_names)
 
 
+def decode_record(row: Sequence[float], feature_names: Sequence[str]) -> dict[str, str | float]:
+    """One encoded row as attribute → value, the inverse of :func:`encode` for reading: a
+    one-hot group (two or more ``name=value`` columns) becomes ``name: value`` (the column that
+    is 1, or the largest), any other column keeps its name and its value, rounded to 4
+    significant digits (standardised attributes stay standardised). Attributes come in the
+    order of their first column."""
+    if len(row) != len(feature_names):
+        raise ValueError(f"{len(row)} values but {len(feature_names)} feature names")
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for name, value in zip(feature_names, row, strict=True):
+        attribute, _, category = name.partition("=")
+        groups.setdefault(attribute if category else name, []).append((name, float(value)))
+    out: dict[str, str | float] = {}
+    for attribute, columns in groups.items():
+        if len(columns) > 1 and all("=" in name for name, _ in columns):
+            hot = max(columns, key=lambda column: column[1])[0]
+            out[attribute] = hot.partition("=")[2]
+        else:
+            out.update((name, float(f"{value:.4g}")) for name, value in columns)
+    return out
+
+
 def _read_adult_file(name: str) -> list[list[str]]:
     """The rows of one UCI file (15 stripped fields each), checked against its hash and size."""
     path = resources.files("privlab.data").joinpath("files", "adult", f"{name}.xz")

@@ -14,6 +14,23 @@ def _empty_like(split: Split) -> Split:
     return Split(split.x[:0].clone(), split.y[:0].clone())
 
 
+def _feature_names(
+    paths: list[str], names_of: list[tuple[str, ...] | None]
+) -> tuple[str, ...] | None:
+    """The feature columns' names of the files that have them (CSV headers, label column left
+    out), which must agree; None when no file names its columns."""
+    named = [(p, names) for p, names in zip(paths, names_of, strict=True) if names is not None]
+    for path, names in named[1:]:
+        first, expected = named[0]
+        if names != expected:
+            raise DatasetError(
+                path,
+                f"its feature columns {', '.join(names)} differ from {first}'s "
+                f"({', '.join(expected)})",
+            )
+    return named[0][1] if named else None
+
+
 @DATASETS.register("user_files")
 def user_files(
     *,
@@ -26,13 +43,14 @@ def user_files(
     seed: int = 0,
 ) -> DataBundle:
     """The user's members, non-members and optional population files, as given (no split):
-    the training data of an audited model, held-out data, and the attacker's own data."""
+    the training data of an audited model, held-out data, and the attacker's own data. The
+    bundle's ``feature_names`` are the CSV header's (every column but ``label_column``)."""
     from privlab.auditing.data_loading import load_user_data
 
     del seed  # the user's splits are fixed: nothing is drawn
-    parts = [load_user_data(p, label_column=label_column) for p in (members, nonmembers)]
-    pop = load_user_data(population, label_column=label_column) if population else None
-    splits = [*parts, pop if pop is not None else _empty_like(parts[0])]
+    paths = [p for p in (members, nonmembers, population) if p]
+    loaded = [load_user_data(p, label_column=label_column) for p in paths]
+    splits: list[Split] = [*loaded, _empty_like(loaded[0])][:3]
     shapes = {tuple(s.x.shape[1:]) for s in splits if len(s)}
     if len(shapes) > 1:
         raise DatasetError(members, f"the files' inputs have different shapes: {sorted(shapes)}")
@@ -48,4 +66,5 @@ def user_files(
         num_classes=num_classes or classes,
         input_shape=tuple(splits[0].x.shape[1:]),
         value_range=(float(value_range[0]), float(value_range[1])),
+        feature_names=_feature_names(paths, [s.feature_names for s in loaded]),
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from privlab.registry import STUDIES
+from privlab.report.levels import WORDS, Level, gradient_level, gradient_reading
 from privlab.run.context import RunContext
 from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
 from privlab.studies.gradient_inversion.config import GradientInversionConfig
@@ -26,6 +27,27 @@ def _views(report: Mapping[str, Any], section: StudyReport) -> list[tuple[str, d
         (f" (seed {r.get('seed')})" if len(runs) > 1 else "", {"gradient_inversion": r})
         for r in runs
     ]
+
+
+def _psnr(point: Mapping[str, Any]) -> Any:
+    return (point.get("best") or {}).get("psnr")
+
+
+def _level(point: Mapping[str, Any], baseline_psnr: Any) -> Level:
+    best = point.get("best") or {}
+    level = gradient_level(best["psnr"], best.get("ssim"), best.get("identified"), baseline_psnr)
+    return Level.NONE if level is None else level
+
+
+def _point_text(point: Mapping[str, Any], level: Level) -> str:
+    """One defence point: the strongest attack's PSNR, share identified, utility cost, level."""
+    best, util = point.get("best") or {}, point.get("utility") or {}
+    text = f"{point['label']}: {best['psnr']:.1f} dB"
+    if best.get("identified") is not None:
+        text += f", {100 * best['identified']:.0f} % identified"
+    if util.get("utility_loss") is not None:
+        text += f", utility loss {util['utility_loss']:.2f}"
+    return f"{text} ({WORDS[level]})"
 
 
 @STUDIES.register("gradient_inversion")
@@ -66,23 +88,24 @@ class GradientInversionStudy(StudyBase):
 
     def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
         """Per client setting and defence point: the strongest attack's PSNR, the share of
-        private images recognisable, and the defence's utility cost."""
+        private images recognisable, the defence's utility cost and the level of leakage
+        (docs/levels.md); then the reading of the most exposed point in words."""
         lines = []
         for suffix, view in _views(report, section):
             for s in view["gradient_inversion"].get("settings") or []:
-                points = []
-                for p in s.get("points") or []:
-                    best, util = p.get("best") or {}, p.get("utility") or {}
-                    if best.get("psnr") is None:
-                        continue
-                    text = f"{p['label']}: {best['psnr']:.1f} dB"
-                    if best.get("identified") is not None:
-                        text += f", {100 * best['identified']:.0f} % identified"
-                    if util.get("utility_loss") is not None:
-                        text += f", utility loss {util['utility_loss']:.2f}"
-                    points.append(text)
-                if points:
-                    lines.append(f"client {s['client']['label']}{suffix}: " + "; ".join(points))
+                client = f"client {s['client']['label']}{suffix}"
+                base = ((s.get("baselines") or {}).get("mean_image") or {}).get("psnr")
+                points = s.get("points") or []
+                read = [(p, _level(p, base)) for p in points if _psnr(p) is not None]
+                if not read:
+                    continue
+                lines.append(f"{client}: " + "; ".join(_point_text(p, lv) for p, lv in read))
+                worst, _ = max(read, key=lambda item: item[1])  # the first at the highest level
+                best = worst.get("best") or {}
+                reading = gradient_reading(
+                    best["psnr"], best.get("ssim"), best.get("identified"), base
+                )
+                lines.append(f"{client}, {worst['label']}: {reading}")
         return lines
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:

@@ -1,4 +1,5 @@
-"""The targets study's console tables: utility with membership accuracy, and inversion."""
+"""The targets study's console tables: utility with membership accuracy, the most exposed
+records of tabular data, and inversion."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from privlab.studies.base import TextTable
-from privlab.studies.targets.aggregate import UTILITY_COLUMNS
+from privlab.studies.targets.aggregate import UTILITY_COLUMNS, targets_of
+from privlab.studies.targets.figures import exposed_records
 from privlab.studies.targets.inversion_report import inversion_table
 
 
@@ -46,6 +48,18 @@ def membership_text_table(view: Mapping[str, Any]) -> TextTable | None:
     title = "membership inference accuracy (worst-case / honest threshold, %)"
     header = ["target", *(UTILITY_COLUMNS[k] for k in keys), *labels]
     return TextTable(title if labels else "accuracy (%)", header, rows)
+
+
+def exposed_text_tables(view: Mapping[str, Any]) -> list[TextTable]:
+    """Per target whose most exposed members have attributes (1-D inputs): those records."""
+    tables = []
+    for t in targets_of(view):
+        records = exposed_records(t)
+        if records is not None:
+            label, header, rows = records
+            title = f"most exposed training records of {t.get('name')} ({label})"
+            tables.append(TextTable(title, header, rows))
+    return tables
 
 
 def inversion_text_table(view: Mapping[str, Any]) -> TextTable | None:

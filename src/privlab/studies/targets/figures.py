@@ -1,5 +1,5 @@
 """Membership figures of the targets study: ROC, loss histograms, advantage bars, leave-out
-sensitivity and the most exposed training points (base64 PNG)."""
+sensitivity and the most exposed training points (base64 PNG; tabular records as a table)."""
 
 from __future__ import annotations
 
@@ -175,11 +175,51 @@ def most_exposed_attack(target: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return best
 
 
+def _exposed_rows(target: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, list[Any]]:
+    attack = most_exposed_attack(target)
+    rows = [r for r in (attack or {}).get("exposed") or [] if isinstance(r, Mapping)]
+    return attack, rows
+
+
+def has_exposed_images(target: Mapping[str, Any]) -> bool:
+    """Whether the most exposed members were recorded with their pixels (images)."""
+    return any(isinstance(r.get("pixels"), list) for r in _exposed_rows(target)[1])
+
+
+def _cell(value: Any, spec: str = "g") -> str:
+    """A value as table text: numbers by ``spec``, strings as they are, None as a dash."""
+    if value is None or isinstance(value, str | int):
+        return "—" if value is None else str(value)
+    number = as_float(value)
+    return str(value) if number is None else f"{number:{spec}}"
+
+
+def exposed_records(target: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
+    """The most exposed members recorded with their ``features`` (1-D inputs), as the
+    attack's label, a header (index, label, score, FPR, then every attribute) and one row of
+    text cells per member; None when no member was recorded with features."""
+    attack, rows = _exposed_rows(target)
+    rows = [r for r in rows if isinstance(r.get("features"), Mapping)]
+    if attack is None or not rows:
+        return None
+    attributes = list(dict.fromkeys(name for r in rows for name in r["features"]))
+    cells = [
+        [
+            _cell(r.get("index")),
+            _cell(r.get("label")),
+            _cell(r.get("score"), ".4g"),
+            _cell(r.get("fpr"), ".3g"),
+            *(_cell(r["features"].get(name)) for name in attributes),
+        ]
+        for r in rows
+    ]
+    return attack_label(attack), ["index", "label", "score", "FPR", *attributes], cells
+
+
 def exposure_figure(target: Mapping[str, Any]) -> str:
     """The training points the strongest attack singles out: image, class, and the FPR at
     which a threshold on its score would catch it (base64 PNG)."""
-    attack = most_exposed_attack(target)
-    rows = [r for r in (attack or {}).get("exposed") or [] if isinstance(r, Mapping)]
+    attack, rows = _exposed_rows(target)
     images = [r for r in rows if isinstance(r.get("pixels"), list)]
     if attack is None or not images:
         return placeholder("no per-example exposure recorded")

@@ -27,7 +27,9 @@ from privlab.studies.targets.aggregate import (
 )
 from privlab.studies.targets.figures import (
     advantage_bar_figure,
+    exposed_records,
     exposure_figure,
+    has_exposed_images,
     linear_roc_figure,
     loss_histogram_figure,
     most_exposed_attack,
@@ -158,9 +160,28 @@ def _target_section(t: Mapping[str, Any]) -> str:
         figs += figure_html(roc_figure, t, "ROC (log-log)")
         figs += figure_html(linear_roc_figure, t, "ROC (linear)")
     figs += figure_html(loss_histogram_figure, t, "loss: members vs non-members")
-    if most_exposed_attack(t) is not None:
+    records = _exposed_table(t)
+    if has_exposed_images(t) or (most_exposed_attack(t) is not None and not records):
         figs += figure_html(exposure_figure, t, "most exposed training points")
-    return f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
+    return (
+        f'<h3>{esc(t.get("name"))}</h3><p class="sub">{meta}</p><div class="figs">{figs}</div>'
+        + records
+    )
+
+
+def _exposed_table(t: Mapping[str, Any]) -> str:
+    """The most exposed members of tabular data, one row per record with its attributes."""
+    records = exposed_records(t)
+    if records is None:
+        return ""
+    label, header, rows = records
+    note = (
+        f'<p class="sub">The members {esc(label)} singles out most: index into the members, '
+        "class, attack score, the false-positive rate a threshold at that score costs, then "
+        "the record's attributes (one-hot groups decoded; numeric attributes as encoded).</p>"
+    )
+    table = text_table(header, rows)
+    return f'<h4>most exposed training records</h4>{note}<div style="overflow-x:auto">{table}</div>'
 
 
 def _summary_table(report: Mapping[str, Any]) -> str:

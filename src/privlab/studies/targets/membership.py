@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from privlab.attacks.base import MembershipAttack
 from privlab.config import AttackConfig
 from privlab.data.bundle import Split
+from privlab.data.tabular import decode_record
 from privlab.metrics.membership import accuracy_at_threshold, best_threshold, membership_metrics
 from privlab.metrics.membership import roc_curve as full_roc
 from privlab.registry import ATTACKS
@@ -18,6 +20,7 @@ from privlab.threat_model import Knowledge, Target
 
 ROC_GRID = np.concatenate([[0.0], np.logspace(-4, 0, 161)])
 EXPOSED = 8  # most exposed members kept per attack
+UNNAMED_FEATURES = 64  # unnamed 1-D inputs up to this width are recorded as x0 to x{d-1}
 
 
 def compact_roc(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
@@ -28,15 +31,37 @@ def compact_roc(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[flo
     return {"fpr": ROC_GRID.round(6).tolist(), "tpr": tpr.round(6).tolist()}
 
 
+def _record_reader(
+    members: Split, feature_names: Sequence[str] | None
+) -> tuple[str, Sequence[str] | None]:
+    """How exposed members are recorded: ``pixels`` for small images, ``features`` (named
+    columns, one-hot groups decoded) for 1-D inputs, or nothing."""
+    if not len(members):
+        return "", None
+    x = members.x
+    if x.dim() != 2:
+        return ("pixels" if x[0].numel() <= 3 * 32 * 32 else ""), None
+    d = x.shape[1]
+    if feature_names is not None and len(feature_names) == d:
+        return "features", feature_names
+    return ("features", [f"x{j}" for j in range(d)]) if d <= UNNAMED_FEATURES else ("", None)
+
+
 def exposure(
-    s_in: np.ndarray, s_out: np.ndarray, members: Split, top: int = EXPOSED
+    s_in: np.ndarray,
+    s_out: np.ndarray,
+    members: Split,
+    top: int = EXPOSED,
+    feature_names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``top`` most exposed members: highest scores, each with the false-positive rate at
     which a threshold on its score would catch it (share of non-members scoring as high) and,
-    for small images, its pixels (so the report can show which points leak)."""
+    so the report can show which points leak: for small images its ``pixels``; for 1-D inputs
+    its ``features`` (attribute → value, one-hot groups decoded; named by ``feature_names``,
+    else x0 to x{d-1} when d ≤ :data:`UNNAMED_FEATURES`)."""
     order = np.argsort(-s_in, kind="stable")[:top]
     out_sorted = np.sort(s_out)
-    small = members.x[0].numel() <= 3 * 32 * 32 if len(members) else False
+    kind, names = _record_reader(members, feature_names)
     rows = []
     for i in order:
         fpr = 1.0 - np.searchsorted(out_sorted, s_in[i], side="left") / max(len(s_out), 1)
@@ -46,8 +71,10 @@ def exposure(
             "score": float(s_in[i]),
             "fpr": float(fpr),
         }
-        if small:
+        if kind == "pixels":
             row["pixels"] = members.x[i].float().numpy().round(3).tolist()
+        elif kind == "features" and names is not None:
+            row["features"] = decode_record(members.x[i].tolist(), names)
         rows.append(row)
     return rows
 
@@ -135,7 +162,10 @@ def evaluate_attack(
     members: Split,
     nonmembers: Split,
     seed: int,
+    feature_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """One attack fitted and scored on the evaluation members and non-members: metrics, ROC
+    and the most exposed members (``feature_names``: the columns of 1-D inputs)."""
     attack = build_attack(cfg)
     torch.manual_seed(seed)  # PGD random starts
     start = time.perf_counter()
@@ -160,5 +190,5 @@ def evaluate_attack(
         "n_eval": {"members": len(s_in), "nonmembers": len(s_out)},
         "metrics": metrics,
         "roc": compact_roc(labels, scores),
-        "exposed": exposure(s_in, s_out, members),
+        "exposed": exposure(s_in, s_out, members, feature_names=feature_names),
     }

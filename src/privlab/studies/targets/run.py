@@ -164,6 +164,7 @@ class TargetsRun:
         members: Split,
         nonmembers: Split,
         seed: int,
+        feature_names: tuple[str, ...] | None = None,
     ) -> list[dict[str, Any]]:
         """Every configured attack on one target; finished results come from ``state/``."""
         results = []
@@ -178,7 +179,9 @@ class TargetsRun:
 
             def attack(acfg: AttackConfig = acfg) -> dict[str, Any]:
                 task = self.progress.task(f"{acfg.display} on {target.info.name}", 1)
-                result = evaluate_attack(acfg, target, knowledge, members, nonmembers, seed)
+                result = evaluate_attack(
+                    acfg, target, knowledge, members, nonmembers, seed, feature_names
+                )
                 task.done()
                 self.ctx.add_time("attack_seconds", result["seconds"])
                 return result
@@ -352,7 +355,9 @@ class TargetsRun:
                 reference=self._reference(target, shadow, (m_known, n_known)),
                 reference_models=references,
             )
-            attacks = self._attacks(trained, target, knowledge, m_eval, n_eval, seed)
+            attacks = self._attacks(
+                trained, target, knowledge, m_eval, n_eval, seed, bundle.feature_names
+            )
             entries.append(
                 {
                     "name": label + suffix,

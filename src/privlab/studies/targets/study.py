@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from privlab.registry import STUDIES
+from privlab.report.levels import WORDS, membership_level, membership_reading
 from privlab.report.stats import format_pm
 from privlab.run.context import RunContext
 from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
@@ -19,7 +20,11 @@ from privlab.studies.targets.aggregate import (
     low_fpr_text,
 )
 from privlab.studies.targets.config import TargetsConfig
-from privlab.studies.targets.console import inversion_text_table, membership_text_table
+from privlab.studies.targets.console import (
+    exposed_text_tables,
+    inversion_text_table,
+    membership_text_table,
+)
 from privlab.studies.targets.html import targets_html
 from privlab.studies.targets.run import TargetsRun
 from privlab.studies.targets.threat import check_access
@@ -44,13 +49,35 @@ def flat_view(report: Mapping[str, Any], section: StudyReport) -> dict[str, Any]
     }
 
 
+def _metrics_per_seed(
+    view: Mapping[str, Any], base_name: str, label: str
+) -> list[tuple[Any, Mapping[str, Any]]]:
+    """(seed, metrics) of one target's attack in every seed that ran it."""
+    out = []
+    for t in view["targets"]:
+        if (t.get("base_name") or t.get("name")) != base_name:
+            continue
+        attack = next((a for a in attacks_of(t) if attack_label(a) == label), None)
+        if attack is not None:
+            out.append((t.get("seed"), attack.get("metrics") or {}))
+    return out
+
+
 def _low_fpr(view: Mapping[str, Any], base_name: str, label: str) -> str:
     """The low-FPR reading of one target's attack (one seed: with intervals, or flagged)."""
-    entries = [t for t in view["targets"] if (t.get("base_name") or t.get("name")) == base_name]
-    if len(entries) != 1:
-        return ""
-    attack = next((a for a in attacks_of(entries[0]) if attack_label(a) == label), None)
-    return low_fpr_text(attack.get("metrics") or {}) if attack else ""
+    seeds = _metrics_per_seed(view, base_name, label)
+    return low_fpr_text(seeds[0][1]) if len(seeds) == 1 else ""
+
+
+def _reading(view: Mapping[str, Any], base_name: str, label: str) -> str:
+    """The plain-language reading of one target's strongest attack (docs/levels.md): the
+    sentence for one seed, the level of each seed for several."""
+    seeds = _metrics_per_seed(view, base_name, label)
+    if len(seeds) == 1:
+        return f"{base_name} ({label}): {membership_reading(seeds[0][1])}"
+    levels = [(seed, membership_level(m)) for seed, m in seeds]
+    words = [f"seed {seed}: {WORDS[lv] if lv is not None else 'no reading'}" for seed, lv in levels]
+    return f"{base_name} ({label}), per seed: {'; '.join(words)}" if words else ""
 
 
 @STUDIES.register("targets")
@@ -74,11 +101,13 @@ class TargetsStudy(StudyBase):
 
     def tables(self, report: Mapping[str, Any], section: StudyReport) -> list[TextTable]:
         view = flat_view(report, section)
-        tables = [membership_text_table(view), inversion_text_table(view)]
+        tables = [membership_text_table(view), *exposed_text_tables(view)]
+        tables.append(inversion_text_table(view))
         return [t for t in tables if t is not None]
 
     def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
-        """Per target, the membership attack with the largest advantage (mean over seeds)."""
+        """Per target, the membership attack with the largest advantage (mean over seeds), then
+        its plain-language reading against the documented levels (docs/levels.md)."""
         lines = []
         view = flat_view(report, section)
         for row in aggregate_targets(view):
@@ -107,6 +136,7 @@ class TargetsStudy(StudyBase):
                 + f"{seeds})"
                 + (f"; {low}" if (low := _low_fpr(view, row["target"], label)) else "")
             )
+            lines += [reading] if (reading := _reading(view, row["target"], label)) else []
         return lines
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
