@@ -1,6 +1,7 @@
 """The examples of the README's "Audit your own model" run: examples/audit_api.py (a plain
-PyTorch model audited through ``privlab.audit``) and examples/audit_cli.sh (the same through
-``privlab audit``), each in its quick mode, in a temporary folder."""
+PyTorch model audited through ``privlab.audit``), examples/audit_cli.sh (the same through
+``privlab audit``), each in its quick mode, and examples/audit_tabular.py (an MLP on Adult), in
+a temporary folder."""
 
 from __future__ import annotations
 
@@ -54,3 +55,12 @@ def test_the_cli_example_audits_the_saved_model(tmp_path: Path) -> None:
     output = _run(["bash", str(EXAMPLES / "audit_cli.sh"), "--quick", str(out)], tmp_path)
     _check_report(out / "report", output)
     assert (out / "inputs" / "weights.safetensors").is_file()
+
+
+def test_the_tabular_example_prints_the_most_exposed_people_as_named_rows(tmp_path: Path) -> None:
+    out = tmp_path / "tabular"
+    output = _run([sys.executable, str(EXAMPLES / "audit_tabular.py"), str(out)], tmp_path)
+    _check_report(out, output)
+    assert "leakage" in output  # the reading against the documented levels
+    assert "most exposed members" in output
+    assert "workclass " in output and "native-country " in output  # records as attributes
