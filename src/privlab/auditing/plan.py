@@ -55,11 +55,19 @@ class AuditPlan:
     seed: int = 0
 
     @property
+    def model_recipe(self) -> dict[str, Any] | None:
+        """How the whole model was trained: the recipe without its ``head`` block (which only
+        tells the weak adversary how a head on frozen features was trained)."""
+        if self.recipe is None or set(self.recipe) == {"head"}:
+            return None
+        return {k: v for k, v in self.recipe.items() if k != "head"}
+
+    @property
     def can_train(self) -> bool:
         """Shadow and reference models need the recipe (or the user's training function), the
         model's code and attacker data."""
         return (
-            (self.recipe is not None or self.trainer is not None)
+            (self.model_recipe is not None or self.trainer is not None)
             and self.population is not None
             and not self.model.endswith(".pt2")
         )
@@ -67,7 +75,7 @@ class AuditPlan:
     def why_not_train(self) -> str:
         if self.model.endswith(".pt2"):
             return "an exported program cannot be re-trained (give FILE.py:NAME)"
-        if self.recipe is None and self.trainer is None:
+        if self.model_recipe is None and self.trainer is None:
             return (
                 "it trains models like yours: give the training recipe (--train RECIPE.yaml; "
                 "privlab.audit: recipe= or train_fn=)"
@@ -151,9 +159,9 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of training settings")
-    unknown = sorted(set(data) - set(TrainConfig.model_fields) - {"regime"})
+    unknown = sorted(set(data) - set(TrainConfig.model_fields) - {"regime", "head"})
     if unknown:
-        valid = sorted([*TrainConfig.model_fields, "regime"])
+        valid = sorted([*TrainConfig.model_fields, "regime", "head"])
         raise ValueError(f"{path}: unknown recipe key(s) {unknown}; valid: {valid}")
     return data
 
@@ -184,17 +192,17 @@ def reconstruction_block(
 ) -> tuple[dict[str, Any] | None, str]:
     """Reconstruction of the members from the released weights (the informed adversary's
     closed form, which the run reports as not applicable to anything but a softmax
-    regression), or why it is left out. The objective's λ is the recipe's weight decay."""
+    regression; the weak adversary when the recipe says the model is a ``head`` trained on
+    frozen features), or why it is left out. The objective's λ is the recipe's weight decay."""
     if "weights" not in expand_access(plan.access):
         return None, "reconstruction from weights: needs weights (--access white-box)"
-    l2 = float((plan.recipe or {}).get("weight_decay", 0.0))
-    return {
-        "released_model": {
-            "data": {"name": "user_files", "params": data},
-            "model": _given_model(plan),
-            "l2": l2,
-        }
-    }, ""
+    recipe = plan.recipe or {}
+    released = {
+        "data": {"name": "user_files", "params": data},
+        "model": _given_model(plan),
+        "l2": float(recipe.get("weight_decay", 0.0)),
+    }
+    return {"released_model": released | ({"head": recipe["head"]} if "head" in recipe else {})}, ""
 
 
 def gradient_inversion_block(
@@ -234,6 +242,7 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     skipped += [w for w in (why, why_not_federated, why_not_rebuilt) if w]
     recipe = dict(plan.recipe or {})
     regime = recipe.pop("regime", "natural")
+    recipe.pop("head", None)  # the weak adversary's (reconstruction_block)
     section = {
         "data": {"name": "user_files", "params": data},
         "model": {"name": "user_model", "params": {"spec": plan.model}},

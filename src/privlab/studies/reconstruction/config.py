@@ -149,6 +149,22 @@ class InformedAdversaryConfig(_Strict):
         return self
 
 
+class ReleasedHeadConfig(_Strict):
+    """The released model is a head (its module ``module``, an ``nn.Linear`` or Linear → ReLU →
+    Linear) trained on frozen features of the rest of the model, as ``train`` says (full-batch
+    gradient descent; its outputs and width are read off the module): Maciazek & Allison's weak
+    adversary, its shadow heads trained the same way on sets of the attacker's population of
+    the members' size and class balance."""
+
+    module: str = Field(min_length=1)
+    train: HeadConfig = HeadConfig()
+    shadows: int = Field(20_000, ge=1)
+    val_shadows: int = Field(1_000, ge=1)
+    shard_size: int = Field(10_000, ge=1)
+    prior_split: float = Field(0.8, gt=0, lt=1)
+    reconstructor: ReconstructorSettings = ReconstructorSettings()
+
+
 class ReleasedModelConfig(_Strict):
     """A released model's own members reconstructed from its weights (the audit of a given
     model, :mod:`privlab.auditing`).
@@ -159,6 +175,7 @@ class ReleasedModelConfig(_Strict):
     each member back in closed form; the further the weights are from it, the weaker the
     attack (the report gives the distance). Up to ``targets`` members are attacked (a seeded
     sample when there are more); any other model is reported as not applicable, with why.
+    With ``head``, the model is a head over frozen features and the weak adversary attacks it.
     """
 
     data: DataConfig  # members: the released model's training data
@@ -167,6 +184,8 @@ class ReleasedModelConfig(_Strict):
     bias_l2: bool = True
     targets: int = Field(1_000, ge=1)
     examples: int = Field(8, ge=0)
+    #: the released model is a head on frozen features: the weak adversary too
+    head: ReleasedHeadConfig | None = None
 
 
 class ReconstructionConfig(_Strict):

@@ -6,6 +6,7 @@ reconstruction is closer to it than to every other record the attacker could nam
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from privlab.run.model_cache import build_model
 from privlab.run.progress import Progress, step
 from privlab.run.store import StateDir, state_sha256
 from privlab.studies.reconstruction.config import ReleasedModelConfig
+from privlab.studies.reconstruction.released_head import weak_on_released_head
 from privlab.threat_model import Access, Target, TargetInfo
 
 #: relative tolerance of the check that the model computes W·x + b
@@ -98,10 +100,11 @@ def closed_form_on(
 
 
 def run_released_model(
-    cfg: ReleasedModelConfig, seed: int, state: StateDir, progress: Progress
+    cfg: ReleasedModelConfig, seed: int, cache: Path, state: StateDir, progress: Progress
 ) -> dict[str, Any]:
-    """The reconstruction of the released model's members (cached in ``state/`` by the
-    weights' and data's hashes)."""
+    """The reconstruction of the released model's members: in closed form and, for a head on
+    frozen features, by the weak adversary (each cached in ``state/`` by the weights' and
+    data's hashes; the shadow heads in the cache folder)."""
     bundle = bundle_from_config(cfg.data, seed, "reconstruction.released_model.data")
     model = build_model(cfg.model, bundle, seed).eval()
     info = TargetInfo("released model", bundle.num_classes, bundle.input_shape)
@@ -119,4 +122,21 @@ def run_released_model(
         closed = state.get_or_run(
             "released-closed-form", key, lambda: closed_form_on(target, bundle, cfg, seed)
         )
-    return {"closed_form": closed, "sha256": hashes}
+    out = {"closed_form": closed, "sha256": hashes}
+    if cfg.head is not None:
+        head = cfg.head
+
+        def weak() -> dict[str, Any]:
+            return weak_on_released_head(
+                head,
+                model,
+                bundle,
+                seed=seed,
+                examples=cfg.examples,
+                cache=cache,
+                progress=progress,
+            )
+
+        with step(progress, "reconstruction from the released weights: weak adversary"):
+            out["weak_adversary"] = state.get_or_run("released-weak", key, weak)
+    return out

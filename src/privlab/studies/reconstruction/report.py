@@ -10,6 +10,7 @@ from typing import Any
 from privlab.report.figures import image_pairs_figure, new_figure, placeholder, to_b64
 from privlab.report.html_format import esc, figure_html, num, text_table
 from privlab.report.image_codec import decode_image_hex
+from privlab.report.levels import reconstruction_reading
 
 WEAK_HEADER = [
     "variant",
@@ -126,6 +127,58 @@ def released_closed_form(report: Mapping[str, Any]) -> Mapping[str, Any]:
     return (report.get("released_model") or {}).get("closed_form") or {}
 
 
+RELEASED_WEAK_HEADER = [
+    "classes reconstructed",
+    "95 % CI",
+    "shadow heads",
+    "TPR* (validation heads)",
+    "FPR* (null weights)",
+    "TPR@FPR=0.01",
+    "τ",
+]
+
+
+def released_weak(report: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (report.get("released_model") or {}).get("weak_adversary") or {}
+
+
+def released_weak_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The weak adversary on a released head (rates in %), when it applies."""
+    w = released_weak(report)
+    if not w.get("applicable"):
+        return RELEASED_WEAK_HEADER, []
+    r = w.get("released") or {}
+    lo, hi = r.get("rate_ci") or (None, None)
+    row = [
+        f"{r.get('reconstructed')} of {r.get('classes')}",
+        f"{_pct(lo)}–{_pct(hi)}",
+        str(w.get("shadows")),
+        _pct(w.get("tpr")),
+        _pct(w.get("fpr")),
+        _pct(w.get("tpr_at_fpr_0.01")),
+        _g(w.get("tau")),
+    ]
+    return RELEASED_WEAK_HEADER, [row]
+
+
+def released_weak_lines(report: Mapping[str, Any]) -> list[str]:
+    """The headline of the weak adversary on a released head, or why it does not apply."""
+    w = released_weak(report)
+    if not w:
+        return []
+    if not w.get("applicable"):
+        return [f"weak adversary on the released head: not applicable ({w.get('reason')})"]
+    r = w.get("released") or {}
+    lo, hi = r.get("rate_ci") or (0.0, 1.0)
+    return [
+        f"weak adversary on the released head: {r.get('reconstructed')} of {r.get('classes')} "
+        f"classes reconstructed within τ of a member (95 % CI {_pct(lo)}–{_pct(hi)} %); on heads "
+        f"trained like it {_pct(w.get('tpr'))} % (TPR*), against {_pct(w.get('fpr'))} % from "
+        "null weights (FPR*); "
+        + reconstruction_reading(r.get("rate"), lo, hi, w.get("fpr"))
+    ]
+
+
 def released_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The closed-form attack on a released model (rates in %), when it applies."""
     c = released_closed_form(report)
@@ -150,14 +203,19 @@ def released_lines(report: Mapping[str, Any]) -> list[str]:
     if not c:
         return []
     if not c.get("applicable"):
-        return [f"reconstruction from the released weights: not applicable ({c.get('reason')})"]
+        return [
+            f"reconstruction from the released weights: not applicable ({c.get('reason')})",
+            *released_weak_lines(report),
+        ]
     lo, hi = c.get("success_ci") or (0.0, 1.0)
     return [
         "reconstruction from the released weights (informed adversary, closed form): "
         f"{_pct(c.get('success'))} % of {c.get('targets')} members reconstructed "
         f"(95 % CI {_pct(lo)}–{_pct(hi)} %; a guess names one of {c.get('pool')} records), "
         f"labels {_pct(c.get('labels_correct'))} % right, median MSE "
-        f"{_g(c.get('mse_median'))}"
+        f"{_g(c.get('mse_median'))}; "
+        + reconstruction_reading(c.get("success"), lo, hi, c.get("null")),
+        *released_weak_lines(report),
     ]
 
 
@@ -306,6 +364,21 @@ def released_html(report: Mapping[str, Any]) -> str:
                 examples_figure,
                 released.get("examples") or [],
                 "closed form: reconstruction (top), member (bottom)",
+            ),
+        ]
+    weak = released_weak(report)
+    if weak.get("applicable"):
+        parts += [
+            f"<h3>Weak adversary (Maciazek &amp; Allison) on head {esc(weak.get('module'))}</h3>",
+            "<p class=sub>Shadow heads trained like the released one on sets of the attacker's "
+            "population; a class counts as reconstructed when the reconstructor's image lies "
+            "within τ of a member of the class. TPR* and FPR*: the same test on validation "
+            "heads and on null weights. Rates in %.</p>",
+            text_table(*released_weak_table(report)),
+            figure_html(
+                examples_figure,
+                (weak.get("released") or {}).get("examples") or [],
+                "weak adversary: reconstruction (top), nearest member of the class (bottom)",
             ),
         ]
     return "\n".join(parts)

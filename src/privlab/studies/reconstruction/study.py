@@ -19,6 +19,7 @@ from privlab.studies.reconstruction.report import (
     informed_table,
     released_lines,
     released_table,
+    released_weak_table,
     weak_table,
 )
 from privlab.studies.reconstruction.weak import run_weak_adversary
@@ -52,7 +53,7 @@ class ReconstructionStudy(StudyBase):
             )
         if cfg.released_model is not None:
             out["released_model"] = run_released_model(
-                cfg.released_model, seed, ctx.state, ctx.progress
+                cfg.released_model, seed, ctx.cache, ctx.state, ctx.progress
             )
         return out
 
@@ -70,6 +71,7 @@ class ReconstructionStudy(StudyBase):
                 ("weak adversary (%)", weak_table(run)),
                 ("informed adversary (%)", informed_table(run)),
                 ("released model: closed-form reconstruction (%)", released_table(run)),
+                ("released head: weak adversary (%)", released_weak_table(run)),
             ):
                 if rows:
                     tables.append(TextTable(title + _suffix(section, run), header, rows))
@@ -119,5 +121,12 @@ class ReconstructionStudy(StudyBase):
                 "success": closed.get("success"),
                 "labels correct": closed.get("labels_correct"),
                 "median MSE": closed.get("mse_median"),
+            }
+        weak = (run.get("released_model") or {}).get("weak_adversary") or {}
+        if weak.get("applicable"):
+            out["released head, weak adversary"] = {
+                "rate": (weak.get("released") or {}).get("rate"),
+                "TPR*": weak.get("tpr"),
+                "FPR*": weak.get("fpr"),
             }
         return out

@@ -15,6 +15,7 @@ key of everything it depends on; re-running an interrupted experiment resumes fr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,37 +73,56 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
 # ---------------------------------------------------------------- weak adversary
 
 
-class _Priors:
-    """The transfer pool split into the attacker's training prior and a validation prior."""
+class Priors:
+    """The attacker's pool (features, labels, images in [−1, 1]) split, stratified, into its
+    training prior and a disjoint validation prior, with the nearest-neighbour τ between them."""
 
-    def __init__(self, cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: Progress):
-        self.data: TransferData = transfer_setting(
-            dataset=cfg.dataset,
-            seed=seed,
-            cache_dir=cache,
-            epochs=cfg.pretrain_epochs,
-            progress=progress,
-        )
-        self.pool_labels = (
-            self.data.identities(cfg.identities) if cfg.task == "one_vs_rest" else self.data.labels
-        )
-        size = len(self.pool_labels)
-        k = round(cfg.prior_split * size)
-        train_idx, val_idx = stratified_split(self.pool_labels.numpy(), [k, size - k], seed=seed)
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        images: torch.Tensor,
+        *,
+        prior_split: float,
+        seed: int,
+        extractor_sha256: str,
+    ) -> None:
+        self.features, self.pool_labels, self.images = features, labels, images
+        self.extractor_sha256 = extractor_sha256
+        size = len(labels)
+        k = round(prior_split * size)
+        train_idx, val_idx = stratified_split(labels.numpy(), [k, size - k], seed=seed)
         self.idx = {"train": torch.as_tensor(train_idx), "val": torch.as_tensor(val_idx)}
-        self.images = to_symmetric(self.data.images)
-        self.tau = nn_mse_threshold(self.images[self.idx["train"]], self.images[self.idx["val"]])
-        self.sha256 = {
-            part: Split(self.data.features[i], self.pool_labels[i]).sha256()
-            for part, i in self.idx.items()
-        }
+        self.tau = nn_mse_threshold(images[self.idx["train"]], images[self.idx["val"]])
+        self.sha256 = {part: Split(features[i], labels[i]).sha256() for part, i in self.idx.items()}
 
     def part(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         i = self.idx[name]
-        return self.data.features[i], self.pool_labels[i], self.images[i]
+        return self.features[i], self.pool_labels[i], self.images[i]
 
 
-def _variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any]:
+def transfer_priors(cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: Progress) -> Priors:
+    """The priors of the transfer setting: the half of ``cfg.dataset`` the base network never
+    saw, with digits (or, one_vs_rest, pseudo identities) as labels."""
+    data: TransferData = transfer_setting(
+        dataset=cfg.dataset,
+        seed=seed,
+        cache_dir=cache,
+        epochs=cfg.pretrain_epochs,
+        progress=progress,
+    )
+    labels = data.identities(cfg.identities) if cfg.task == "one_vs_rest" else data.labels
+    return Priors(
+        data.features,
+        labels,
+        to_symmetric(data.images),
+        prior_split=cfg.prior_split,
+        seed=seed,
+        extractor_sha256=data.extractor.sha256,
+    )
+
+
+def variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any]:
     n = v.n or cfg.n
     spec = cfg.head.model_copy(
         update={"sigma_init": v.sigma_init} if v.sigma_init is not None else {}
@@ -191,7 +211,7 @@ def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
 def _shadows(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
-    priors: _Priors,
+    priors: Priors,
     s: dict[str, Any],
     *,
     seed: int,
@@ -260,17 +280,33 @@ def _privacy(
     }
 
 
+def _test_results(result: dict[str, Any]) -> dict[str, Any]:
+    """The hypothesis test's rates and ROC curves (against null weights and held-out heads)."""
+    pos = np.asarray(result["min_mse"]["trained_on"])
+    return {
+        "tpr": result["tpr"],
+        "fpr": result["fpr"],
+        "tpr_at_fpr_0.01": result["tpr_at_fpr_0.01"],
+        "held_out": result["held_out"],
+        "prior_draw_tpr": result["prior_draw_tpr"],
+        "roc": _roc_block(pos, np.asarray(result["min_mse"]["null"])),
+        "roc_held_out": _roc_block(pos, np.asarray(result["min_mse"]["held_out"])),
+    }
+
+
 def run_weak_variant(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
-    priors: _Priors,
+    priors: Priors,
     s: dict[str, Any],
     *,
     seed: int,
     cache: Path,
     progress: Progress,
+    released: Callable[[Reconstructor], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One variant end to end; ``s``: its resolved settings (:func:`_variant_settings`)."""
+    """One variant end to end; ``s``: its resolved settings (:func:`variant_settings`);
+    ``released``: what the fitted reconstructor makes of a released head (an audit)."""
     spec: HeadSpec = s["spec"]
     attack: WeakAdversary = s["reconstructor"]
     jobs, heads, shadow_seconds = _shadows(
@@ -290,7 +326,6 @@ def run_weak_variant(
     result = evaluate_reconstructor(
         recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
     )
-    pos = np.asarray(result["min_mse"]["trained_on"])
     first = next(iter(heads["val"]))
     positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
     out: dict[str, Any] = {
@@ -304,13 +339,7 @@ def run_weak_variant(
         "steps": recon.history[-1]["step"] if recon.history else 0,
         "history": recon.history,
         "tau": priors.tau,
-        "tpr": result["tpr"],
-        "fpr": result["fpr"],
-        "tpr_at_fpr_0.01": result["tpr_at_fpr_0.01"],
-        "held_out": result["held_out"],
-        "prior_draw_tpr": result["prior_draw_tpr"],
-        "roc": _roc_block(pos, np.asarray(result["min_mse"]["null"])),
-        "roc_held_out": _roc_block(pos, np.asarray(result["min_mse"]["held_out"])),
+        **_test_results(result),
         "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
         "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
         "job_keys": {part: job.key() for part, job in jobs.items()},
@@ -318,22 +347,24 @@ def run_weak_variant(
     }
     if s["dp"] is not None:
         out |= _privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
+    if released is not None:
+        out["released"] = released(recon)
     return out
 
 
 def run_weak_adversary(
     cfg: WeakAdversaryConfig, seed: int, cache: Path, state: StateDir, progress: Progress
 ) -> dict[str, Any]:
-    priors = _Priors(cfg, seed, cache, progress)
+    priors = transfer_priors(cfg, seed, cache, progress)
     variants = []
     for v in cfg.resolved_variants():
-        s = _variant_settings(cfg, v)
+        s = variant_settings(cfg, v)
         key = {
             "unit": "weak_variant",
             "version": __version__,
             "seed": seed,
             "priors": priors.sha256,
-            "extractor": priors.data.extractor.sha256,
+            "extractor": priors.extractor_sha256,
             "settings": {k: repr(val) for k, val in s.items()},
             "config": cfg.model_dump(mode="json", exclude={"variants"}),
         }
@@ -364,6 +395,6 @@ def run_weak_adversary(
         "defended_epsilon": defended,
         "tau": priors.tau,
         "pool": {part: len(i) for part, i in priors.idx.items()},
-        "sha256": priors.sha256 | {"extractor": priors.data.extractor.sha256},
+        "sha256": priors.sha256 | {"extractor": priors.extractor_sha256},
         "variants": variants,
     }
