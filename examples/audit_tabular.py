@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 import privlab
-from privlab.data.tabular import decode_record
 
 MEMBERS, NONMEMBERS = 2_000, 2_000
 
@@ -67,6 +66,7 @@ def main() -> None:
         members=(members.x, members.y),
         nonmembers=(nonmembers.x, nonmembers.y),
         access="black-box",
+        feature_names=adult.feature_names,  # the report's most exposed rows, named
         out=out,
     )
     print("\n".join(result.summary))
@@ -75,8 +75,7 @@ def main() -> None:
 
     print("most exposed members (numeric attributes standardised, as the model saw them):")
     for record in result.most_exposed(5):
-        row = members.x[record["index"]].tolist()
-        features = record.get("features") or decode_record(row, adult.feature_names or ())
+        features = record["features"]  # one-hot groups decoded: workclass Private, …
         print(
             f"  #{record['index']:>4}  {adult.class_names[record['label']]:>5}  "
             f"{record['attack']} score {record['score']:.3g}  caught at FPR {record['fpr']:.3g}"

@@ -172,7 +172,10 @@ def test_a_white_box_audit_inverts_client_updates_and_a_defence_stops_it(digits:
     psnr = {p["label"]: p["best"]["psnr"] for p in run["settings"][0]["points"]}
     assert psnr["none"] > 25  # the server recovers the clients' digits
     assert psnr["pruning"] < psnr["none"] - 10  # 99 % pruning makes them unrecognisable
-    assert any(line.startswith("client B=4") for line in result.summary)
+    (points,) = [line for line in result.summary if line.startswith("client B=4: ")]
+    assert "none: " in points and "(high leakage); pruning" in points
+    assert not points.endswith("(high leakage)")  # the defended point reads milder
+    assert any(line.startswith("client B=4, none: high leakage") for line in result.summary)
 
 
 def test_an_audit_of_a_tabular_model_on_adult() -> None:
@@ -186,8 +189,24 @@ def test_an_audit_of_a_tabular_model_on_adult() -> None:
         nn.functional.cross_entropy(model(members.x), members.y).backward()
         opt.step()
     result = privlab.audit(
-        model, members=(members.x, members.y), nonmembers=(nonmembers.x, nonmembers.y)
+        model,
+        members=(members.x, members.y),
+        nonmembers=(nonmembers.x, nonmembers.y),
+        feature_names=bundle.feature_names,
     )
     assert _auc(result.report, "loss") > 0.56  # chance: 0.5 ± 0.013 (1,000 vs 1,000)
     assert any("model inversion: needs logits" in s for s in result.skipped)
-    assert len(result.most_exposed(3)) == 3
+    exposed = result.most_exposed(3)
+    assert len(exposed) == 3
+    # named rows: one-hot groups decoded back to their attribute
+    row = members.x[exposed[0]["index"]]
+    named = zip(bundle.feature_names, row.tolist(), strict=True)
+    sex = next(n for n, v in named if n.startswith("sex=") and v == 1)
+    assert exposed[0]["features"]["sex"] == sex.removeprefix("sex=")
+    with pytest.raises(Exception, match="3 feature names for inputs of shape"):
+        privlab.audit(
+            model,
+            members=(members.x, members.y),
+            nonmembers=(nonmembers.x, nonmembers.y),
+            feature_names=["a", "b", "c"],
+        )

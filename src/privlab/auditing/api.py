@@ -21,6 +21,7 @@ from privlab.config.schema import load_config_dict
 from privlab.report.headline import headlines
 from privlab.report.writer import write_report
 from privlab.run.runner import run_experiment
+from privlab.studies.targets.figures import most_exposed_attack
 
 Arrays = tuple[Any, Any]
 #: the user's training loop for shadow and reference models: ``train_fn(x, y, seed)``
@@ -45,13 +46,15 @@ class AuditResult:
         return [a for run in runs for t in run["targets"] for a in t["attacks"]]
 
     def most_exposed(self, top: int = 10) -> list[dict[str, Any]]:
-        """The members the strongest attack (largest advantage) singles out most: index into
-        ``members``, label, score and the false-positive rate a threshold there would cost."""
-        scored = [a for a in self.attacks if a.get("exposed")]
-        if not scored:
-            return []
-        best = max(scored, key=lambda a: a["metrics"].get("advantage") or 0.0)
-        return [r | {"attack": best["label"]} for r in best["exposed"][:top]]
+        """The members the strongest attack (highest TPR at 1 % FPR, then AUC: the report's
+        choice) singles out most: index into ``members``, label, score, the false-positive rate
+        a threshold there would cost and, for tabular data, the record's named ``features``."""
+        runs = self.report["studies"]["targets"]["runs"]
+        for target in (t for run in runs for t in run["targets"]):
+            best = most_exposed_attack(target)
+            if best is not None:
+                return [r | {"attack": best["label"]} for r in best["exposed"][:top]]
+        return []
 
     def save(self, folder: str | Path) -> Path:
         """Write ``report.json`` and ``report.html`` (as ``privlab audit`` does)."""
@@ -64,6 +67,13 @@ def _save_arrays(folder: Path, name: str, data: Arrays) -> str:
     path = folder / f"{name}.npz"
     np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))
     return str(path)
+
+
+def _folders(out: str | Path | None) -> tuple[Path, Path]:
+    """The run folder (``out``, or a new temporary one) and its ``data/`` subfolder."""
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    return folder, folder / "data"
 
 
 def _register_trainer(train_fn: TrainFn | None, recipe: dict[str, Any] | None) -> str | None:
@@ -98,6 +108,7 @@ def audit(
     recipe: dict[str, Any] | None = None,
     train_fn: TrainFn | None = None,
     defences: Sequence[str | dict[str, Any]] = ("none",),
+    feature_names: Sequence[str] | None = None,
     out: str | Path | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -117,16 +128,15 @@ def audit(
     (a ValueError) naming ``train_fn``.
     ``access``: what the attacker may query (``black-box``, ``white-box`` or names).
     ``defences``: the federated defences a white-box audit's gradient inversion compares
-    (names or ``{"name", "params"}``). ``attacks``: default every membership attack the
+    (names or ``{"name", "params"}``). ``feature_names``: the columns of tabular inputs, so
+    the most exposed records read as named rows. ``attacks``: default every membership attack the
     access and data allow (see
     ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
     temporary folder if None)."""
     trainer = _register_trainer(train_fn, recipe)
     spec = memory.register(model)
     try:
-        folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="privlab-audit-"))
-        data_dir = folder / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
+        folder, data_dir = _folders(out)
         plan = AuditPlan(
             model=spec,
             members=_save_arrays(data_dir, "members", members),
@@ -134,6 +144,7 @@ def audit(
             population=_save_arrays(data_dir, "population", population) if population else None,
             access=[access] if isinstance(access, str) else list(access),
             attacks=list(attacks) if attacks else None,
+            feature_names=list(feature_names) if feature_names is not None else None,
             recipe=recipe,
             trainer=trainer,
             defences=list(defences),

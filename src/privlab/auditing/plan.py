@@ -43,6 +43,8 @@ class AuditPlan:
     weights: str | None = None
     population: str | None = None
     label_column: str | None = None
+    #: the names of the columns of 1-D inputs (the report's rows of most exposed records)
+    feature_names: list[str] | None = None
     access: list[str] = field(default_factory=lambda: list(BLACK_BOX))
     attacks: list[str] | None = None
     recipe: dict[str, Any] | None = None
@@ -233,9 +235,10 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     lines saying which attacks were left out and why."""
     attacks, skipped = membership_attacks(plan)
     shape = _input_shape(plan.members, plan.label_column)
-    data = {"members": plan.members, "nonmembers": plan.nonmembers}
+    data: dict[str, Any] = {"members": plan.members, "nonmembers": plan.nonmembers}
     data |= {"population": plan.population} if plan.population else {}
     data |= {"label_column": plan.label_column} if plan.label_column else {}
+    data |= {"feature_names": plan.feature_names} if plan.feature_names else {}
     inversion, why = inversion_block(plan, shape)
     federated, why_not_federated = gradient_inversion_block(plan, shape, data)
     reconstruction, why_not_rebuilt = reconstruction_block(plan, data)

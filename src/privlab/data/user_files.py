@@ -40,11 +40,13 @@ def user_files(
     label_column: str | None = None,
     value_range: tuple[float, float] | None = None,
     num_classes: int | None = None,
+    feature_names: list[str] | None = None,
     seed: int = 0,
 ) -> DataBundle:
     """The user's members, non-members and optional population files, as given (no split):
     the training data of an audited model, held-out data, and the attacker's own data. The
-    bundle's ``feature_names`` are the CSV header's (every column but ``label_column``)."""
+    bundle's ``feature_names`` are ``feature_names`` (one per column of 1-D inputs) or the CSV
+    header's (every column but ``label_column``)."""
     from privlab.auditing.data_loading import load_user_data
 
     del seed  # the user's splits are fixed: nothing is drawn
@@ -55,6 +57,15 @@ def user_files(
     if len(shapes) > 1:
         raise DatasetError(members, f"the files' inputs have different shapes: {sorted(shapes)}")
     classes = int(max(int(s.y.max()) for s in splits if len(s))) + 1
+    names = _feature_names(paths, [s.feature_names for s in loaded])
+    if feature_names is not None:
+        if splits[0].x.dim() != 2 or len(feature_names) != splits[0].x.shape[1]:
+            raise DatasetError(
+                members,
+                f"{len(feature_names)} feature names for inputs of shape "
+                f"{tuple(splits[0].x.shape[1:])} (one name per column of 1-D inputs)",
+            )
+        names = tuple(str(n) for n in feature_names)
     if value_range is None:
         xs = torch.cat([s.x.flatten() for s in splits if len(s)])
         value_range = (float(xs.min()), float(xs.max()))
@@ -66,5 +77,5 @@ def user_files(
         num_classes=num_classes or classes,
         input_shape=tuple(splits[0].x.shape[1:]),
         value_range=(float(value_range[0]), float(value_range[1])),
-        feature_names=_feature_names(paths, [s.feature_names for s in loaded]),
+        feature_names=names,
     )
