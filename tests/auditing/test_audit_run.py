@@ -15,6 +15,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import privlab
+from digits_audit import digits_arrays, digits_net, fit_digits
 from privlab.cli import app
 from privlab.registry import DATASETS
 
@@ -27,34 +28,12 @@ def Net():
 """
 
 
-def _net() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def _fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 150) -> nn.Module:
-    torch.manual_seed(0)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model
+_net = digits_net
 
 
 @pytest.fixture(scope="module")
 def digits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    # few members, so that a model trained on them alone overfits (a leaky model)
-    bundle = DATASETS.build("digits", seed=0)
-    members, nonmembers = bundle.members.subset(range(120)), bundle.nonmembers.subset(range(300))
-    return {
-        name: (split.x, split.y)
-        for name, split in (
-            ("members", members),
-            ("nonmembers", nonmembers),
-            ("population", bundle.population),
-        )
-    }
+    return digits_arrays()
 
 
 def _auc(report: dict, label: str) -> float:
@@ -63,7 +42,7 @@ def _auc(report: dict, label: str) -> float:
 
 
 def test_cli_audit_of_a_leaky_model(digits: dict, tmp_path: Path) -> None:
-    model = _fit(*digits["members"])
+    model = fit_digits(*digits["members"])
     (tmp_path / "net.py").write_text(NET)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors"
@@ -102,7 +81,7 @@ def test_cli_audit_refuses_a_weights_file_that_does_not_fit(digits: dict, tmp_pa
 def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(
     digits: dict, tmp_path: Path
 ) -> None:
-    model = _fit(*digits["members"]).train()
+    model = fit_digits(*digits["members"]).train()
     model[1].weight.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = privlab.audit(model, members=digits["members"], nonmembers=digits["nonmembers"])
@@ -116,7 +95,7 @@ def test_api_audit_leaves_the_model_alone_and_reads_like_the_cli(
 
 
 def test_an_audit_of_a_model_that_never_saw_the_members_finds_nothing(digits: dict) -> None:
-    model = _fit(*digits["population"])  # "members" are as unseen as the non-members
+    model = fit_digits(*digits["population"])  # "members" are as unseen as the non-members
     result = privlab.audit(model, members=digits["members"], nonmembers=digits["nonmembers"])
     assert abs(_auc(result.report, "loss") - 0.5) < 0.06
 
@@ -124,7 +103,7 @@ def test_an_audit_of_a_model_that_never_saw_the_members_finds_nothing(digits: di
 def test_a_recipe_and_population_give_lira_with_reference_models(
     digits: dict, tmp_path: Path
 ) -> None:
-    model = _fit(*digits["members"])
+    model = fit_digits(*digits["members"])
     recipe = {"epochs": 40, "lr": 0.003, "batch_size": 64}
     result = privlab.audit(
         model,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import privlab
+from digits_audit import digits_arrays, digits_net, fit_digits
 from privlab.auditing import memory
 from privlab.auditing.api import AuditResult
 from privlab.auditing.errors import AuditInputError
@@ -25,48 +26,25 @@ from privlab.studies.targets.reference_models import trained_by_fn
 REFERENCES = 16  # the default reference_models.count (the audit does not change it)
 
 
-def _net() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def _fit(x: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 100) -> nn.Module:
-    """An ordinary full-batch PyTorch loop (no privlab code): overfits a few hundred digits."""
-    torch.manual_seed(seed)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model
+_net = digits_net
 
 
 def counting(calls: list[tuple]) -> object:
     def train_fn(x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
         calls.append((x.dtype, y.dtype, x.device.type, type(seed), len(y)))
-        return _fit(x, y, seed)
+        return fit_digits(x, y, seed, epochs=100)
 
     return train_fn
 
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    # few members, so that a model trained on them alone overfits (a leaky model)
-    bundle = DATASETS.build("digits", seed=0)
-    members, nonmembers = bundle.members.subset(range(120)), bundle.nonmembers.subset(range(300))
-    return {
-        name: (split.x, split.y)
-        for name, split in (
-            ("members", members),
-            ("nonmembers", nonmembers),
-            ("population", bundle.population),
-        )
-    }
+    return digits_arrays()
 
 
 def _audit(data: dict, out: Path, **kwargs: object) -> AuditResult:
     return privlab.audit(
-        _fit(*data["members"], epochs=150),
+        fit_digits(*data["members"]),
         members=data["members"],
         nonmembers=data["nonmembers"],
         population=data["population"],
@@ -161,13 +139,13 @@ def test_recipe_and_train_fn_together_are_refused(data: dict, tmp_path: Path) ->
 def test_the_identity_of_a_train_fn_is_its_source_name_and_constants() -> None:
     first, second = counting([]), counting([1, 2])  # a captured list is not part of it
     assert memory.trainer_identity(first)[0] == memory.trainer_identity(second)[0] is not None
-    assert memory.trainer_identity(_fit)[0] != memory.trainer_identity(first)[0]
+    assert memory.trainer_identity(fit_digits)[0] != memory.trainer_identity(first)[0]
 
     def with_epochs(epochs: int) -> object:
-        return lambda x, y, seed: _fit(x, y, seed, epochs)
+        return lambda x, y, seed: fit_digits(x, y, seed, epochs)
 
     assert memory.trainer_identity(with_epochs(1))[0] != memory.trainer_identity(with_epochs(2))[0]
-    for no_source in (functools.partial(_fit, epochs=1), print):
+    for no_source in (functools.partial(fit_digits, epochs=1), print):
         identity, why = memory.trainer_identity(no_source)
         assert identity is None and "not a plain function" in why
 
