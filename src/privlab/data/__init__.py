@@ -5,6 +5,7 @@ from privlab.data import (  # noqa: F401  (register datasets)
     embedded,
     idx,
     image_folder,
+    paper_data,
     user_files,
 )
 from privlab.data.bundle import DataBundle, DatasetError, Split, make_bundle, stratified_split

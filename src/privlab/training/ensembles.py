@@ -128,6 +128,8 @@ def can_vectorise(model: nn.Module, regime: Regime) -> str | None:
         return f"regime {regime.name!r} ({type(regime).__name__}) is not vectorised (only {names})"
     if isinstance(regime, PGDAdversarialTraining) and regime.da_weight > 0:
         return "pgd_at with da_weight > 0 (the DA regulariser is not vectorised)"
+    if isinstance(regime, PGDAdversarialTraining) and regime.fixed_subset:
+        return "pgd_at with a fixed adv-train subset (adv_subset: fixed, 0 < adv_ratio < 1)"
     for name, module in model.named_modules():
         if isinstance(module, _STATEFUL_MODULES) and (
             module.track_running_stats or isinstance(module, nn.modules.batchnorm._BatchNorm)

@@ -63,8 +63,9 @@ def train(
     device = torch.device(device)
     data, held_out = _validation_split(data, spec, seed)
     model = regime.adapt_model(model).to(device).train()
+    positions = torch.arange(len(data), device=device)  # for regimes that tell points apart
     loader = DataLoader(
-        TensorDataset(data.x.to(device), data.y.to(device)),
+        TensorDataset(data.x.to(device), data.y.to(device), positions),
         batch_size=min(spec.batch_size, len(data)),
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
@@ -82,11 +83,11 @@ def train(
     for epoch in range(spec.epochs):
         regime.start_epoch(epoch, spec.epochs)
         total, count = 0.0, 0
-        for xb, yb in loader:
+        for xb, yb, ib in loader:
             if len(yb) == 0:  # Poisson sampling's empty draw: still a step under DP-SGD
                 regime.empty_step(model, optimizer)
                 continue
-            loss = regime.loss(model, xb, yb)
+            loss = regime.loss_at(model, xb, yb, ib)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss {loss.item()} at epoch {epoch} under regime {regime.name!r}; "

@@ -7,6 +7,8 @@ A regime is a frozen dataclass of hyperparameters (keyword-only, paper defaults)
 * ``prepare(model, optimizer, loader)`` may wrap all three (DP-SGD wraps them with Opacus);
 * ``start_epoch(epoch, epochs)`` sees the schedule (ramps, delayed smoothing);
 * ``loss(model, x, y)`` returns the batch loss to minimise (adversarial regimes perturb here);
+  the loop calls ``loss_at(model, x, y, index)``, which is ``loss`` unless a regime treats
+  some training points differently (``index``: the batch's positions in the training set);
 * ``after_step(model)`` runs after every optimiser step (hard thresholds, projections);
 * ``empty_step(model, optimizer)`` handles an empty batch, which only a Poisson-sampling
   loader draws: nothing by default; DP-SGD takes the noise-only step (a regime that steps
@@ -57,6 +59,12 @@ class Regime:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x), y)
+
+    def loss_at(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of a batch whose rows are training points ``index`` (default: ``loss``)."""
+        return self.loss(model, x, y)
 
     def after_step(self, model: nn.Module) -> None:
         pass

@@ -168,6 +168,14 @@ def find_attack(target: Mapping[str, Any], label: str) -> Mapping[str, Any] | No
     return next((a for a in attacks_of(target) if attack_label(a) == label), None)
 
 
+def within_null(metrics: Mapping[str, Any]) -> bool:
+    """The worst-case accuracy does not clear its no-signal level (the permutation null's 95th
+    percentile): on this sample it is not evidence of leakage."""
+    null = metrics.get("accuracy_null") or {}
+    acc, p95 = metrics.get("accuracy"), null.get("p95")
+    return acc is not None and p95 is not None and float(acc) <= float(p95)
+
+
 def resolves(fpr: float, n_nonmembers: Any) -> bool:
     """Whether ``n_nonmembers`` can measure a TPR at false-positive rate ``fpr``: at least
     1/fpr of them (below that, the lowest non-zero FPR the sample has is above ``fpr``).

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from privlab.studies.base import TextTable
-from privlab.studies.targets.aggregate import UTILITY_COLUMNS, targets_of
+from privlab.studies.targets.aggregate import UTILITY_COLUMNS, targets_of, within_null
 from privlab.studies.targets.figures import exposed_records
 from privlab.studies.targets.inversion_report import inversion_table
 
@@ -41,11 +41,15 @@ def membership_text_table(view: Mapping[str, Any]) -> TextTable | None:
         for label in labels:
             m = cells.get(label)
             honest = (m or {}).get("honest") or {}
+            flag = "*" if m is not None and within_null(m) else ""
             attack_cells.append(
-                "—" if m is None else f"{_pct(m['accuracy'])}/{_pct(honest.get('accuracy'))}"
+                "—" if m is None else f"{_pct(m['accuracy'])}{flag}/{_pct(honest.get('accuracy'))}"
             )
         rows.append([t["name"], *(_pct(t["utility"].get(k)) for k in keys), *attack_cells])
-    title = "membership inference accuracy (worst-case / honest threshold, %)"
+    title = (
+        "membership inference accuracy (worst-case / honest threshold, %; * not above the "
+        "no-signal level: the 95th percentile of the permutation null)"
+    )
     header = ["target", *(UTILITY_COLUMNS[k] for k in keys), *labels]
     return TextTable(title if labels else "accuracy (%)", header, rows)
 

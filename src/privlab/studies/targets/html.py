@@ -24,6 +24,7 @@ from privlab.studies.targets.aggregate import (
     lookup_fpr,
     resolves,
     targets_of,
+    within_null,
 )
 from privlab.studies.targets.figures import (
     advantage_bar_figure,
@@ -100,6 +101,13 @@ def _membership_cell(attack: Mapping[str, Any] | None) -> str:
         return f'<td class="n">{DASH}</td>'
     m = attack.get("metrics") or {}
     lines = [f'{pct(m.get("accuracy"))} <span class="adv">({pct(m.get("advantage"))})</span>']
+    ci, null = m.get("accuracy_ci"), m.get("accuracy_null") or {}
+    if ci and null:
+        flag = " · <b>not above it</b>" if within_null(m) else ""
+        lines.append(
+            f'<div class="sub">95 % CI {pct(ci[0])}–{pct(ci[1])}; no signal '
+            f'{pct(null.get("mean"))} (95th pct {pct(null.get("p95"))}){flag}</div>'
+        )
     honest = m.get("honest")
     if isinstance(honest, Mapping):
         src = f" [{esc(honest.get('source'))}]" if honest.get("source") else ""

@@ -36,10 +36,10 @@ class PermutedLabels(Regime):
         dataset = loader.dataset
         if not isinstance(dataset, TensorDataset):
             raise TypeError("permuted_labels needs the training loop's TensorDataset loader")
-        x, y = dataset.tensors
+        x, y, *positions = dataset.tensors  # the loop's tensors: x, y, training positions
         permuted = self.train_labels(y)
         relabelled = DataLoader(
-            TensorDataset(x, permuted),
+            TensorDataset(x, permuted, *positions),
             batch_size=loader.batch_size,
             shuffle=True,
             generator=loader.generator,

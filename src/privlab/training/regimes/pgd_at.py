@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from privlab.registry import REGIMES
 from privlab.training.perturbations import pgd
@@ -29,9 +30,13 @@ def _gaussian_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PGDAdversarialTraining(Regime):
     """Train on untargeted PGD examples (random start) inside the ε-ball.
 
-    ``adv_ratio`` r: the first ⌈r·B⌉ examples of each batch get the robust loss, the rest the
-    natural loss (Table 5; r = 1 is Madry). ``da_weight`` > 0 adds the domain-adaptation
-    regulariser: ℓ1 gaps between mean and covariance of benign vs adversarial logits.
+    ``adv_ratio`` r (Song et al. Table 5; r = 1 is Madry): with ``adv_subset: fixed`` (the
+    paper's §5.2.2) a fixed subset of round(r·n) training points, drawn when training starts,
+    gets the robust loss for the whole training and the others the natural loss; with
+    ``adv_subset: batch`` the first round(r·B) examples of every shuffled batch get it (so
+    every point is adversarially trained some of the time). ``da_weight`` > 0 adds the
+    domain-adaptation regulariser: ℓ1 gaps between mean and covariance of benign vs
+    adversarial logits.
     """
 
     name = "pgd_at"
@@ -40,14 +45,51 @@ class PGDAdversarialTraining(Regime):
     step_size: float | None = None  # default 2.5·ε/steps
     norm: Literal["linf", "l2"] = "linf"
     adv_ratio: float = 1.0
+    adv_subset: Literal["fixed", "batch"] = "fixed"
     da_weight: float = 0.0
+    _state: dict[str, torch.Tensor] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.adv_ratio <= 1.0:
             raise ValueError(f"adv_ratio must be in [0, 1], got {self.adv_ratio}")
+        if self.adv_subset not in ("fixed", "batch"):
+            raise ValueError(f"adv_subset must be 'fixed' or 'batch', got {self.adv_subset!r}")
+
+    @property
+    def fixed_subset(self) -> bool:
+        """Only some training points, always the same, get the robust loss."""
+        return self.adv_subset == "fixed" and 0.0 < self.adv_ratio < 1.0
+
+    def prepare(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
+    ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+        if self.fixed_subset:  # drawn from the loop's seeded RNG: the seed fixes the subset
+            n = len(loader.dataset)  # type: ignore[arg-type]
+            robust = torch.zeros(n, dtype=torch.bool)
+            robust[torch.randperm(n)[: round(self.adv_ratio * n)]] = True
+            self._state["robust"] = robust
+        return model, optimizer, loader
+
+    def robust_points(self) -> torch.Tensor | None:
+        """The training points that get the robust loss (a fixed subset), once training began."""
+        return self._state.get("robust")
+
+    def loss_at(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        if not self.fixed_subset:
+            return self.loss(model, x, y)
+        robust = self._state["robust"][index.cpu()]
+        order = torch.argsort((~robust).to(torch.uint8), stable=True).to(x.device)
+        return self._loss(model, x[order], y[order], int(robust.sum()))
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n_adv = round(self.adv_ratio * len(y))
+        return self._loss(model, x, y, round(self.adv_ratio * len(y)))
+
+    def _loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_adv: int) -> torch.Tensor:
+        """The robust loss on the first ``n_adv`` rows, the natural loss on the rest."""
         if n_adv == 0:
             return F.cross_entropy(model(x), y)
         with attack_mode(model):
