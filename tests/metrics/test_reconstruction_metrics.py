@@ -77,3 +77,44 @@ def test_largest_defended_epsilon_interpolates_in_log_epsilon():
     assert largest_defended_epsilon([1, 10], [0.1, 0.2])["measured"] is None
     every = largest_defended_epsilon([1, 10], [0.0, 0.01])
     assert every["measured"] == every["interpolated"] == 10
+
+
+def _logit_gaussian(mu: float, sigma: float, n: int, seed: int) -> np.ndarray:
+    """min-MSE values whose logit(ℓ/4) is N(μ, σ²): the paper's model of App. A.1."""
+    phi = np.random.default_rng(seed).normal(mu, sigma, n)
+    return 4 / (1 + np.exp(-phi))
+
+
+def test_the_neyman_pearson_roc_is_fitted_on_the_papers_logit_of_the_mse():
+    from privlab.metrics.reconstruction import likelihood_ratio_roc, mse_logit
+
+    assert np.allclose(mse_logit(4 / (1 + np.exp(-np.array([-2.0, 0.0, 3.0])))), [-2, 0, 3])
+    # ℓ is skewed (logit-normal): a Gaussian fit on raw ℓ would misplace the cut, on φ it is
+    # exact, so the NP ROC meets Eq. 6 with the logit fits
+    pos, neg = _logit_gaussian(-3.0, 0.8, 20_000, 1), _logit_gaussian(-1.5, 0.4, 20_000, 2)
+    tpr, fpr = likelihood_ratio_roc(pos, neg)
+    at = tpr[fpr <= 0.01].max()
+    phi_p, phi_n = mse_logit(pos), mse_logit(neg)
+    # independent: the NP acceptance region for two Gaussians, evaluated by simulation
+    mu0, s0, mu1, s1 = phi_p.mean(), phi_p.std(), phi_n.mean(), phi_n.std()
+
+    def llr(v: np.ndarray) -> np.ndarray:
+        return -0.5 * ((v - mu0) / s0) ** 2 - np.log(s0) + 0.5 * ((v - mu1) / s1) ** 2 + np.log(s1)
+
+    cut = np.quantile(llr(phi_n), 0.99)
+    assert at == pytest.approx(np.mean(llr(phi_p) > cut), abs=0.01)
+
+
+def test_theorem1_the_three_rocs_coincide_when_the_logit_is_gaussian():
+    from privlab.metrics.reconstruction import theorem1_check
+
+    # equal variances: the NP region is a half-line, so all three curves are one (Theorem 1)
+    pos, neg = _logit_gaussian(-3.0, 0.5, 20_000, 3), _logit_gaussian(-2.0, 0.5, 20_000, 4)
+    check = theorem1_check(pos, neg)
+    assert check["max_gap_cumulative_np"] < 0.03
+    assert check["max_gap_np_analytic"] < 0.03
+    assert check["max_gap_cumulative_analytic"] < 0.03
+    assert check["fpr_from"] == pytest.approx(1e-3)
+    # a bimodal trained-on law breaks the assumption: the analytic curve no longer fits
+    mixed = np.r_[_logit_gaussian(-5.0, 0.3, 10_000, 5), _logit_gaussian(-1.0, 0.3, 10_000, 6)]
+    assert theorem1_check(mixed, neg)["max_gap_np_analytic"] > 0.1

