@@ -98,25 +98,47 @@ def _logit_loss(spec: HeadSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.
     return per.mean(1).sum()
 
 
-def _gradients(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
-    """Per-head gradients by explicit back-propagation with batched matmuls (K heads at once)."""
-    layers = ["0"] if spec.hidden is None else ["0", "2"]
+def _layers(spec: HeadSpec) -> list[str]:
+    return ["0"] if spec.hidden is None else ["0", "2"]
+
+
+def _forward(spec: HeadSpec, params: Params, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input of every layer, then the logits (K heads at once, batched matmuls)."""
+    layers = _layers(spec)
     acts = [x]
     for i, name in enumerate(layers):
         z = torch.baddbmm(
             params[f"{name}.bias"][:, None, :], acts[-1], params[f"{name}.weight"].transpose(1, 2)
         )
         acts.append(z.relu() if i < len(layers) - 1 else z)
-    logits = acts[-1].detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(_logit_loss(spec, logits, y), logits)
+    return acts
+
+
+def _backward(
+    spec: HeadSpec, params: Params, acts: list[torch.Tensor], g: torch.Tensor
+) -> tuple[Params, torch.Tensor]:
+    """Explicit back-propagation of the per-example logit gradients ``g`` (K × N × C): the
+    gradients summed over the N examples, and every example's squared gradient norm (a
+    layer's weight gradient is the outer product g·aᵀ, so its norm is ‖g‖·‖a‖)."""
+    layers = _layers(spec)
     grads: Params = {}
+    sq_norms = torch.zeros(g.shape[:2], dtype=g.dtype, device=g.device)
     for i in reversed(range(len(layers))):
         name = layers[i]
         grads[f"{name}.weight"] = torch.bmm(g.transpose(1, 2), acts[i])
         grads[f"{name}.bias"] = g.sum(1)
+        sq_norms += g.pow(2).sum(2) * (acts[i].pow(2).sum(2) + 1)
         if i > 0:  # through the ReLU below this layer
             g = torch.bmm(g, params[f"{name}.weight"]) * (acts[i] > 0)
-    return grads
+    return grads, sq_norms
+
+
+def _gradients(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+    """Per-head gradients by explicit back-propagation with batched matmuls (K heads at once)."""
+    acts = _forward(spec, params, x)
+    logits = acts[-1].detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(_logit_loss(spec, logits, y), logits)
+    return _backward(spec, params, acts, g)[0]
 
 
 def train_heads(
@@ -236,25 +258,25 @@ def train_heads_dp(
     *,
     generator: torch.Generator,
 ) -> Params:
-    """DP-SGD on K single-layer cross-entropy heads at once (explicit per-sample gradients:
-    the gradient of example i is g_i x_iᵀ for the weights and g_i for the bias, so its norm is
-    ‖g_i‖·√(‖x_i‖² + 1)). Every step adds noise, whether its Poisson batch is empty or not."""
-    if spec.hidden is not None or spec.outputs < 2:
-        raise ValueError("train_heads_dp supports single-layer cross-entropy heads")
+    """DP-SGD on K cross-entropy heads at once, single-layer or Linear → ReLU → Linear, with
+    explicit per-sample gradients (:func:`_backward`: each example's gradient norm from its
+    per-layer outer products). Every step adds noise, whether its Poisson batch is empty or
+    not."""
+    if spec.outputs < 2:
+        raise ValueError("train_heads_dp supports cross-entropy heads (outputs ≥ 2)")
     k, n, _ = x.shape
     q = dp.sample_rate(n)
-    w, b = params["0.weight"].clone(), params["0.bias"].clone()
-    row_norm = (x.pow(2).sum(2) + 1).sqrt()  # K × N
+    params = {name: v.clone() for name, v in params.items()}
     onehot = F.one_hot(y, spec.outputs).to(x.dtype)
     std = dp.noise_multiplier * dp.clip
+    decay = 1 - spec.lr * spec.weight_decay
     for _ in range(spec.epochs_for(n) * dp.batches_per_epoch(n)):
-        logits = torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
-        g = logits.softmax(2) - onehot  # per-sample dℓ/dlogits, K × N × C
-        factor = dpsgd.clip_factors(g.norm(dim=2) * row_norm, dp.clip, stabiliser=0.0)
+        acts = _forward(spec, params, x)
+        g = acts[-1].softmax(2) - onehot  # per-sample dℓ/dlogits, K × N × C
+        _, sq_norms = _backward(spec, params, acts, g)
+        factor = dpsgd.clip_factors(sq_norms.sqrt(), dp.clip, stabiliser=0.0)
         chosen = dpsgd.poisson_mask((k, n), q, generator).to(x.dtype)
-        g = g * (factor * chosen)[..., None]
-        summed = {"w": torch.bmm(g.transpose(1, 2), x), "b": g.sum(1)}
+        summed, _ = _backward(spec, params, acts, g * (factor * chosen)[..., None])
         noisy = dpsgd.add_noise(summed, std, generator)
-        w = w * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * noisy["w"]
-        b = b * (1 - spec.lr * spec.weight_decay) - spec.lr / (q * n) * noisy["b"]
-    return {"0.weight": w, "0.bias": b}
+        params = {name: v * decay - spec.lr / (q * n) * noisy[name] for name, v in params.items()}
+    return params

@@ -27,7 +27,6 @@ SECTION = {
         "victims": 20,
         "reconnn": {"epochs": 3, "width": 64},
         "head": {"hidden": 8, "sigma_init": 0.1, "lr": 0.5, "weight_decay": 0.0, "epochs": 20},
-        "dp_head": {"sigma_init": 0.01, "lr": 0.5, "weight_decay": 0.0, "epochs": 10},
         "epsilons": [10, 1000],
         "closed_form": {"fixed": 100, "targets": 2},
     },
@@ -83,6 +82,12 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     assert set(weak["defended_epsilon"]) == {"10"}
     assert informed["closed_form"]["exact"] == 1.0
     assert [r["known_init"] for r in informed["reconnn"]] == [True, False]
+    # the DP arm trains the RecoNN arm's own MLP, and its success carries an interval
+    assert all(row["head"]["hidden"] == 8 for row in informed["dp"])
+    for row in informed["dp"][1:]:
+        low, high = row["success_ci"]
+        assert low <= row["nn_oracle_success"] <= high and row["victims"] == 20
+        assert row["bound_violated"] is False and "detectable_rate" in row
     for row in informed["dp"][1:]:  # the first row is the non-private reference
         # both are valid bounds (Thm 2 over the RDP curve; κe^ε + δ for (ε, δ)-DP)
         assert row["nn_oracle_success"] <= min(row["gamma"], row["gamma_dp"]) + 0.05
@@ -107,3 +112,20 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
     (again_run,) = again["studies"]["reconstruction"]["runs"]
     assert again_run["weak_adversary"]["variants"] == weak["variants"]
     assert again_run["informed_adversary"] == informed_results
+
+
+def test_success_against_the_rero_bound_is_a_test_that_can_fail():
+    from scipy.stats import beta
+
+    from privlab.studies.reconstruction.informed import bound_check
+
+    # independent: the Clopper–Pearson lower bound is the 2.5 % quantile of Beta(k, n − k + 1)
+    def lower(k: int, n: int) -> float:
+        return 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+
+    check = bound_check(0.02, 100, gamma=0.05)
+    assert check["bound_violated"] is False
+    first = next(k for k in range(101) if lower(k, 100) > 0.05)
+    assert check["detectable_rate"] == pytest.approx(first / 100)
+    assert bound_check(first / 100, 100, gamma=0.05)["bound_violated"] is True
+    assert bound_check(0.0, 5, gamma=0.9)["detectable_rate"] is None  # 5 victims cannot fail it

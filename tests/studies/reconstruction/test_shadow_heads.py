@@ -121,8 +121,8 @@ def test_job_options_are_checked(pool):
         _job(pool, task="one_vs_rest")
     with pytest.raises(ValueError, match="divisible by 10"):
         _job(pool, task="one_vs_rest", spec=HeadSpec(outputs=1, hidden=4), n=8)
-    with pytest.raises(ValueError, match="single-layer"):
-        _job(pool, spec=HeadSpec(outputs=4, hidden=3), dp=HeadDP())
+    with pytest.raises(ValueError, match="cross-entropy heads"):
+        _job(pool, spec=HeadSpec(outputs=1, hidden=3), task="one_vs_rest", n=10, dp=HeadDP())
 
 
 def test_dp_shadow_heads_are_noisy_and_keep_their_labels(pool):

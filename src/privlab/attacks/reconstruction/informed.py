@@ -55,7 +55,7 @@ def informed_shadows(
 
     ``known_init``: every model starts from the one initialisation drawn from ``init_seed`` (the
     released model's, known to the adversary); otherwise each draws its own from ``seed``.
-    ``dp``: train with DP-SGD instead (single-layer heads), the mitigation of the paper."""
+    ``dp``: train with DP-SGD instead, the mitigation of the paper."""
     gen = torch.Generator().manual_seed(seed)
     x_fixed, y_fixed = fixed.x.flatten(1), fixed.y
     features = x_fixed.shape[1]

@@ -138,7 +138,8 @@ class InformedAdversaryConfig(_Strict):
     reconnn: ReconNNSettings = ReconNNSettings()
     known_init: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     epsilons: list[float] = Field(default_factory=list)
-    dp_head: HeadConfig = HeadConfig(sigma_init=0.01, lr=0.5, weight_decay=0.0, epochs=50)
+    #: the DP-SGD arm's model: None (default) is ``head``, the RecoNN arm's MLP
+    dp_head: HeadConfig | None = None
     dp_clip: float = Field(1.0, gt=0)
     closed_form: ClosedFormConfig | None = ClosedFormConfig()
 
@@ -148,8 +149,8 @@ class InformedAdversaryConfig(_Strict):
     def _check(self) -> InformedAdversaryConfig:
         if any(e <= 0 for e in self.epsilons):
             raise ValueError("epsilons must be > 0")
-        if self.dp_head.hidden is not None and self.epsilons:
-            raise ValueError("DP-SGD heads must be single-layer (dp_head.hidden: null)")
+        if (self.dp_head or self.head).outputs < 2 and self.epsilons:
+            raise ValueError("DP-SGD heads must be cross-entropy heads (outputs ≥ 2)")
         return self
 
 

@@ -24,6 +24,7 @@ from privlab.attacks.reconstruction.informed import (
 )
 from privlab.data.bundle import Split
 from privlab.metrics.bounds import dp_epsilon_gamma, dp_sgd_rero_curve, rero_gamma_dp
+from privlab.metrics.membership import clopper_pearson
 from privlab.metrics.reconstruction import to_symmetric
 from privlab.registry import ATTACKS, DATASETS
 from privlab.report.image_codec import image_hex
@@ -149,7 +150,7 @@ def run_informed_adversary(
             )
         out["reconnn"].append({"known_init": known, **res})
     n = cfg.fixed + 1
-    dp_spec = cfg.dp_head
+    dp_spec = cfg.dp_head or cfg.head  # by default the RecoNN arm's own MLP
     epochs = dp_spec.epochs_for(n)
     out["dp"] = []
     for eps in [None, *cfg.epsilons] if cfg.epsilons else []:
@@ -164,15 +165,37 @@ def run_informed_adversary(
                 base | {"study": "dp", "epsilon": eps},
                 partial(_reconnn_study, cfg, data, dp_spec, known_init=True, seed=seed, dp=dp),
             )
-        row: dict[str, Any] = {"epsilon": eps, **res}
+        row: dict[str, Any] = {"epsilon": eps, "head": dp_spec.model_dump(), **res}
+        row |= _success_interval(row["nn_oracle_success"], cfg.victims)
         if dp is not None:
             row["epsilon_spent"], row["gamma"] = dp_epsilon_gamma(dp, n, epochs, out["kappa"])
             row["noise_multiplier"] = dp.noise_multiplier
             row["gamma_dp"] = _gamma_eps_delta(row["epsilon_spent"], HeadDP.delta(n), out["kappa"])
+            row |= bound_check(row["nn_oracle_success"], cfg.victims, row["gamma"])
         out["dp"].append(row)
     if cfg.epsilons:
         out["bound_curve"] = _bound_curve(out["kappa"], n, epochs, cfg.epsilons)
     return out
+
+
+def _success_interval(rate: float, victims: int) -> dict[str, Any]:
+    """The NN-oracle success over ``victims`` released models with its Clopper–Pearson CI."""
+    k = round(rate * victims)
+    return {"victims": victims, "successes": k, "success_ci": list(clopper_pearson(k, victims))}
+
+
+def bound_check(rate: float, victims: int, gamma: float) -> dict[str, Any]:
+    """"Empirical success ≤ ReRo bound γ" as a test that can fail: ``violated`` when the
+    success's 95 % lower confidence bound exceeds γ; ``detectable_rate``: the smallest success
+    rate these victims could show to be above γ (1 or more: the comparison cannot fail)."""
+    k = round(rate * victims)
+    detectable = next(
+        (j / victims for j in range(victims + 1) if clopper_pearson(j, victims)[0] > gamma), None
+    )
+    return {
+        "bound_violated": clopper_pearson(k, victims)[0] > gamma,
+        "detectable_rate": detectable,
+    }
 
 
 def _gamma_eps_delta(eps: float, delta: float, kappa: float) -> float:

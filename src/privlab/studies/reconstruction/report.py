@@ -128,17 +128,34 @@ def informed_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]
         rows.append([f"RecoNN, MLP, init {known}", "∞", _g(r.get("mse")), success, "—", "—"])
     for r in inf.get("dp") or []:
         eps = r.get("epsilon_spent")
+        head = r.get("head") or {"hidden": None}  # older runs: a single-layer head
+        model = "single-layer head" if head.get("hidden") is None else f"MLP ({head['hidden']})"
         rows.append(
             [
-                "RecoNN, single-layer head, " + ("no DP" if eps is None else "DP-SGD"),
+                f"RecoNN, {model}, " + ("no DP" if eps is None else "DP-SGD"),
                 "∞" if eps is None else _g(eps),
                 _g(r.get("mse")),
-                _pct(r.get("nn_oracle_success")),
-                _pct(r.get("gamma")) if eps is not None else "—",
+                _pct(r.get("nn_oracle_success")) + _ci_text(r),
+                _pct(r.get("gamma")) + _verdict(r) if eps is not None else "—",
                 _pct(r.get("gamma_dp")) if eps is not None else "—",
             ]
         )
     return INFORMED_HEADER, rows
+
+
+def _ci_text(row: Mapping[str, Any]) -> str:
+    ci = row.get("success_ci")
+    return f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""
+
+
+def _verdict(row: Mapping[str, Any]) -> str:
+    """Whether the success exceeds the bound beyond its CI, and what the victims can resolve."""
+    if "bound_violated" not in row:
+        return ""
+    if row["bound_violated"]:
+        return " VIOLATED"
+    detectable = row.get("detectable_rate")
+    return " (can fail: no)" if detectable is None else f" (fails above {_pct(detectable)})"
 
 
 def released_closed_form(report: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -47,7 +47,7 @@ class ShadowJob:
 
     ``task="balanced"``: the pool labels are the head's classes; ``"one_vs_rest"``: the pool
     labels are identities and the head is binary (``spec.outputs == 1``), class 1 = the set's
-    positive identity. ``dp``: train with DP-SGD (single-layer cross-entropy heads)."""
+    positive identity. ``dp``: train with DP-SGD (cross-entropy heads)."""
 
     spec: HeadSpec
     n: int
@@ -70,8 +70,8 @@ class ShadowJob:
                 "one_vs_rest sets need a binary head (outputs: 1) and N divisible by 10 "
                 f"(M positives, 9M negatives); got outputs={self.spec.outputs}, N={self.n}"
             )
-        if self.dp is not None and (self.spec.hidden is not None or self.spec.outputs < 2):
-            raise ValueError("DP-SGD shadow heads must be single-layer cross-entropy heads")
+        if self.dp is not None and self.spec.outputs < 2:
+            raise ValueError("DP-SGD shadow heads must be cross-entropy heads (outputs ≥ 2)")
 
     @property
     def classes(self) -> int:
