@@ -18,7 +18,12 @@ if [ ${#names[@]} -eq 0 ]; then
          maciazek_table1_digits maciazek_one_vs_rest maciazek_fig3a_shadows
          maciazek_fig3b_sigma_init maciazek_fig4_dp maciazek_fig4_dp_n40
          liu2025_fig2_fig4_feature_matching liu2025_fig3_utility_matched
-         liu2025_batch_size_sweep)
+         liu2025_batch_size_sweep
+         # the papers' own data at full size (`make paper-data` first; hours each)
+         song2019_table3_fmnist song2019_fig5_fmnist song2019_table7_fmnist
+         song2019_table6_fmnist song2019_table5_fmnist song2019_table11_fmnist
+         song2019_table9_fmnist song2019_fig3_fmnist song2019_fig4_fmnist
+         balle2022_informed_mnist)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"
