@@ -129,3 +129,22 @@ def test_success_against_the_rero_bound_is_a_test_that_can_fail():
     assert check["detectable_rate"] == pytest.approx(first / 100)
     assert bound_check(first / 100, 100, gamma=0.05)["bound_violated"] is True
     assert bound_check(0.0, 5, gamma=0.9)["detectable_rate"] is None  # 5 victims cannot fail it
+
+
+def test_shadow_shards_can_be_dropped_once_a_variant_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
+    weak = {
+        **SECTION["weak_adversary"],
+        "shadows": 300,
+        "val_shadows": 60,
+        "keep_shadows": False,
+        "variants": [{"name": "N=10"}],
+    }
+    report = run_experiment(
+        load_config_dict({"name": "drop", "reconstruction": {"weak_adversary": weak}}),
+        tmp_path / "r",
+    )
+    (variant,) = report["studies"]["reconstruction"]["runs"][0]["weak_adversary"]["variants"]
+    assert 0 <= variant["tpr"] <= 1
+    shards = tmp_path / "cache" / "shadow_heads"
+    assert not shards.exists() or not any(shards.iterdir())  # 10 GB per million heads: gone

@@ -86,6 +86,9 @@ class WeakAdversaryConfig(_Strict):
     #: split into train and validation), ``priors`` (between the attacker's two priors, a few
     #: thousand images: larger), or a number
     tau: Literal["dataset", "priors"] | float = "dataset"
+    #: keep the shadow-head shards in the cache after a variant's result is stored (false: a
+    #: million heads take 10 GB; a re-run with other settings then regenerates them)
+    keep_shadows: bool = True
 
     _dataset = dataset_name("dataset")
 

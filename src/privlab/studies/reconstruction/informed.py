@@ -151,8 +151,28 @@ def run_informed_adversary(
         out["reconnn"].append({"known_init": known, **res})
     n = cfg.fixed + 1
     dp_spec = cfg.dp_head or cfg.head  # by default the RecoNN arm's own MLP
+    out["dp"] = _dp_rows(cfg, data, dp_spec, base, seed, state, progress, out["kappa"])
     epochs = dp_spec.epochs_for(n)
-    out["dp"] = []
+    if cfg.epsilons:
+        out["bound_curve"] = _bound_curve(out["kappa"], n, epochs, cfg.epsilons)
+    return out
+
+
+def _dp_rows(
+    cfg: InformedAdversaryConfig,
+    data: dict[str, Split],
+    dp_spec: HeadSpec,
+    base: dict[str, Any],
+    seed: int,
+    state: StateDir,
+    progress: Progress,
+    kappa: float,
+) -> list[dict[str, Any]]:
+    """RecoNN on DP-SGD models (the non-private reference first), each success with its
+    interval against the ReRo bound γ."""
+    n = cfg.fixed + 1
+    epochs = dp_spec.epochs_for(n)
+    rows = []
     for eps in [None, *cfg.epsilons] if cfg.epsilons else []:
         dp = (
             None
@@ -168,14 +188,12 @@ def run_informed_adversary(
         row: dict[str, Any] = {"epsilon": eps, "head": dp_spec.model_dump(), **res}
         row |= _success_interval(row["nn_oracle_success"], cfg.victims)
         if dp is not None:
-            row["epsilon_spent"], row["gamma"] = dp_epsilon_gamma(dp, n, epochs, out["kappa"])
+            row["epsilon_spent"], row["gamma"] = dp_epsilon_gamma(dp, n, epochs, kappa)
             row["noise_multiplier"] = dp.noise_multiplier
-            row["gamma_dp"] = _gamma_eps_delta(row["epsilon_spent"], HeadDP.delta(n), out["kappa"])
+            row["gamma_dp"] = _gamma_eps_delta(row["epsilon_spent"], HeadDP.delta(n), kappa)
             row |= bound_check(row["nn_oracle_success"], cfg.victims, row["gamma"])
-        out["dp"].append(row)
-    if cfg.epsilons:
-        out["bound_curve"] = _bound_curve(out["kappa"], n, epochs, cfg.epsilons)
-    return out
+        rows.append(row)
+    return rows
 
 
 def _success_interval(rate: float, victims: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ key of everything it depends on; re-running an interrupted experiment resumes fr
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
@@ -250,7 +251,7 @@ def _shadows(
         )
         for i, part in enumerate(("train", "val"))
     }
-    dirs = {part: cache / "shadow_heads" / job.key()[:16] for part, job in jobs.items()}
+    dirs = {part: shadow_dir(cache, job.key()) for part, job in jobs.items()}
     start = time.perf_counter()
     for part, job in jobs.items():
         feats, labels, _ = priors.part(part)
@@ -258,6 +259,11 @@ def _shadows(
             generate_shadow_heads(job, feats, labels, dirs[part], backend=cfg.backend)
     heads = {part: shadow_heads(job, dirs[part]) for part, job in jobs.items()}
     return jobs, heads, time.perf_counter() - start
+
+
+def shadow_dir(cache: Path, job_key: str) -> Path:
+    """Where a job's shards live in the cache (by its configuration hash)."""
+    return cache / "shadow_heads" / job_key[:16]
 
 
 def _privacy(
@@ -384,7 +390,7 @@ def run_weak_adversary(
             "tau": priors.tau,
             "extractor": priors.extractor_sha256,
             "settings": {k: repr(val) for k, val in s.items()},
-            "config": cfg.model_dump(mode="json", exclude={"variants"}),
+            "config": cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"}),
         }
         variants.append(
             state.get_or_run(
@@ -395,6 +401,9 @@ def run_weak_adversary(
                 ),
             )
         )
+        if not cfg.keep_shadows:  # the result is in state/: the shards may go
+            for job_key in variants[-1].get("job_keys", {}).values():
+                shutil.rmtree(shadow_dir(cache, job_key), ignore_errors=True)
     private = [v for v in variants if v.get("privacy")]
     defended = (
         {
