@@ -23,7 +23,8 @@ if [ ${#names[@]} -eq 0 ]; then
          song2019_table3_fmnist song2019_fig5_fmnist song2019_table7_fmnist
          song2019_table6_fmnist song2019_table5_fmnist song2019_table11_fmnist
          song2019_table9_fmnist song2019_fig3_fmnist song2019_fig4_fmnist
-         balle2022_informed_mnist maciazek_table1_mnist maciazek_fig4_dp_mnist)
+         balle2022_informed_mnist maciazek_table1_mnist maciazek_fig4_dp_mnist
+         atat2026_defence_grid_mnist)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"

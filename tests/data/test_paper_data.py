@@ -70,3 +70,18 @@ def test_the_installed_files_at_full_size(name: str) -> None:
     small = DATASETS.build(name, members=500, nonmembers=500, population=1000, seed=1)
     share = torch.bincount(load_idx_folder(folder, "train")[1]) / 60_000
     assert (torch.bincount(small.members.y) - 500 * share).abs().max() <= 2  # stratified
+
+
+def test_identities_split_every_digit_into_writing_styles(tmp_path: Path) -> None:
+    folder = make_idx_folder(tmp_path / "m")
+    plain = DATASETS.build("mnist", path=str(folder), roles="pooled", members=20, nonmembers=10)
+    styles = DATASETS.build(
+        "mnist", path=str(folder), roles="pooled", members=20, nonmembers=10, identities=2
+    )
+    assert styles.num_classes == 20 and styles.class_names[7] == "3/1"
+    # image ids are their global index, whose digit is index % 10: a style of its own digit
+    first_pixel = torch.round(styles.members.x[:, 0, 0, 0] * 255).long()
+    assert torch.equal(styles.members.y // 2, first_pixel % 10)
+    assert len(set(styles.members.y.tolist())) > 10  # more than one style per digit drawn
+    with pytest.raises(ValueError, match="identities must be"):
+        DATASETS.build("mnist", path=str(folder), identities=0)

