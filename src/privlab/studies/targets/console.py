@@ -67,7 +67,8 @@ def exposed_text_tables(view: Mapping[str, Any]) -> list[TextTable]:
 
 
 def inversion_text_table(view: Mapping[str, Any]) -> TextTable | None:
-    """Accuracy, robustness, Acc@1 and KNN distance per target (report.html has all)."""
+    """Accuracy, robustness, Acc@1, the distance success (within τ; Acc@1 & τ: both) and KNN
+    distance per target (report.html has all)."""
     header, cells = inversion_table(view)
     if not cells:
         return None
@@ -77,10 +78,11 @@ def inversion_text_table(view: Mapping[str, Any]) -> TextTable | None:
         for i, h in enumerate(header)
         if h in ("target", "test acc", "robust acc")
         or (h == "n" and several)
-        or h.endswith(("Acc@1", "KNN dist"))
+        or h.endswith(("Acc@1", "within τ", "Acc@1 & τ", "KNN dist"))
     ]
     return TextTable(
-        "model inversion (%, KNN distance)",
+        "model inversion (%, KNN distance; within τ: nearest private image of the class within "
+        "τ in pixel MSE; Acc@1 & τ: the evaluator agrees and within τ)",
         [header[i] for i in keep],
         [[row[i] for i in keep] for row in cells],
     )

@@ -227,17 +227,25 @@ def _inversion_section(report: Mapping[str, Any]) -> str:
         inversion_table,
         masked_note,
         per_class_figure,
+        tau_note,
         tradeoff_figure,
     )
 
     header, cells = inversion_table(report)
     if not cells:
         return ""
+    tau = tau_note(report)
     parts = [
         "<h2>Model inversion</h2><p class=sub>Evaluator Acc@1 / Acc@5 and 1-NN accuracy of the "
-        "reconstructions (%), KNN distance to the nearest private image of the class in the "
-        "evaluator's feature space (lower = closer = more leakage), robust accuracy under the "
-        "configured L∞ attack, mean nHSIC over hidden layers; mean ± std over seeds.</p>",
+        "reconstructions (%); success by distance (%): <i>within τ</i>, the nearest private "
+        "image of the class is within τ in pixel MSE, and <i>Acc@1 &amp; τ</i>, the evaluator "
+        "agrees and within τ (an image the evaluator accepts but that resembles no private "
+        "image is not a success); pixel MSE to that nearest private image; KNN distance to the "
+        "nearest private image of the class in the evaluator's feature space (lower = closer = "
+        "more leakage), robust accuracy under the configured L∞ attack, mean nHSIC over hidden "
+        "layers; mean ± std over seeds. — : not recorded (reports before the distance "
+        "success).</p>",
+        *([f"<p class=sub>{esc(tau)}</p>"] if tau else []),
         text_table(header, cells),
         *(f"<p class=sub>{esc(line)}</p>" for line in masked_note(report)),
         figure_html(tradeoff_figure, report, "attack success against robust accuracy"),

@@ -6,6 +6,11 @@ data and the evaluation classifier on the private members. Per target,
 ``state/``) and measures what the AT-AT study puts next to attack success: test and robust
 accuracy, nHSIC per hidden layer and, for a pixel-masked model, whether masked pixels can
 influence the output at all.
+
+Beside the evaluator's Acc@1 every attack records success by distance
+(:mod:`privlab.metrics.inversion_distance`): a reconstruction of class c is within τ of a
+private image of class c in pixel MSE, τ calibrated per seed on the members and non-members
+(their true labels); "both" is the evaluator agreeing and within τ.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from privlab.config.base import AttackConfig, Component
 from privlab.data.bundle import DataBundle, Split, class_subset
 from privlab.metrics.hsic import layer_hsic
 from privlab.metrics.inversion import inversion_metrics
+from privlab.metrics.inversion_distance import (
+    class_mean_success,
+    distance_success,
+    distance_threshold,
+    heldout_success,
+)
 from privlab.models.vae import VAE, train_vae
 from privlab.registry import ATTACKS, DATASETS
 from privlab.report.image_codec import image_hex
@@ -46,6 +57,12 @@ class InversionSetup:
     prior_key: str
     evaluator: TrainedModel
     evaluator_test_acc: float
+    #: τ of the distance success and its two reference levels (:func:`distance_tau`)
+    distance: dict[str, float | None] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tau(self) -> float | None:
+        return self.distance.get("tau")
 
 
 def public_data(config: TargetsConfig, bundle: DataBundle, seed: int) -> Split:
@@ -177,7 +194,28 @@ def inversion_setup(
     from privlab.metrics.utility import accuracy
 
     test_acc = accuracy(evaluator.model, bundle.nonmembers.x, bundle.nonmembers.y, device=device)
-    return InversionSetup(public, prior, prior_key, evaluator, test_acc)
+    distance = distance_tau(bundle, cfg.classes)
+    return InversionSetup(public, prior, prior_key, evaluator, test_acc, distance)
+
+
+def distance_tau(bundle: DataBundle, classes: list[int] | None) -> dict[str, float | None]:
+    """``tau``: the distance success's threshold, the mean over the members (of the attacked
+    classes, true labels) of the pixel MSE to the nearest non-member of the same class;
+    ``class_mean_within_tau``: the fraction of those classes whose mean member image is within
+    τ (the no-information level); ``heldout_within_tau``: the fraction of those non-members
+    within τ of a member of their class (a real image the model never saw). All None without
+    non-members of those classes. Properties of the data, the same for every target."""
+    members, held = bundle.members, bundle.nonmembers
+    kw: dict[str, Any] = {"value_range": bundle.value_range, "classes": classes}
+    try:
+        tau = distance_threshold(members.x, members.y, held.x, held.y, **kw)
+    except ValueError:
+        return {"tau": None, "class_mean_within_tau": None, "heldout_within_tau": None}
+    return {
+        "tau": tau,
+        "class_mean_within_tau": class_mean_success(members.x, members.y, tau, **kw),
+        "heldout_within_tau": heldout_success(members.x, members.y, held.x, held.y, tau, **kw),
+    }
 
 
 def run_inversion_attack(
@@ -202,22 +240,20 @@ def run_inversion_attack(
         num_classes=bundle.num_classes,
         device=device,
     )
-    grid = []
-    labels = recon.labels.tolist()
-    nearest = metrics.pop("nearest_private")
+    distance = distance_success(
+        recon.images,
+        recon.labels,
+        private.x,
+        private.y,
+        tau=setup.tau,
+        evaluator_hit=metrics["image_hit1"],
+        value_range=bundle.value_range,
+    )
+    for c, rates in distance.pop("per_class").items():
+        metrics["per_class"][c] |= rates
+    metrics |= distance
     shown = cfg.grid_classes if seed == grid_seed else 0  # grids of the first seed only
-    for c in sorted(set(labels))[:shown]:
-        i = labels.index(c)  # the best image of the class (selection order)
-        grid.append(
-            {
-                "class": c,
-                "class_name": bundle.class_names[c] if bundle.class_names else str(c),
-                "image": image_hex(recon.images[i], bundle.value_range),
-                "nearest": image_hex(private.x[nearest[i]], bundle.value_range),
-                "knn_dist": metrics["image_knn_dist"][i],
-                "hit1": metrics["image_hit1"][i],
-            }
-        )
+    grid = _grid(recon.images, recon.labels.tolist(), metrics, private, bundle, shown)
     return {
         "attack": acfg.name,
         "label": acfg.display,
@@ -228,6 +264,36 @@ def run_inversion_attack(
         **{k: v for k, v in metrics.items() if not k.startswith("image_")},
         "grid": grid,
     }
+
+
+def _grid(
+    images: torch.Tensor,
+    labels: list[int],
+    metrics: dict[str, Any],
+    private: Split,
+    bundle: DataBundle,
+    shown: int,
+) -> list[dict[str, Any]]:
+    """The report's image grid: the best image of the first ``shown`` classes (selection
+    order), its nearest private image in the evaluator's features and its success flags."""
+    nearest = metrics.pop("nearest_private")
+    grid = []
+    for c in sorted(set(labels))[:shown]:
+        i = labels.index(c)
+        grid.append(
+            {
+                "class": c,
+                "class_name": bundle.class_names[c] if bundle.class_names else str(c),
+                "image": image_hex(images[i], bundle.value_range),
+                "nearest": image_hex(private.x[nearest[i]], bundle.value_range),
+                "knn_dist": metrics["image_knn_dist"][i],
+                "hit1": metrics["image_hit1"][i],
+                "nearest_mse": metrics["image_nearest_mse"][i],
+                "within_tau": metrics["image_within_tau"][i],
+                "both": metrics["image_both"][i],
+            }
+        )
+    return grid
 
 
 def masked_invariance(
@@ -324,7 +390,7 @@ def evaluate_inversion(
     for acfg in cfg.attacks:
         resolved = ATTACKS.build(acfg.name, **acfg.params).params()
         shown = cfg.grid_classes if seed == grid_seed else 0
-        key = [*common, acfg.name, acfg.display, resolved, shown]
+        key = [*common, acfg.name, acfg.display, resolved, shown, {"distance_tau": setup.tau}]
 
         def run(acfg: AttackConfig = acfg) -> dict[str, Any]:
             with step(progress, f"{acfg.display} inversion of {target.info.name}"):
@@ -354,5 +420,6 @@ def evaluate_inversion(
         "attacks": attacks,
         **measurements,
         "evaluator_test_acc": setup.evaluator_test_acc,
+        **setup.distance,
         "seconds": time.perf_counter() - start,
     }

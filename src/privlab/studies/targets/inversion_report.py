@@ -20,9 +20,29 @@ TARGET_COLUMNS = {
     "robust_acc": "robust acc",
     "hsic_xz": "nHSIC(X,Z)",
     "hsic_yz": "nHSIC(Y,Z)",
+    "dcor_xz": "dCor(X,Z)",  # bias-corrected distance correlation: scale-invariant
+    "dcor_yz": "dCor(Y,Z)",
 }
-#: per-attack metrics (key → column suffix); fractions except the KNN distance
-ATTACK_COLUMNS = {"acc1": "Acc@1", "acc5": "Acc@5", "nn_acc1": "1-NN acc", "knn_dist": "KNN dist"}
+#: per-attack metrics (key → column suffix); fractions except the KNN distance and pixel MSE.
+#: "within τ": the nearest private image of the class is within τ (pixel MSE); "Acc@1 & τ":
+#: the evaluator agrees and within τ (metrics/inversion_distance.py). Older reports lack
+#: them, and the pixel MSE: "—".
+ATTACK_COLUMNS = {
+    "acc1": "Acc@1",
+    "dist_success": "within τ",
+    "both_success": "Acc@1 & τ",
+    "acc5": "Acc@5",
+    "nn_acc1": "1-NN acc",
+    "knn_dist": "KNN dist",
+    "nearest_mse": "pixel MSE",
+}
+
+
+def _layer_mean(layers: list[Mapping[str, Any]], key: str) -> float | None:
+    """The mean over hidden layers, None when a layer lacks it (reports written before it)."""
+    values = [h.get(key) for h in layers]
+    finite = [float(v) for v in values if v is not None]
+    return float(np.mean(finite)) if finite and len(finite) == len(values) else None
 
 
 def _target_values(t: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,6 +54,8 @@ def _target_values(t: Mapping[str, Any]) -> dict[str, Any]:
         "robust_acc": (inv.get("robustness") or {}).get("robust_acc"),
         "hsic_xz": np.mean([h["hsic_xz"] for h in hsic]) if hsic else None,
         "hsic_yz": np.mean([h["hsic_yz"] for h in hsic]) if hsic else None,
+        "dcor_xz": _layer_mean(hsic, "dcor_xz"),
+        "dcor_yz": _layer_mean(hsic, "dcor_yz"),
         "pixels_kept": (inv.get("masked_pixels") or {}).get("pixels_kept"),
         "masked_identical": (inv.get("masked_pixels") or {}).get("identical_outputs"),
     }
@@ -64,13 +86,16 @@ def inversion_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fmt(stat: Stat, key: str, n: int = 2) -> str:
-    """Mean ± std (only the mean for a single seed); percent except KNN distance and nHSIC."""
+    """Mean ± std (only the mean for a single seed); percent except KNN distance, pixel MSE,
+    nHSIC and dCor."""
     m, s = stat
     if m is None:
         return "—"
     if key == "knn_dist":
         text = f"{m:.0f} ± {(s or 0):.0f}"
-    elif key.startswith("hsic"):
+    elif key == "nearest_mse":
+        text = f"{m:.4f} ± {(s or 0):.4f}"
+    elif key.startswith(("hsic", "dcor")):
         text = f"{m:.3f} ± {(s or 0):.3f}"
     else:
         text = format_pm(stat)
@@ -180,6 +205,13 @@ def per_class_figure(report: Mapping[str, Any], attack: str | None = None) -> st
     return to_b64(fig)
 
 
+def _grid_mark(g: Mapping[str, Any]) -> str:
+    """✓ only when the evaluator agrees AND the image is within τ of a private image of its
+    class; ✗ otherwise; — when the report predates the distance success (no ``both``)."""
+    both = g.get("both")
+    return "—" if both is None else ("✓" if both else "✗")
+
+
 def grid_figure(attack: Mapping[str, Any]) -> str:
     """Each class's best reconstruction (top row) above its nearest private image (bottom)."""
     grid = [g for g in attack.get("grid") or [] if isinstance(g, Mapping)]
@@ -187,14 +219,43 @@ def grid_figure(attack: Mapping[str, Any]) -> str:
         (
             decode_image_hex(g["image"]),
             decode_image_hex(g["nearest"]),
-            f"{g.get('class_name')} {'✓' if g.get('hit1') else '✗'}",
+            f"{g.get('class_name')} {_grid_mark(g)}",
         )
         for g in grid
     ]
     return image_pairs_figure(
         pairs,
-        f"{attack.get('label')}: reconstruction (top) and nearest private image (bottom)",
+        f"{attack.get('label')}: reconstruction (top) and nearest private image (bottom); "
+        "✓ = evaluator agrees and within τ",
     )
+
+
+def tau_note(report: Mapping[str, Any]) -> str | None:
+    """The distance-success threshold τ of every seed and its reference levels, or None when
+    no run recorded one (reports before the distance success)."""
+    seeds: dict[str, Mapping[str, Any]] = {}
+    for t in targets_of(report):
+        inv = t.get("inversion") or {}
+        if isinstance(inv.get("tau"), int | float):
+            seeds.setdefault(str(t.get("seed", "?")), inv)
+    if not seeds:
+        return None
+    values = ", ".join(f"{float(inv['tau']):.4f} (seed {seed})" for seed, inv in seeds.items())
+    text = (
+        f"τ = {values}: the mean over the private images of the pixel MSE (images in [−1, 1]) "
+        "to the nearest non-member of the same class. Within τ: the reconstruction's nearest "
+        "private image of its class is at most τ away; Acc@1 & τ: the evaluator agrees too."
+    )
+    levels = {
+        "class_mean_within_tau": "each class's mean private image (a blurry blob, no model "
+        "needed) for",
+        "heldout_within_tau": "a real image of the class the model never saw (a non-member) for",
+    }
+    for key, what in levels.items():
+        found = [inv[key] for inv in seeds.values() if isinstance(inv.get(key), int | float)]
+        if found:
+            text += f" Within τ: {what} {100 * float(np.mean(found)):.0f} %."
+    return text
 
 
 def masked_note(report: Mapping[str, Any]) -> list[str]:
@@ -234,5 +295,6 @@ __all__ = [
     "masked_note",
     "per_class_figure",
     "robustness_correlation",
+    "tau_note",
     "tradeoff_figure",
 ]
