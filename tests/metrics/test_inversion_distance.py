@@ -17,20 +17,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _brute_force_tau(px, py, hx, hy, lo, hi, classes=None):
-    """τ written out with loops: for every private image of a class with held-out images,
-    the per-pixel MSE (images mapped to [−1, 1]) to its nearest held-out image of that class,
-    averaged over those private images."""
+    """τ written out with loops, in Maciazek & Allison's direction: for every held-out image
+    of a class with private images, the per-pixel MSE (images mapped to [−1, 1]) to its
+    nearest private image of that class, averaged over those held-out images."""
     px, hx = np.asarray(px, np.float64), np.asarray(hx, np.float64)
     nearest = []
-    for i in range(len(px)):
-        if classes is not None and int(py[i]) not in classes:
+    for j in range(len(hx)):
+        if classes is not None and int(hy[j]) not in classes:
             continue
-        a = 2 * (px[i] - lo) / (hi - lo) - 1
+        b = 2 * (hx[j] - lo) / (hi - lo) - 1
         best = None
-        for j in range(len(hx)):
-            if int(hy[j]) != int(py[i]):
+        for i in range(len(px)):
+            if int(py[i]) != int(hy[j]):
                 continue
-            b = 2 * (hx[j] - lo) / (hi - lo) - 1
+            a = 2 * (px[i] - lo) / (hi - lo) - 1
             d = float(((a - b) ** 2).sum() / a.size)
             best = d if best is None else min(best, d)
         if best is not None:
