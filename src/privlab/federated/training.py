@@ -14,6 +14,11 @@ Utility: test accuracy after every round, and the final training loss (the paper
 measure) and accuracy. Utility loss of a defence = undefended minus defended accuracy (or
 defended minus undefended loss) at the same seed and settings.
 
+``rounds`` is a fixed number of rounds, or a :class:`~privlab.federated.convergence.Convergence`
+rule: then the training loss is evaluated after every round and training stops once it has
+stopped improving (or at the rule's cap); ``rounds`` in the result is the number run, and
+``convergence`` records the rule, whether it fired and the training-loss curve.
+
 DP accounting (example-level, for the "dp" defence): an example of client k takes part in a
 round when its client is drawn and it falls in that client's batch, with probability
 q_k = (m/clients)·B/n_k; the largest q (smallest shard) is the worst case, and clients hold
@@ -39,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privlab.data.bundle import Split
+from privlab.federated.convergence import Convergence
 from privlab.federated.defences.base import Defence, defended_update
 from privlab.federated.defences.dp_sgd import DPSGD
 from privlab.federated.defences.none import NoDefence
@@ -94,9 +100,13 @@ def dp_accounting(
 
 
 def _check_settings(
-    rounds: int, batch_size: int, participation: float, server_lr: float | None, delta: float | None
+    rounds: int | Convergence,
+    batch_size: int,
+    participation: float,
+    server_lr: float | None,
+    delta: float | None,
 ) -> None:
-    if rounds < 1:
+    if not isinstance(rounds, Convergence) and rounds < 1:
         raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -146,7 +156,7 @@ def federated_train(
     test_split: Split,
     *,
     clients: int = 10,
-    rounds: int = 100,
+    rounds: int | Convergence = 100,
     batch_size: int = 16,
     local_steps: int = 1,
     lr: float = 0.1,
@@ -159,11 +169,11 @@ def federated_train(
 ) -> dict[str, Any]:
     """FedAvg simulation under ``defence`` (None: undefended); see the module docstring.
     ``model_fn`` is called under ``torch.manual_seed(seed)`` in a forked RNG state. Returns
-    the utility (``accuracy`` per round, ``final_*`` losses and accuracies), the settings,
-    the DP accounting of "dp" (else ``epsilon`` None), ``seconds`` and ``model``."""
+    the utility (``accuracy`` per round, ``final_*`` losses and accuracies), the settings
+    (``rounds``: the rounds run), ``convergence`` (None for a fixed number of rounds), the DP
+    accounting of "dp" (else ``epsilon`` None), ``seconds`` and ``model``."""
     _check_settings(rounds, batch_size, participation, server_lr, delta)
     chosen = defence if defence is not None else NoDefence()
-    at_client = chosen.training_defence()
     start = time.perf_counter()
 
     with torch.random.fork_rng():
@@ -171,21 +181,21 @@ def federated_train(
         model = model_fn()
     gen = torch.Generator().manual_seed(seed)
     shards = shard_indices(len(train_split), clients, gen)
-    per_round = max(1, round(participation * clients))
-
     settings: dict[str, Any] = {
         "rounds": rounds,
         "clients": clients,
-        "clients_per_round": per_round,
+        "clients_per_round": max(1, round(participation * clients)),
         "batch_size": batch_size,
         "local_steps": local_steps,
         "lr": lr,
         "server_lr": lr if server_lr is None else server_lr,
         "seed": seed,
     }
-    clients_data = (train_split, shards, at_client, gen, local_batch)
-    accuracy = [_fedavg_round(model, clients_data, settings, test_split) for _ in range(rounds)]
+    clients_data = (train_split, shards, chosen.training_defence(), gen, local_batch)
+    accuracy, convergence = _train_rounds(model, clients_data, settings, test_split, rounds)
+    settings["rounds"] = len(accuracy)
     result = _outcome(model, chosen, accuracy, train_split, test_split, settings)
+    result["convergence"] = convergence
     if isinstance(chosen, DPSGD):
         delta = float(len(train_split)) ** -1.1 if delta is None else delta
         result |= dp_accounting(
@@ -202,9 +212,32 @@ def federated_train(
     return result
 
 
+ClientsData = tuple[Split, list[torch.Tensor], Defence, torch.Generator, int | None]
+
+
+def _train_rounds(
+    model: nn.Module,
+    clients_data: ClientsData,
+    settings: dict[str, Any],
+    test_split: Split,
+    rounds: int | Convergence,
+) -> tuple[list[float], dict[str, Any] | None]:
+    """The test accuracy after every round, for a fixed number of rounds or until the rule
+    says the training loss has converged (then also the rule's summary)."""
+    if not isinstance(rounds, Convergence):
+        fixed = [_fedavg_round(model, clients_data, settings, test_split) for _ in range(rounds)]
+        return fixed, None
+    monitor = rounds.monitor()
+    accuracy: list[float] = []
+    while True:
+        accuracy.append(_fedavg_round(model, clients_data, settings, test_split))
+        if monitor.update(evaluate(model, clients_data[0])[0]):
+            return accuracy, monitor.summary()
+
+
 def _fedavg_round(
     model: nn.Module,
-    clients_data: tuple[Split, list[torch.Tensor], Defence, torch.Generator, int | None],
+    clients_data: ClientsData,
     settings: dict[str, Any],
     test_split: Split,
 ) -> float:

@@ -191,7 +191,8 @@ def test_report_tables_and_figures_render(tmp_path, monkeypatch):
     sec = gi_run(report)
     view = {"gradient_inversion": sec}  # the form the study's tables read
     header, rows = points_table(view)
-    assert header[:3] == ["client", "defence", "PSNR IG"] and len(rows) == 2
+    assert header[:4] == ["client", "defence", "zeros % before→after", "PSNR IG"]
+    assert len(rows) == 2
     assert matched_table(view)[1]
     for figure in (tradeoff_figure(sec), attacks_figure(sec), grid_figure(sec["settings"][0])):
         assert len(figure) > 2000  # a real PNG, not the placeholder

@@ -26,14 +26,31 @@ def _pct(x: Any) -> str:
     return "—" if x is None else f"{100 * float(x):.0f}"
 
 
+def _zeros(point: Mapping[str, Any]) -> str:
+    """The update's zero entries before → after the defence, in % ("—" in older reports)."""
+    sparsity = point.get("sparsity") or {}
+    before, after = sparsity.get("zero_fraction_before"), sparsity.get("zero_fraction_after")
+    if before is None or after is None:
+        return "—"
+    return f"{100 * float(before):.1f}→{100 * float(after):.1f}"
+
+
+def _lr_factor(util: Mapping[str, Any]) -> str:
+    """The tuned server learning rate as a multiple of the base rate ("—": not tuned)."""
+    tuned = util.get("lr_tuning") or {}
+    return "—" if tuned.get("factor") is None else f"×{float(tuned['factor']):g}"
+
+
 def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """One row per client setting × defence point: each attack's PSNR, the strongest attack's
-    RMSE / SSIM / identification rate, and the defence's utility cost."""
+    """One row per client setting × defence point: the update's zero entries before → after
+    the defence, each attack's PSNR, the strongest attack's RMSE / SSIM / identification rate,
+    and the defence's utility cost (with the tuned server learning rate's factor)."""
     sec = section_of(report)
     attacks = list(sec.get("attacks") or [])
     header = [
         "client",
         "defence",
+        "zeros % before→after",
         *(f"PSNR {a}" for a in attacks),
         "best RMSE",
         "best SSIM",
@@ -42,6 +59,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         "utility loss",
         "acc loss %",
         "ε",
+        "server lr",
     ]
     rows = []
     for s in sec.get("settings") or []:
@@ -51,6 +69,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
                 [
                     s["client"]["label"],
                     p["label"],
+                    _zeros(p),
                     *(_f((p["attacks"].get(a) or {}).get("psnr")) for a in attacks),
                     _f(best.get("rmse"), ".3f"),
                     _f(best.get("ssim"), ".3f"),
@@ -59,6 +78,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
                     _f(util.get("utility_loss"), ".3f"),
                     _pct(util.get("accuracy_loss")),
                     _f(util.get("epsilon"), ".3g"),
+                    _lr_factor(util),
                 ]
             )
     return header, rows
@@ -189,6 +209,30 @@ def grid_figure(setting: Mapping[str, Any]) -> str:
     return to_b64(fig)
 
 
+def training_lines(report: Mapping[str, Any]) -> list[str]:
+    """How long FedAvg ran per client setting: a fixed number of rounds, or until the
+    undefended run converged (then every run of the setting lasts as long); "" in older
+    reports that did not record it."""
+    lines = []
+    for s in section_of(report).get("settings") or []:
+        base = s.get("baseline_utility") or {}
+        rounds, conv = base.get("rounds"), base.get("convergence")
+        if rounds is None:
+            continue
+        text = f"{s['client']['label']}: FedAvg ran {rounds} rounds"
+        if conv:
+            state = "converged" if conv.get("converged") else "hit the cap before converging"
+            text += (
+                f" (the undefended run {state}: no training-loss improvement of "
+                f"{conv.get('tolerance')} nats for {conv.get('patience')} rounds, cap "
+                f"{conv.get('max_rounds')}); every defended run trains as many rounds"
+            )
+        else:
+            text += " (fixed)"
+        lines.append(text)
+    return lines
+
+
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """The matched comparison in words: which defence protects best most often."""
     lines = []
@@ -220,8 +264,12 @@ def html_section(report: Mapping[str, Any]) -> str:
         "inverts each client's (defended) update. Reconstructions are matched one-to-one to the "
         "private batch; <i>identified</i>: the reconstruction's nearest client image is its own; "
         "<i>best</i>: the strongest attack. Utility loss: final FedAvg training loss with the "
-        "defence minus without it.</p>",
+        "defence minus without it. <i>zeros % before→after</i>: the share of the update's "
+        "entries that are exactly zero without and with the defence; <i>server lr</i>: the "
+        "tuned server learning rate as a multiple of the base rate (tuned on the population, "
+        "never the clients' data).</p>",
         text_table(*points_table(report)),
+        *(f"<p class=sub>{esc(line)}</p>" for line in training_lines(report)),
     ]
     for s in sec.get("settings") or []:
         base = (s.get("baselines") or {}).get("mean_image") or {}

@@ -15,6 +15,11 @@ every strength of its sweep:
 * **utility**: FedAvg training of the task with the defence at every client
   (:func:`~privlab.federated.training.federated_train`); utility loss = final training loss
   minus the undefended run's (the paper's measure), accuracy loss beside it, ε for DP-SGD.
+  The undefended run lasts ``utility.rounds`` rounds or, with ``until: converged``, until its
+  training loss converges; every other run of the setting lasts as many rounds. Defences
+  listed in ``utility.lr_tuning`` first pick their server learning rate on the population;
+* **sparsity**: the fraction of the update's entries that are zero before and after the
+  defence (pruning's p counts entries that may have been zero already).
 
 Finally the defences of each client setting are compared at equal utility loss
 (:func:`~privlab.federated.utility_matching.utility_matched_table`, each defence's curve starting
@@ -41,7 +46,9 @@ from privlab import __version__
 from privlab.attacks.gradient_inversion.base import server_target
 from privlab.config.base import Component
 from privlab.data.from_config import bundle_from_config
+from privlab.federated.client import client_update
 from privlab.federated.defences import DEFENCES, defended_update
+from privlab.federated.observation import GradientObservation
 from privlab.federated.training import federated_train
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
@@ -54,7 +61,9 @@ from privlab.studies.gradient_inversion.config import (
     GradientInversionConfig,
 )
 from privlab.studies.gradient_inversion.defence_comparison import QUALITY, matched_comparison
+from privlab.studies.gradient_inversion.lr_tuning import candidate_rates, choose_rate
 from privlab.studies.gradient_inversion.scores import best_of, mean_of, score_batch
+from privlab.studies.gradient_inversion.sparsity import update_sparsity
 
 SCHEMA_VERSION = 1
 CPU = torch.device("cpu")
@@ -145,19 +154,19 @@ class FederatedTask:
 
 # ---------------------------------------------------------------- the units
 
+Batches = list[tuple[torch.Tensor, torch.Tensor, list[int]]]
 
-def attack_point(
+
+def observations_of(
     task: FederatedTask,
     client: ClientSetting,
     defence_name: str,
     params: dict[str, Any],
-    batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
-) -> dict[str, Any]:
-    """Every attack against every batch under one defence at one strength."""
-    cfg = task.cfg
-    lo, hi = task.bundle.value_range
+    batches: Batches,
+) -> list[GradientObservation]:
+    """What the server observes from every batch under the defence (seeded per batch)."""
     defence = DEFENCES.build(defence_name, **params)
-    observations = [
+    return [
         defended_update(
             task.model,
             x,
@@ -168,6 +177,31 @@ def attack_point(
         )
         for b, (x, y, _) in enumerate(batches)
     ]
+
+
+def sparsity_point(
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    batches: Batches,
+) -> dict[str, Any]:
+    """Zero entries of the batches' updates before and after the defence (cheap: not cached)."""
+    clean = [client_update(task.model, x, y, **client.schedule()) for x, y, _ in batches]
+    return update_sparsity(clean, observations_of(task, client, defence_name, params, batches))
+
+
+def attack_point(
+    task: FederatedTask,
+    client: ClientSetting,
+    defence_name: str,
+    params: dict[str, Any],
+    batches: Batches,
+) -> dict[str, Any]:
+    """Every attack against every batch under one defence at one strength."""
+    cfg = task.cfg
+    lo, hi = task.bundle.value_range
+    observations = observations_of(task, client, defence_name, params, batches)
     attacks: dict[str, Any] = {}
     examples: dict[str, Any] = {}
     for acfg in cfg.attacks:
@@ -202,18 +236,30 @@ def utility_point(
     defence_name: str,
     params: dict[str, Any],
     seed: int | None = None,
+    *,
+    rounds: int | None = None,
+    server_lr: float | None = None,
+    tuning: bool = False,
 ) -> dict[str, Any]:
     """FedAvg training of the task with the defence at every client (``seed``: another
-    initialisation and client sampling, for the run-to-run noise floor)."""
+    initialisation and client sampling, for the run-to-run noise floor; ``rounds``: a fixed
+    length instead of the config's; ``server_lr``: instead of the config's; ``tuning``: train
+    on the population, not on the members, for learning-rate tuning)."""
     u = task.cfg.utility
     assert u is not None
     seed = task.seed if seed is None else seed
+    train = task.bundle.population if tuning else task.members
+    if tuning and len(train) < u.clients:
+        raise ValueError(
+            f"utility.lr_tuning trains on the population, which has {len(train)} examples: "
+            f"too few for {u.clients} clients"
+        )
     result = federated_train(
         partial(task.new_model, seed),
-        task.members,
+        train,
         task.bundle.nonmembers,
         clients=u.clients,
-        rounds=u.rounds,
+        rounds=u.stop() if rounds is None else rounds,
         batch_size=client.batch_size,
         local_steps=client.local_steps,
         lr=client.lr,
@@ -221,7 +267,7 @@ def utility_point(
         defence=DEFENCES.build(defence_name, **params),
         seed=seed,
         participation=u.participation,
-        server_lr=u.server_lr,
+        server_lr=u.server_lr if server_lr is None else server_lr,
     )
     result.pop("model")
     return result
@@ -230,9 +276,7 @@ def utility_point(
 # ---------------------------------------------------------------- the study
 
 
-def _baselines(
-    task: FederatedTask, batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]]
-) -> dict[str, Any]:
+def _baselines(task: FederatedTask, batches: Batches) -> dict[str, Any]:
     """What no attack needs: the members' mean image, and uniform noise, scored like attacks."""
     lo, hi = task.bundle.value_range
     mean_image = task.members.x.mean(0, keepdim=True)
@@ -260,20 +304,71 @@ class _Units:
     def __init__(self, task: FederatedTask, client: ClientSetting, state: StateDir) -> None:
         self.task, self.client, self.state = task, client, state
         self.key = task.key() | {"client": client.model_dump(mode="json")}
-        u = task.cfg.utility
-        self.util_cfg = u.model_dump(mode="json", exclude={"noise_seeds"}) if u else None
+        self.u = task.cfg.utility
+        self.util_cfg = self.u.cache_key() if self.u else None
 
     def unit(self, prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
         return self.state.get_or_run(f"gi-{self.client.label}-{prefix}", self.key | extra, fn)
 
-    def utility(self, defence: str, params: dict[str, Any], label: str) -> dict[str, Any]:
-        """FedAvg with the defence (``label``: the unit's name prefix)."""
-        extra = {"unit": "utility", "defence": defence, "params": params, "utility": self.util_cfg}
-        return self.unit(
-            f"{label}-utility",
-            extra,
-            partial(utility_point, self.task, self.client, defence, params),
+    def utility(
+        self, defence: str, params: dict[str, Any], label: str, rounds: int
+    ) -> dict[str, Any]:
+        """FedAvg with the defence for ``rounds`` rounds (the undefended run's), at the tuned
+        server rate when ``utility.lr_tuning`` lists the defence (``label``: the unit's name
+        prefix)."""
+        assert self.u is not None
+        extra: dict[str, Any] = {
+            "unit": "utility",
+            "defence": defence,
+            "params": params,
+            "utility": self.util_cfg,
+        }
+        if self.u.until != "rounds":
+            extra["rounds"] = rounds
+        tuned = None
+        if self.u.lr_tuning is not None and defence in self.u.lr_tuning.defences:
+            tuned = self.tune(defence, params, label, rounds)
+            extra["server_lr"] = tuned["server_lr"]
+        run = partial(
+            utility_point,
+            self.task,
+            self.client,
+            defence,
+            params,
+            rounds=rounds,
+            server_lr=None if tuned is None else tuned["server_lr"],
         )
+        result: dict[str, Any] = self.unit(f"{label}-utility", extra, run)
+        return result if tuned is None else result | {"lr_tuning": tuned}
+
+    def tune(self, defence: str, params: dict[str, Any], label: str, rounds: int) -> dict[str, Any]:
+        """The server rate of the least final training loss among the grid's, each a FedAvg
+        run of ``rounds`` rounds on the population (never the members: no attacked batch)."""
+        assert self.u is not None and self.u.lr_tuning is not None
+        base = self.u.server_lr or self.client.lr
+        runs = []
+        for factor, rate in candidate_rates(base, self.u.lr_tuning.factors):
+            extra = {
+                "unit": "lr_tuning",
+                "defence": defence,
+                "params": params,
+                "utility": self.util_cfg,
+                "rounds": rounds,
+                "server_lr": rate,
+            }
+            run = partial(
+                utility_point,
+                self.task,
+                self.client,
+                defence,
+                params,
+                rounds=rounds,
+                server_lr=rate,
+                tuning=True,
+            )
+            result = self.unit(f"{label}-tune-x{factor:g}", extra, run)
+            runs.append((factor, rate, float(result["final_train_loss"])))
+        return choose_rate(runs, base)
 
 
 def _baseline_utility(units: _Units, progress: Progress) -> tuple[dict[str, Any] | None, float]:
@@ -287,11 +382,13 @@ def _baseline_utility(units: _Units, progress: Progress) -> tuple[dict[str, Any]
         baseline = units.unit(
             "utility-none", base, partial(utility_point, task, client, "none", {})
         )
+        rounds = int(baseline["rounds"])  # the noise seeds train as long (as the defences)
+        same = {} if u.until == "rounds" else {"rounds": rounds}
         others = [
             units.unit(
                 f"utility-none-seed{k}",
-                base | {"seed_offset": k},
-                partial(utility_point, task, client, "none", {}, task.seed + k),
+                base | {"seed_offset": k} | same,
+                partial(utility_point, task, client, "none", {}, task.seed + k, rounds=rounds),
             )["final_train_loss"]
             for k in range(1, u.noise_seeds + 1)
         ]
@@ -307,8 +404,24 @@ def _utility_block(util: dict[str, Any], baseline: dict[str, Any]) -> dict[str, 
         "accuracy_loss": baseline["final_accuracy"] - util["final_accuracy"],
         "epsilon": util.get("epsilon"),
         "delta": util.get("delta"),
+        "rounds": util.get("rounds"),
+        "server_lr": util.get("server_lr"),
+        "lr_tuning": util.get("lr_tuning"),
         "accuracy_curve": util["accuracy"],
         "seconds": util["seconds"],
+    }
+
+
+def _baseline_block(baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The undefended FedAvg run's utility, its length and (until: converged) convergence."""
+    if baseline is None:
+        return None
+    return {
+        "final_train_loss": baseline["final_train_loss"],
+        "final_accuracy": baseline["final_accuracy"],
+        "rounds": baseline.get("rounds"),
+        "server_lr": baseline.get("server_lr"),
+        "convergence": baseline.get("convergence"),
     }
 
 
@@ -316,7 +429,7 @@ def _defence_point(
     units: _Units,
     sweep: DefenceSweep,
     point_of: tuple[int, dict[str, Any], str],
-    batches: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
+    batches: Batches,
     baseline: dict[str, Any] | None,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -341,11 +454,13 @@ def _defence_point(
         "params": params,
         "rank": rank,
         **privacy,
+        "sparsity": sparsity_point(units.task, client, sweep.name, params, batches),
     }
     if baseline is not None:
         with step(progress, f"{label} ({client.label}): FedAvg"):
             undefended = sweep.name == "none" and not params
-            util = baseline if undefended else units.utility(sweep.name, params, label)
+            rounds = int(baseline["rounds"])
+            util = baseline if undefended else units.utility(sweep.name, params, label, rounds)
         point["utility"] = _utility_block(util, baseline)
     return point
 
@@ -368,12 +483,7 @@ def run_client_setting(
         "client": client.model_dump(mode="json") | {"label": client.label},
         "batch_rows": [rows for _, _, rows in batches],
         "baselines": _baselines(task, batches),
-        "baseline_utility": None
-        if baseline_utility is None
-        else {
-            "final_train_loss": baseline_utility["final_train_loss"],
-            "final_accuracy": baseline_utility["final_accuracy"],
-        },
+        "baseline_utility": _baseline_block(baseline_utility),
         "originals": [image_hex(img, (lo, hi)) for img in x0],
         "points": points,
         "utility_noise_floor": floor if cfg.utility else None,

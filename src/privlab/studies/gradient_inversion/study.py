@@ -16,6 +16,7 @@ from privlab.studies.gradient_inversion.report import (
     matched_table,
     points_table,
     summary_lines,
+    training_lines,
 )
 from privlab.studies.gradient_inversion.run import run_gradient_inversion_study
 
@@ -76,7 +77,7 @@ class GradientInversionStudy(StudyBase):
         tables = []
         for suffix, view in _views(report, section):
             header, rows = points_table(view)
-            notes = summary_lines(view)
+            notes = training_lines(view) + summary_lines(view)
             if rows:
                 tables.append(
                     TextTable(f"gradient inversion (PSNR dB, RMSE, %){suffix}", header, rows, notes)
