@@ -12,6 +12,7 @@ from privlab.training.regimes import (  # noqa: F401  (registration)
     mid,
     natural,
     neg_ls,
+    noise_layer,
     permuted_labels,
     pgd_at,
     tl_dmi,
