@@ -13,7 +13,9 @@ For m examples with features A (m × d, rows flattened):
 * nHSIC(A, B) = Σ_ij (R_A ∘ R_Bᵀ)_ij = tr(R_A R_B).
 
 nHSIC(X, Z_l) measures how much a hidden layer Z_l depends on the input, nHSIC(Y, Z_l) on the
-label. Computed in float64; m × m inverses take milliseconds at a batch of 128.
+label. Computed in float64; m × m inverses take milliseconds at a batch of 128. The estimator is
+not scale-invariant (the kernel's bandwidth is fixed), so :func:`layer_hsic` reports the
+scale-invariant measures of :mod:`privlab.metrics.dependency` beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from privlab.metrics.dependency import distance_correlation, linear_cka
 
 Kernel = Literal["gaussian", "linear"]
 EPSILON = 1e-5
@@ -125,6 +129,34 @@ def capture_hidden(
     return logits, captured
 
 
+def _batch_measures(
+    x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, sigma: float | None
+) -> tuple[float, ...]:
+    """nHSIC, bias-corrected distance correlation and debiased linear CKA of Z with X and Y
+    (the last four NaN for batches under 4 examples, which they need)."""
+    hsic = (
+        normalized_hsic(x, z, sigma=sigma),
+        normalized_hsic(onehot, z, kernel_a="linear", sigma=sigma),
+    )
+    if len(x) < 4:
+        return (*hsic, *[float("nan")] * 4)
+    return (
+        *hsic,
+        distance_correlation(x, z),
+        distance_correlation(onehot, z),
+        linear_cka(x, z),
+        linear_cka(onehot, z),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+#: the per-layer keys of :func:`layer_hsic`, in the order of :func:`_batch_measures`
+LAYER_MEASURES = ("hsic_xz", "hsic_yz", "dcor_xz", "dcor_yz", "cka_xz", "cka_yz")
+
+
 @torch.no_grad()
 def layer_hsic(
     model: nn.Module,
@@ -135,27 +167,23 @@ def layer_hsic(
     which: Literal["penultimate", "relu"] = "relu",
     batch_size: int = 128,
     sigma: float | None = 5.0,
-) -> list[dict[str, float]]:
+) -> list[dict[str, float | None]]:
     """Per hidden layer, nHSIC(X, Z_l) and nHSIC(Y, Z_l) averaged over full batches (the
-    replication code's evaluation: Gaussian kernels, linear kernel on one-hot Y)."""
+    replication code's evaluation: Gaussian kernels, linear kernel on one-hot Y), and beside
+    them the scale-invariant bias-corrected distance correlation (``dcor_*``) and debiased
+    linear CKA (``cka_*``) of :mod:`privlab.metrics.dependency` on the same batches (None
+    for batches under 4 examples)."""
     model = model.eval()
-    rows = []  # per full batch (drop_last, as BiDO needs): layers × (X-Z, Y-Z)
+    rows = []  # per full batch (drop_last, as BiDO needs): layers × measures
     for i in range(0, len(y) - batch_size + 1, batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         _, hidden = capture_hidden(model, xb, which)
         onehot = F.one_hot(yb, num_classes)
-        rows.append(
-            [
-                (
-                    normalized_hsic(xb, z, sigma=sigma),
-                    normalized_hsic(onehot, z, kernel_a="linear", sigma=sigma),
-                )
-                for z in hidden
-            ]
-        )
+        rows.append([_batch_measures(xb, onehot, z, sigma) for z in hidden])
     if not rows:
         raise ValueError(f"need at least one full batch of {batch_size} examples")
     means = np.mean(rows, axis=0)
     return [
-        {"layer": i, "hsic_xz": float(xz), "hsic_yz": float(yz)} for i, (xz, yz) in enumerate(means)
+        {"layer": i, **{k: _finite(v) for k, v in zip(LAYER_MEASURES, layer, strict=True)}}
+        for i, layer in enumerate(means)
     ]
