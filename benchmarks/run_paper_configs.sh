@@ -24,7 +24,10 @@ if [ ${#names[@]} -eq 0 ]; then
          song2019_table6_fmnist song2019_table5_fmnist song2019_table11_fmnist
          song2019_table9_fmnist song2019_fig3_fmnist song2019_fig4_fmnist
          balle2022_informed_mnist maciazek_table1_mnist maciazek_fig4_dp_mnist
-         atat2026_defence_grid_mnist)
+         atat2026_defence_grid_mnist
+         liu2025_fig2_fig4_feature_matching_mnist liu2025_fig2_fig4_feature_matching_fashion_mnist
+         liu2025_batch_size_sweep_mnist liu2025_batch_size_sweep_fashion_mnist
+         liu2025_fig3_utility_matched_mnist liu2025_fig3_utility_matched_fashion_mnist)
 fi
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"
