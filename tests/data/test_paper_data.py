@@ -74,7 +74,6 @@ def test_the_installed_files_at_full_size(name: str) -> None:
 
 def test_identities_split_every_digit_into_writing_styles(tmp_path: Path) -> None:
     folder = make_idx_folder(tmp_path / "m")
-    plain = DATASETS.build("mnist", path=str(folder), roles="pooled", members=20, nonmembers=10)
     styles = DATASETS.build(
         "mnist", path=str(folder), roles="pooled", members=20, nonmembers=10, identities=2
     )

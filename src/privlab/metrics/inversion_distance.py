@@ -24,9 +24,10 @@ What it does and does not reject: an image far from every private image of its c
 pixels (a constant mid-grey image, adversarial noise) fails it however confident the evaluator
 is. A *blurry class mean* can pass it: in MSE the centroid of a class is closer to its members
 than they are to one another (on mnist5k with 8 styles per digit, seed 0: τ = 0.148, the mean
-image of every class is within it, and half of the non-members are). :func:`class_mean_success` measures that level for
-the data at hand: the distance success of a reconstructor that outputs each class's mean
-image, the no-information level against which a distance success is read.
+image of every class is within it, and half of the non-members are).
+:func:`class_mean_success` measures that level for the data at hand: the distance success of
+a reconstructor that outputs each class's mean image, the no-information level against which a
+distance success is read.
 :func:`heldout_success` gives the other reference: how often a genuinely new image of the
 class (a non-member) is within τ of a private image of its class.
 """
