@@ -102,7 +102,7 @@ def test_natural_ensemble_equals_sequential_training(tiny, spec):
     "regime",
     [
         REGIMES.build("label_smoothing", alpha=-0.2),
-        REGIMES.build("pgd_at", eps=0.1, steps=2, adv_ratio=0.5),
+        REGIMES.build("pgd_at", eps=0.1, steps=2, adv_ratio=0.5, adv_subset="batch"),
         REGIMES.build("pgd_at", eps=0.5, steps=2, norm="l2"),
     ],
     ids=["label_smoothing", "pgd_linf_ratio", "pgd_l2"],
