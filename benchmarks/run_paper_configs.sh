@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Re-run the paper-claim configs (configs/paper/*.yaml) into results/paper/<name>/.
 # Models are cached (PRIVLAB_CACHE, default .privlab_cache/) and shared between configs,
-# and each run resumes where it stopped. Usage: benchmarks/run_paper_configs.sh [names...]
+# and each run resumes where it stopped. Every invocation of a config appends its wall time
+# to benchmarks/results/paper_runs.jsonl (with "resumed": whether state/ already held
+# finished units, so a resumed run's time is only the rest). A failing config does not stop
+# the ones after it; the script exits 1 if any failed.
+# Usage: benchmarks/run_paper_configs.sh [names...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PRIVLAB_CACHE="${PRIVLAB_CACHE:-$PWD/.privlab_cache}"
@@ -29,7 +33,20 @@ if [ ${#names[@]} -eq 0 ]; then
          liu2025_batch_size_sweep_mnist liu2025_batch_size_sweep_fashion_mnist
          liu2025_fig3_utility_matched_mnist liu2025_fig3_utility_matched_fashion_mnist)
 fi
+LOG=benchmarks/results/paper_runs.jsonl
+failed=0
 for name in "${names[@]}"; do
   echo "== $name $(date +%T)"
-  /usr/bin/time -f "$name: %e s" "$PRIVLAB" run "configs/paper/$name.yaml" --out "results/paper/$name"
+  resumed=false
+  [ -d "results/paper/$name/state" ] && [ -n "$(ls -A "results/paper/$name/state")" ] && resumed=true
+  start=$(date +%s)
+  status=0
+  "$PRIVLAB" run "configs/paper/$name.yaml" --out "results/paper/$name" || status=$?
+  seconds=$(( $(date +%s) - start ))
+  echo "$name: $seconds s (exit $status)"
+  printf '{"config": "%s", "seconds": %d, "exit": %d, "resumed": %s, "finished": "%s", "commit": "%s", "nproc": %d}\n' \
+    "$name" "$seconds" "$status" "$resumed" "$(date -u +%FT%TZ)" \
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)" >> "$LOG"
+  [ "$status" -eq 0 ] || failed=1
 done
+exit "$failed"
