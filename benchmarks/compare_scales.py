@@ -1,0 +1,95 @@
+"""The paper's number, the small-scale run and the full-data run of each claim, side by side
+(for docs/reproductions.md), from benchmarks/paper_numbers.yaml and results/paper/*/report.json.
+
+Utility in %, A_inf in % (mean ± sample std over seeds); "clears the null" says for how many
+of the full run's seeds the A_inf is above its no-signal level (the permutation null's 95th
+percentile). A run not finished yet shows "—".
+
+Usage: .venv/bin/python benchmarks/compare_scales.py [NAME ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from privlab.report.schema import ReportError, load_report
+from privlab.report.stats import format_pm
+from privlab.studies.targets.aggregate import aggregate_targets, attack_label, attacks_of
+from privlab.studies.targets.study import flat_view
+
+NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
+RESULTS = Path("results/paper")
+
+
+def _view(config: str) -> dict[str, Any] | None:
+    try:
+        report = load_report(RESULTS / config / "report.json")
+    except (OSError, ReportError):
+        return None
+    return flat_view(report, report["studies"]["targets"])
+
+
+def _cell(row: dict[str, Any] | None, metric: str) -> str:
+    if row is None:
+        return "—"
+    stats = (
+        row["attacks"].get(metric, {}).get("accuracy")
+        if metric in row["attacks"]
+        else row.get(metric)
+    )
+    return "—" if stats is None or stats[0] is None else format_pm(stats)
+
+
+def _clears_null(view: dict[str, Any] | None, target: str, label: str) -> str:
+    """How many seeds' A_inf of ``label`` on ``target`` are above the null's 95th percentile."""
+    if view is None:
+        return "—"
+    verdicts = []
+    for t in view["targets"]:
+        if (t.get("base_name") or t.get("name")) != target:
+            continue
+        for a in attacks_of(t):
+            m = a.get("metrics") or {}
+            null = (m.get("accuracy_null") or {}).get("p95")
+            if attack_label(a) == label and null is not None:
+                verdicts.append(m["accuracy"] > null)
+    return f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "—"
+
+
+def comparison(spec: dict[str, Any]) -> str:
+    small, full = _view(spec["small"]), _view(spec["full"])
+    rows = {
+        name: {r["target"]: r for r in aggregate_targets(v)} if v else {}
+        for name, v in (("small", small), ("full", full))
+    }
+    renamed = spec.get("targets", {})
+    lines = [
+        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
+        "",
+        "| target | metric | paper | small scale | full data | full: seeds clearing the null |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for target, paper in spec["paper"].items():
+        for metric in spec["metrics"]:
+            is_attack = metric not in ("train_acc", "test_acc", "adv_train_acc", "adv_test_acc")
+            lines.append(
+                f"| {target} | {metric} | {paper.get(metric, '—')} | "
+                f"{_cell(rows['small'].get(renamed.get(target, target)), metric)} | "
+                f"{_cell(rows['full'].get(target), metric)} | "
+                f"{_clears_null(full, target, metric) if is_attack else ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(names: list[str]) -> None:
+    specs = yaml.safe_load(NUMBERS.read_text())
+    for name in names or list(specs):
+        print(comparison(specs[name]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
