@@ -207,3 +207,15 @@ def test_the_documented_table_names_every_cut_off() -> None:
     cut_offs = [n for n in dir(levels) if re.fullmatch(r"[A-Z_]+_(MODERATE|HIGH)", n)]
     assert len(cut_offs) == 11
     assert not [n for n in cut_offs if n not in doc], "constants missing from docs/levels.md"
+
+
+def test_the_share_identified_is_graded_by_its_lower_bound_when_the_count_is_known():
+    from privlab.report.levels import Level, gradient_level, gradient_reading
+
+    # one image of eight: 12.5 % as a point, but its 95 % interval reaches 0.3 %
+    assert gradient_level(8.3, identified=1 / 8) == Level.MODERATE  # count unknown
+    assert gradient_level(8.3, identified=1 / 8, images=8) == Level.LOW
+    assert gradient_level(8.3, identified=7 / 8, images=8) == Level.MODERATE  # lower 0.47
+    assert gradient_level(8.3, identified=1.0, images=8) == Level.HIGH  # lower bound 0.63
+    reading = gradient_reading(8.3, identified=1 / 8, images=8)
+    assert "1 of 8 images identified (95 % CI 0.32–52.7 %)" in reading

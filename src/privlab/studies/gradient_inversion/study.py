@@ -34,17 +34,26 @@ def _psnr(point: Mapping[str, Any]) -> Any:
     return (point.get("best") or {}).get("psnr")
 
 
-def _level(point: Mapping[str, Any], baseline_psnr: Any) -> Level:
+def _images(setting: Mapping[str, Any]) -> int | None:
+    """How many private images a client setting's batches hold (None in older reports)."""
+    return sum(len(rows) for rows in setting.get("batch_rows") or []) or None
+
+
+def _level(point: Mapping[str, Any], baseline_psnr: Any, images: int | None) -> Level:
     best = point.get("best") or {}
-    level = gradient_level(best["psnr"], best.get("ssim"), best.get("identified"), baseline_psnr)
+    level = gradient_level(
+        best["psnr"], best.get("ssim"), best.get("identified"), baseline_psnr, images
+    )
     return Level.NONE if level is None else level
 
 
-def _point_text(point: Mapping[str, Any], level: Level) -> str:
+def _point_text(point: Mapping[str, Any], level: Level, images: int | None) -> str:
     """One defence point: the strongest attack's PSNR, share identified, utility cost, level."""
     best, util = point.get("best") or {}, point.get("utility") or {}
     text = f"{point['label']}: {best['psnr']:.1f} dB"
-    if best.get("identified") is not None:
+    if best.get("identified") is not None and images:
+        text += f", {round(best['identified'] * images)} of {images} identified"
+    elif best.get("identified") is not None:
         text += f", {100 * best['identified']:.0f} % identified"
     if util.get("utility_loss") is not None:
         text += f", utility loss {util['utility_loss']:.2f}"
@@ -97,14 +106,15 @@ class GradientInversionStudy(StudyBase):
                 client = f"client {s['client']['label']}{suffix}"
                 base = ((s.get("baselines") or {}).get("mean_image") or {}).get("psnr")
                 points = s.get("points") or []
-                read = [(p, _level(p, base)) for p in points if _psnr(p) is not None]
+                n = _images(s)
+                read = [(p, _level(p, base, n)) for p in points if _psnr(p) is not None]
                 if not read:
                     continue
-                lines.append(f"{client}: " + "; ".join(_point_text(p, lv) for p, lv in read))
+                lines.append(f"{client}: " + "; ".join(_point_text(p, lv, n) for p, lv in read))
                 worst, _ = max(read, key=lambda item: item[1])  # the first at the highest level
                 best = worst.get("best") or {}
                 reading = gradient_reading(
-                    best["psnr"], best.get("ssim"), best.get("identified"), base
+                    best["psnr"], best.get("ssim"), best.get("identified"), base, n
                 )
                 lines.append(f"{client}, {worst['label']}: {reading}")
         return lines
