@@ -310,6 +310,21 @@ class _Units:
     def unit(self, prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
         return self.state.get_or_run(f"gi-{self.client.label}-{prefix}", self.key | extra, fn)
 
+    def _fedavg(
+        self,
+        defence: str,
+        params: dict[str, Any],
+        rounds: int,
+        server_lr: float | None,
+        *,
+        tuning: bool = False,
+    ) -> Callable[[], dict[str, Any]]:
+        """One FedAvg utility run with the defence, to be run (or resumed) as a unit."""
+        return partial(
+            utility_point, self.task, self.client, defence, params,
+            rounds=rounds, server_lr=server_lr, tuning=tuning,
+        )  # fmt: skip
+
     def utility(
         self, defence: str, params: dict[str, Any], label: str, rounds: int
     ) -> dict[str, Any]:
@@ -329,15 +344,8 @@ class _Units:
         if self.u.lr_tuning is not None and defence in self.u.lr_tuning.defences:
             tuned = self.tune(defence, params, label, rounds)
             extra["server_lr"] = tuned["server_lr"]
-        run = partial(
-            utility_point,
-            self.task,
-            self.client,
-            defence,
-            params,
-            rounds=rounds,
-            server_lr=None if tuned is None else tuned["server_lr"],
-        )
+        rate = None if tuned is None else tuned["server_lr"]
+        run = self._fedavg(defence, params, rounds, rate)
         result: dict[str, Any] = self.unit(f"{label}-utility", extra, run)
         return result if tuned is None else result | {"lr_tuning": tuned}
 
@@ -356,16 +364,7 @@ class _Units:
                 "rounds": rounds,
                 "server_lr": rate,
             }
-            run = partial(
-                utility_point,
-                self.task,
-                self.client,
-                defence,
-                params,
-                rounds=rounds,
-                server_lr=rate,
-                tuning=True,
-            )
+            run = self._fedavg(defence, params, rounds, rate, tuning=True)
             result = self.unit(f"{label}-tune-x{factor:g}", extra, run)
             runs.append((factor, rate, float(result["final_train_loss"])))
         return choose_rate(runs, base)
