@@ -107,3 +107,19 @@ def test_scalars_of_one_seed_are_the_numbers_runs_are_compared_on(report) -> Non
     assert pgd["I_L honest_accuracy"] == pytest.approx(0.611)
     assert pgd["I_B tpr@0.01"] == 0.05
     assert "ver_test_acc" not in pgd  # not measured: left out, not None
+
+
+def test_markdown_stars_an_a_inf_that_does_not_clear_its_no_signal_level() -> None:
+    def target(name: str, seed: int, acc: float) -> dict[str, Any]:
+        metrics = {"accuracy": acc, "accuracy_null": {"mean": 0.518, "p95": 0.534}}
+        return {
+            "name": name,
+            "base_name": name,
+            "seed": seed,
+            "utility": {"train_acc": 1.0, "test_acc": 0.9},
+            "attacks": [{"label": "I_B", "metrics": metrics}],
+        }
+
+    md = markdown_summary({"targets": [target("leaky", 0, 0.60), target("quiet", 0, 0.53)]})
+    assert "| 60.0 ± 0.0 |" in md and "| 53.0 ± 0.0* |" in md
+    assert "* marks a mean A_inf not above its no-signal level" in md

@@ -37,7 +37,15 @@ UTILITY_COLUMNS = {
     "ver_test_acc": "ver-test",
 }
 UTILITY_KEYS = tuple(UTILITY_COLUMNS)
-ATTACK_STATS = ("accuracy", "advantage", "auc", "honest_accuracy", "tpr@0.001", "tpr@0.01")
+ATTACK_STATS = (
+    "accuracy",
+    "advantage",
+    "auc",
+    "honest_accuracy",
+    "tpr@0.001",
+    "tpr@0.01",
+    "null_p95",
+)
 
 
 def attack_label(attack: Mapping[str, Any]) -> str:
@@ -50,6 +58,8 @@ def attack_value(attack: Mapping[str, Any], key: str) -> Any:
     metrics = attack.get("metrics") or {}
     if key == "honest_accuracy":
         return (metrics.get("honest") or {}).get("accuracy")
+    if key == "null_p95":  # the worst-case accuracy's no-signal level (permutation null)
+        return (metrics.get("accuracy_null") or {}).get("p95")
     if key.startswith("tpr@"):
         tprs = metrics.get("tpr_at_fpr") or {}
         fpr = float(key[4:])
@@ -110,6 +120,15 @@ def aggregate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _accuracy_cell(stats: Mapping[str, Any]) -> str:
+    """A_inf (mean ± std), starred when it does not clear the mean no-signal level."""
+    acc, null = stats.get("accuracy"), stats.get("null_p95")
+    cell = format_pm(acc)
+    if acc and null and acc[0] is not None and null[0] is not None and acc[0] <= null[0]:
+        cell += "*"
+    return cell
+
+
 def markdown_summary(report: Mapping[str, Any]) -> str:
     """GitHub markdown table of :func:`aggregate_targets` (percent, ``mean ± std``).
 
@@ -129,14 +148,17 @@ def markdown_summary(report: Mapping[str, Any]) -> str:
     for row in rows:
         cells = [md_escape(row["target"]), str(row["n"])]
         cells += [format_pm(row[k]) for k in UTILITY_KEYS]
-        cells += [format_pm((row["attacks"].get(lab) or {}).get("accuracy")) for lab in labels]
+        cells += [_accuracy_cell(row["attacks"].get(lab) or {}) for lab in labels]
         lines.append("| " + " | ".join(cells) + " |")
     name = (report.get("config") or {}).get("name")
     seeds = report.get("seeds")
     note = "Values in %, mean ± sample std over seeds"
     if seeds:
         note += f" ({', '.join(str(s) for s in seeds)})"
-    note += "; A_inf is the worst-case (oracle-threshold) membership inference accuracy."
+    note += (
+        "; A_inf is the worst-case (oracle-threshold) membership inference accuracy; * marks "
+        "a mean A_inf not above its no-signal level (the permutation null's 95th percentile)."
+    )
     title = f"**{md_escape(name)}**\n\n" if name else ""
     return title + "\n".join(lines) + "\n\n" + note + "\n"
 
