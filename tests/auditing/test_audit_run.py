@@ -115,7 +115,9 @@ def test_a_recipe_and_population_give_lira_with_reference_models(
         out=tmp_path / "a",
     )
     assert not any(s.startswith(("lira", "loss_threshold")) for s in result.skipped)
-    assert _auc(result.report, "lira") > 0.6
+    assert _auc(result.report, "lira (online)") > 0.6
+    # offline LiRA from the same reference models: only those each candidate is OUT of
+    assert _auc(result.report, "lira (offline)") > 0.55
     html = result.save(tmp_path / "saved")
     assert html.is_file() and (tmp_path / "saved" / "report.json").is_file()
 

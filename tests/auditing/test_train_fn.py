@@ -56,7 +56,7 @@ def _audit(data: dict, out: Path, **kwargs: object) -> AuditResult:
 
 def _lira(report: dict) -> tuple[dict, dict]:
     (target,) = report["studies"]["targets"]["runs"][0]["targets"]
-    lira = next(a for a in target["attacks"] if a["label"] == "lira")
+    lira = next(a for a in target["attacks"] if a["label"] == "lira (online)")
     return lira, target["reference_models"]
 
 

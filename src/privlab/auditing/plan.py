@@ -105,8 +105,21 @@ def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]
         elif (attack.needs_reference or attack.needs_reference_models) and not plan.can_train:
             skipped.append(f"{name}: {plan.why_not_train()}")
         else:
-            chosen.append({"name": name, "label": LABELS.get(name, name)})
+            chosen += _variants(name, attack)
     return chosen, skipped
+
+
+def _variants(name: str, attack: Any) -> list[dict[str, Any]]:
+    """The attack as the audit runs it: an attack with online and offline modes (LiRA, RMIA)
+    runs in both, from the same reference models (the offline one uses only the models each
+    candidate is OUT of, as an attacker without the candidates in its pool would)."""
+    label = LABELS.get(name, name)
+    if getattr(attack, "mode", None) != "online":
+        return [{"name": name, "label": label}]
+    return [
+        {"name": name, "label": f"{label} (online)", "params": {"mode": "online"}},
+        {"name": name, "label": f"{label} (offline)", "params": {"mode": "offline"}},
+    ]
 
 
 def _input_shape(path: str, label_column: str | None) -> tuple[int, ...]:
