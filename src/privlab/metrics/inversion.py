@@ -9,6 +9,7 @@ averaged over reconstructions (lower = closer to real private images = more leak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,25 +37,41 @@ def evaluator_outputs(
     return logits, torch.cat(captured)
 
 
+def nearest_by_class(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pool_x: torch.Tensor,
+    pool_y: torch.Tensor,
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of ``x``: the ``distance`` (rows × pool matrix, on float64 inputs) to, and
+    the index of, the nearest ``pool`` row of the same class; inf and −1 where the pool has
+    none. Distances are float64."""
+    dist = torch.full((len(y),), float("inf"), dtype=torch.float64)
+    index = torch.full((len(y),), -1, dtype=torch.long)
+    for c in y.unique():
+        rows = (y == c).nonzero()[:, 0]
+        pool = (pool_y == c).nonzero()[:, 0]
+        if len(pool) == 0:
+            continue
+        best = distance(x[rows].double(), pool_x[pool].double()).min(dim=1)
+        dist[rows] = best.values
+        index[rows] = pool[best.indices]
+    return dist, index
+
+
 def nearest_private(
     features: torch.Tensor,
     labels: torch.Tensor,
     private_features: torch.Tensor,
     private_labels: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each row: squared L2 distance to, and index of, the nearest private row of its class."""
-    dist = torch.full((len(labels),), float("inf"))
-    index = torch.full((len(labels),), -1, dtype=torch.long)
-    for c in labels.unique():
-        rows = (labels == c).nonzero()[:, 0]
-        pool = (private_labels == c).nonzero()[:, 0]
-        if len(pool) == 0:
-            continue
-        d = torch.cdist(features[rows].double(), private_features[pool].double()).pow(2)
-        best = d.min(dim=1)
-        dist[rows] = best.values.float()
-        index[rows] = pool[best.indices]
-    return dist, index
+    """For each row: squared L2 distance (float32) to, and index of, the nearest private row
+    of its class."""
+    dist, index = nearest_by_class(
+        features, labels, private_features, private_labels, lambda a, b: torch.cdist(a, b).pow(2)
+    )
+    return dist.float(), index
 
 
 def inversion_metrics(

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from privlab.metrics.inversion import nearest_by_class
 from privlab.metrics.reconstruction import pairwise_mse, to_symmetric
 
 
@@ -53,21 +54,13 @@ def nearest_same_class_mse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of ``x``: ℓ to, and index of, the nearest ``pool`` image of its class
     (float64 MSE on images mapped to [−1, 1]; inf and −1 where the pool has none)."""
-    mse = torch.full((len(y),), float("inf"), dtype=torch.float64)
-    index = torch.full((len(y),), -1, dtype=torch.long)
-    for c in y.unique():
-        rows = (y == c).nonzero()[:, 0]
-        pool = (pool_y == c).nonzero()[:, 0]
-        if len(pool) == 0:
-            continue
-        d = pairwise_mse(
-            to_symmetric(x[rows].double(), value_range),
-            to_symmetric(pool_x[pool].double(), value_range),
-        )
-        best = d.min(dim=1)
-        mse[rows] = best.values
-        index[rows] = pool[best.indices]
-    return mse, index
+    return nearest_by_class(
+        x,
+        y,
+        pool_x,
+        pool_y,
+        lambda a, b: pairwise_mse(to_symmetric(a, value_range), to_symmetric(b, value_range)),
+    )
 
 
 def distance_threshold(
