@@ -70,6 +70,7 @@ def comparison(spec: dict[str, Any]) -> str:
     lines = [
         f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
         "",
+        *([spec["note"], ""] if spec.get("note") else []),
         "| target | metric | paper | small scale | full data | full: seeds clearing the null |",
         "|---|---|--:|--:|--:|--:|",
     ]
