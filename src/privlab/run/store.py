@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -324,6 +324,73 @@ def try_load_cached(model: nn.Module, path: Path) -> nn.Module | None:
     """Load a cache entry, or return None (with a warning) if it is absent, unusable or does
     not match its recorded sha256: see :func:`load_cached`."""
     return model if load_cached(model, path) is not None else None
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], at: str) -> Any:
+    """``obj`` as JSON with its tensors moved into ``tensors`` (named by their path), dict
+    keys of any type and non-finite floats kept: the inverse of :func:`_decode`."""
+    if isinstance(obj, torch.Tensor):
+        tensors[at] = obj.detach().cpu().contiguous().clone()
+        return {"$t": at}
+    if isinstance(obj, Mapping):
+        return {"$kv": [[k, _encode(v, tensors, f"{at}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        return [_encode(v, tensors, f"{at}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"$f": repr(obj)}
+    return obj
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "$t" in obj:
+            return tensors[obj["$t"]]
+        if "$f" in obj:
+            return float(obj["$f"])
+        return {k: _decode(v, tensors) for k, v in obj["$kv"]}
+    return obj
+
+
+class FileCheckpoint:
+    """A long computation's progress in one safetensors file: the tensors, and the rest of
+    the state as JSON in its header with the checksum of the tensors and the ``key`` of the
+    computation. ``load`` gives None (with a warning naming the file when one is there) for
+    a missing, corrupt or foreign file; nothing is unpickled."""
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path, self.key = Path(path), stable_hash(key)
+
+    def save(self, state: dict[str, Any]) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        tree = json.dumps(_encode(state, tensors, "s"))
+        meta = {"key": self.key, "tree": tree, "sha256": tensors_sha256(tensors)}
+        atomic_write_bytes(self.path, safetensors_bytes(tensors, metadata=meta))
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            tensors = load_file(str(self.path))
+            if meta.get("key") != self.key:
+                raise ValueError("it belongs to another computation")
+            if meta.get("sha256") != tensors_sha256(tensors):
+                raise ValueError("its tensors do not match their recorded sha256")
+            state = _decode(json.loads(meta["tree"]), tensors)
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"ignoring checkpoint {self.path} and starting over: {err}", stacklevel=2)
+            return None
+        return dict(state)
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
 # ---------------------------------------------------------------- locks

@@ -162,3 +162,40 @@ def test_shadow_heads_are_described_consistently():
     assert list(heads) == [] and heads.task == "balanced"
     with pytest.raises(ValueError, match="outside 0..3"):
         ShadowHeads(classes=4, target_classes=(4,), read=empty)
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_reconstructor(
+    trained, tmp_path, monkeypatch
+):
+    from privlab.run.store import FileCheckpoint
+
+    _, _, heads, pools = trained
+    ti, vi = pools["train"][0], pools["val"][0]
+    attack = ATTACKS.build(
+        "weak_adversary", kind="residual", width=4, blocks=1, lr=3e-3, epochs=1, eval_every=25
+    )
+    whole = attack.fit(heads["train"], heads["val"], ti, vi, seed=3)
+
+    checks = {"n": 0}
+    val_loss = WeakAdversary._val_loss
+
+    def dies_on_the_third_check(self, *args, **kwargs):
+        checks["n"] += 1
+        if checks["n"] == 3:
+            raise KeyboardInterrupt
+        return val_loss(self, *args, **kwargs)
+
+    ckpt = FileCheckpoint(tmp_path / "fit.safetensors", {"fit": 1})
+    monkeypatch.setattr(WeakAdversary, "_val_loss", dies_on_the_third_check)
+    with pytest.raises(KeyboardInterrupt):
+        attack.fit(heads["train"], heads["val"], ti, vi, seed=3, checkpoint=ckpt)
+    monkeypatch.undo()
+    saved = ckpt.load()
+    assert saved is not None and saved["step"] == 50  # two checks were saved
+    resumed = attack.fit(heads["train"], heads["val"], ti, vi, seed=3, checkpoint=ckpt)
+    assert resumed.history == whole.history
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    # a checkpoint of another computation is not used
+    with pytest.warns(UserWarning, match="another computation"):
+        assert FileCheckpoint(tmp_path / "fit.safetensors", {"fit": 2}).load() is None

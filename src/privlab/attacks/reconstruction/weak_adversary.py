@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
@@ -48,6 +48,15 @@ from privlab.registry import ATTACKS
 from privlab.threat_model import Access, Target
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (θ, class, candidate images)
+
+
+class Checkpoint(Protocol):
+    """Where :meth:`WeakAdversary.fit` keeps its progress: ``load`` gives the last state saved
+    for this very fit (None when there is none), ``save`` replaces it."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, state: dict[str, Any]) -> None: ...
 
 
 def fit_normaliser(heads: ShadowHeads, *, covariance: bool = False) -> WeightNormaliser:
@@ -158,11 +167,14 @@ class WeakAdversary:
         *,
         seed: int = 0,
         normaliser: WeightNormaliser | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Reconstructor:
         """Train on ``heads`` (their pool ``images`` in [−1, 1]); early stopping on the soft-min
         loss of ``val`` (pool ``val_images``). Memory: one shard and the model.
         ``normaliser``: the shadows' statistics when the caller already has them (else one
-        pass over the shards)."""
+        pass over the shards). ``checkpoint``: the state is saved there at every validation
+        check, and a fit that finds one resumes from it (the batches before it are drawn again
+        and skipped), with the same result as a fit never interrupted."""
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         if normaliser is None:
@@ -177,8 +189,17 @@ class WeakAdversary:
         )
         opt = torch.optim.Adam(recon.model.parameters(), lr=self.lr)
         best, best_state, since, step = float("inf"), copy.deepcopy(recon.model.state_dict()), 0, 0
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is not None:
+            recon.model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            best_state, recon.history = saved["best_state"], list(saved["history"])
+            best, since, step = float(saved["best"]), int(saved["since"]), int(saved["step"])
+        batches = self._training_batches(heads, images, recon.targets, gen)
+        for _ in range(step):  # the batches the checkpoint already trained on
+            next(batches, None)
         recon.model.train()
-        for theta, c, cands in self._training_batches(heads, images, recon.targets, gen):
+        for theta, c, cands in batches:
             out = recon.model(recon.inputs(theta, c))
             loss = soft_min_loss(out, cands, alpha=self.alpha).mean()
             opt.zero_grad(set_to_none=True)
@@ -196,6 +217,18 @@ class WeakAdversary:
             if since >= self.patience:
                 recon.model.load_state_dict(best_state)
                 return recon
+            if checkpoint is not None:
+                checkpoint.save(
+                    {
+                        "model": recon.model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "best_state": best_state,
+                        "history": recon.history,
+                        "best": best,
+                        "since": since,
+                        "step": step,
+                    }
+                )
         v = self._val_loss(recon, val, val_images, seed + 1)
         recon.history.append({"step": float(step), "val": v})
         if v > best:

@@ -49,7 +49,7 @@ from privlab.metrics.reconstruction import (
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
 from privlab.run.progress import Progress, step
-from privlab.run.store import StateDir
+from privlab.run.store import FileCheckpoint, StateDir, stable_hash
 from privlab.studies.reconstruction.config import (
     WeakAdversaryConfig,
     WeakVariant,
@@ -340,11 +340,25 @@ def run_weak_variant(
     # one pass over the training shards: the full covariance (the null weights' law) also
     # gives the per-coordinate mean and std that normalise the reconstructor's input
     null = fit_normaliser(heads["train"], covariance=True)
+    # the fit's progress survives an interrupted run (a long fit on a million heads resumes)
+    job_keys = {part: job.key() for part, job in jobs.items()}
+    fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
+    checkpoint = FileCheckpoint(
+        cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
+        fit_key | {"priors": priors.sha256, "version": __version__},
+    )
     start = time.perf_counter()
     with step(progress, f"{variant.name}: reconstructor"):
         recon = attack.fit(
-            heads["train"], heads["val"], train_images, val_images, seed=seed, normaliser=null
+            heads["train"],
+            heads["val"],
+            train_images,
+            val_images,
+            seed=seed,
+            normaliser=null,
+            checkpoint=checkpoint,
         )
+    checkpoint.clear()
     train_seconds = time.perf_counter() - start
     result = evaluate_reconstructor(
         recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
@@ -365,7 +379,7 @@ def run_weak_variant(
         **_test_results(result),
         "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
         "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
-        "job_keys": {part: job.key() for part, job in jobs.items()},
+        "job_keys": job_keys,
         "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
     }
     if s["dp"] is not None:
