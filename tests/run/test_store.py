@@ -413,3 +413,59 @@ def test_a_real_failed_write_is_a_store_error(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert info.value.errno == errno.EFBIG and str(path) in str(info.value)
     assert list(path.parent.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 5. checkpoints
+
+
+class _DiesAtEpoch(SilentProgress):
+    """A progress whose training task raises when its ``when``-th epoch is reported."""
+
+    def __init__(self, when: int) -> None:
+        self.when, self.seen = when, 0
+
+    def task(self, description: str, total: int) -> Any:
+        outer = self
+
+        class Task:
+            def advance(self, steps: int = 1) -> None:
+                outer.seen += steps
+                if outer.seen >= outer.when:
+                    raise KeyboardInterrupt
+
+            def done(self) -> None:
+                pass
+
+        return Task()
+
+
+def test_an_interrupted_training_resumes_to_the_model_an_uninterrupted_one_caches(
+    tmp_path, monkeypatch
+):
+    _stub(monkeypatch, tmp_path / "trained")
+    whole = _get(tmp_path / "whole")
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        _get(cache, progress=_DiesAtEpoch(2))  # epoch 1 was checkpointed, epoch 2 not
+    (ckpt,) = (cache / "checkpoints").iterdir()
+    assert not list((cache / "models").glob("*.safetensors"))
+    resumed = _get(cache)
+    assert resumed.key == whole.key and resumed.sha256 == whole.sha256
+    assert not ckpt.exists()  # cleared once the model is in the cache
+
+
+def test_a_damaged_checkpoint_is_ignored_with_a_warning(tmp_path):
+    ckpt = store.FileCheckpoint(tmp_path / "c.safetensors", {"job": 1})
+    ckpt.save({"w": torch.ones(3), "epoch": 2, "best": float("inf"), "keys": {0: [1, 2]}})
+    state = ckpt.load()
+    assert state is not None and state["best"] == float("inf") and state["keys"] == {0: [1, 2]}
+    data = bytearray(ckpt.path.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf: the checksum no longer holds
+    ckpt.path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="c.safetensors.*sha256"):
+        assert ckpt.load() is None
+    ckpt.path.write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="starting over"):
+        assert ckpt.load() is None
+    ckpt.clear()
+    assert ckpt.load() is None and not ckpt.path.exists()

@@ -22,7 +22,7 @@ FAST_LR = {
 }
 
 
-def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
+def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), train_args=None, spec_args=None, **params):
     torch.manual_seed(seed)
     model = MODELS.build(
         "mlp", input_shape=bundle.input_shape, num_classes=bundle.num_classes, hidden=hidden
@@ -32,8 +32,8 @@ def _fit(name, bundle, seed=0, epochs=3, hidden=(32,), **params):
         regime = dataclasses.replace(regime, _public=bundle.population)
     if getattr(regime, "input_shape", ()) is None:  # the drop layer's mask needs the input shape
         regime = dataclasses.replace(regime, input_shape=bundle.input_shape)
-    spec = TrainSpec(epochs=epochs, batch_size=32, lr=FAST_LR.get(name, 1e-3))
-    return train(model, bundle.members, regime, spec, seed=seed)
+    spec = TrainSpec(epochs=epochs, batch_size=32, lr=FAST_LR.get(name, 1e-3), **(spec_args or {}))
+    return train(model, bundle.members, regime, spec, seed=seed, **(train_args or {}))
 
 
 MEMORISE_ONLY = {"permuted_labels"}  # trains on permuted labels: held-out accuracy is chance
@@ -59,6 +59,50 @@ def test_regime_is_deterministic_under_a_seed(name, tiny):
         a.model.state_dict().items(), b.model.state_dict().items(), strict=True
     ):
         assert ka == kb and torch.equal(va, vb)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", [n for n in REGIMES.names() if REGIMES.get(n).resumable])
+def test_an_interrupted_training_resumes_from_its_checkpoint_to_the_same_weights(
+    name, tiny, tmp_path
+):
+    from privlab.run.store import FileCheckpoint
+
+    cosine = {"schedule": "cosine"}  # the schedule's state is part of what resumes
+    whole = _fit(name, tiny, seed=5, spec_args=cosine)
+    ckpt = FileCheckpoint(tmp_path / "ckpt.safetensors", {"regime": name})
+
+    def dies_after_epoch_2(done, total, loss):
+        if done == 2:
+            raise _Interrupted  # before the loop saves epoch 2: the checkpoint holds epoch 1
+
+    with pytest.raises(_Interrupted):
+        _fit(
+            name,
+            tiny,
+            seed=5,
+            spec_args=cosine,
+            train_args={"checkpoint": ckpt, "on_epoch": dies_after_epoch_2},
+        )
+    assert ckpt.load()["epoch"] == 1
+    torch.manual_seed(123)  # the resumed run does not depend on the RNG it starts with
+    resumed = _fit(name, tiny, seed=5, spec_args=cosine, train_args={"checkpoint": ckpt})
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    for (ka, va), (kb, vb) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_a_regime_with_state_of_its_own_trains_from_scratch_past_a_checkpoint(tiny, tmp_path):
+    from privlab.run.store import FileCheckpoint
+
+    ckpt = FileCheckpoint(tmp_path / "ckpt.safetensors", {"regime": "dp_sgd"})
+    _fit("dp_sgd", tiny, train_args={"checkpoint": ckpt})
+    assert ckpt.load() is None  # nothing saved: DP-SGD's accountant is not in a checkpoint
 
 
 @pytest.mark.parametrize("name", REGIMES.names())

@@ -19,7 +19,7 @@ from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.registry import MODELS, REGIMES
 from privlab.run.progress import Progress
-from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
+from privlab.run.store import FileCheckpoint, cache_lock, load_cached, save_model, stable_hash
 from privlab.training.loop import TrainSpec, train
 from privlab.training.regime import Regime
 
@@ -145,8 +145,23 @@ def _train_and_save(
     label: str,
 ) -> TrainedModel:
     task = progress.task(f"training {label}", spec.epochs)
+    shown = [0]
+
+    def on_epoch(done: int, total: int, loss: float) -> None:
+        task.advance(done - shown[0])  # a resumed run starts past its checkpoint's epochs
+        shown[0] = done
+
+    # an interrupted training resumes from its last epoch (resumable regimes)
+    checkpoint = FileCheckpoint(path.parent.parent / "checkpoints" / path.name, recipe)
     result = train(
-        model, data, regime, spec, seed=seed, device=device, on_epoch=lambda *_: task.advance()
+        model,
+        data,
+        regime,
+        spec,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        checkpoint=checkpoint,
     )
     task.done()
     trained = result.model.cpu()
@@ -157,4 +172,5 @@ def _train_and_save(
         "history": result.history,
     }
     digest = save_model(trained, path, metadata)
+    checkpoint.clear()
     return TrainedModel(trained, regime, key, digest, result.seconds, result.summary, False)

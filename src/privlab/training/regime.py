@@ -15,6 +15,10 @@ A regime is a frozen dataclass of hyperparameters (keyword-only, paper defaults)
   here calls its own ``after_step``);
 * ``finalize(model)`` returns a plain ``nn.Module`` to store and attack;
 * ``summary()`` reports what the report's ``privacy`` block should show (e.g. DP's ε).
+
+``resumable``: the model, the optimiser, the schedule and the random streams are all the state
+training carries from one epoch to the next, so an epoch checkpoint resumes it exactly; False
+for a regime with state of its own (DP-SGD's accountant, Trap-MID's discriminator).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Regime:
     clip: tuple[float, float] = (0.0, 1.0)
     #: the regime pre-trains on public data (TL-DMI); the runner then passes it as ``_public``
     uses_public_data: ClassVar[bool] = False
+    #: an epoch checkpoint holds all its training state (module docstring)
+    resumable: ClassVar[bool] = True
     _public: Split | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def budget(self) -> tuple[float | None, str]:

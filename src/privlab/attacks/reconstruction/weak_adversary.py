@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -43,20 +43,12 @@ from privlab.attacks.reconstruction.shadow_shards import (
     head_weights,
     shard_weights,
 )
+from privlab.checkpoint import Checkpoint
 from privlab.metrics.reconstruction import rates_at, tpr_at_fpr
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access, Target
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (θ, class, candidate images)
-
-
-class Checkpoint(Protocol):
-    """Where :meth:`WeakAdversary.fit` keeps its progress: ``load`` gives the last state saved
-    for this very fit (None when there is none), ``save`` replaces it."""
-
-    def load(self) -> dict[str, Any] | None: ...
-
-    def save(self, state: dict[str, Any]) -> None: ...
 
 
 def fit_normaliser(heads: ShadowHeads, *, covariance: bool = False) -> WeightNormaliser:

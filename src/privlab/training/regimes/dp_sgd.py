@@ -27,6 +27,7 @@ class DPSGD(Regime):
     """
 
     name = "dp_sgd"
+    resumable = False  # the accountant's steps live in Opacus
     noise_multiplier: float | None = 1.0
     max_grad_norm: float = 1.0
     target_epsilon: float | None = None

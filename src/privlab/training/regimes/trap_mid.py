@@ -59,6 +59,7 @@ class TrapMID(Regime):
     """Trap-MID: learn per-class blended triggers as trapdoors that lure inversion attacks."""
 
     name = "trap_mid"
+    resumable = False  # the discriminator and triggers train beside the model
     alpha: float = 0.02
     beta: float = 0.2
     trigger_step: float = 0.01
