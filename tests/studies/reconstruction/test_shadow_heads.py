@@ -16,6 +16,7 @@ from privlab.studies.reconstruction.shadow_heads import (
     train_shard,
 )
 from privlab.training.heads import HeadSpec, build_head
+from ray_support import require_ray
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_foreign_and_corrupt_shards_are_named(pool, tmp_path):
 
 
 def test_ray_backend_gives_the_same_shards(pool, tmp_path):
-    ray = pytest.importorskip("ray")
+    ray = require_ray()
     features, labels = pool
     job = _job(pool)
     generate_shadow_heads(job, features, labels, tmp_path / "local")
