@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from privlab.config.schema import ExperimentHeader
 from privlab.data.bundle import DataBundle
 from privlab.registry import DATASETS
 from privlab.threat_model import Knowledge, LabelledQueries, Target
@@ -45,13 +46,13 @@ def overfit(tiny: DataBundle) -> tuple[Target, Knowledge]:
     )
 
 
-HEADER_KEYS = ("name", "description", "seed", "seeds", "device", "cache_dir")
+HEADER_KEYS = tuple(ExperimentHeader.model_fields)
 
 
 def tiny_config(**overrides: object) -> dict:
     """A complete, fast experiment config as plain data: a header and a ``targets:`` section.
 
-    Header keys among ``overrides`` (name, seed, seeds, device, cache_dir, description) go to
+    Header keys among ``overrides`` (name, seed, seeds, device, cache_dir, backend, …) go to
     the top level; every other key replaces the same key of the ``targets:`` section."""
     section: dict = {
         "data": {"name": "synthetic", "params": {"n": 240, "num_classes": 4, "noise": 0.4}},

@@ -135,6 +135,13 @@ OutOpt = Annotated[
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b=value.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (default: config).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(help="local, or ray: the studies' units as Ray tasks (default: config)."),
+]
+AddressOpt = Annotated[
+    str | None, typer.Option(help="A Ray cluster's address (auto: the running one); with ray.")
+]
 AccessOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -180,9 +187,12 @@ def run(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Run an experiment: train its targets, attack them, write report.json and report.html."""
-    _execute(config, out, set_ or [], device, seed)
+    where = [f"{k}={v}" for k, v in (("backend", backend), ("address", address)) if v]
+    _execute(config, out, [*(set_ or []), *where], device, seed)
 
 
 @app.command()

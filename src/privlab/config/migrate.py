@@ -20,7 +20,16 @@ TARGET_KEYS = (
     "inversion",
 )
 RECONSTRUCTION_KEYS = ("weak_adversary", "informed_adversary")
-HEADER_KEYS = ("name", "description", "seed", "seeds", "device", "cache_dir")
+HEADER_KEYS = (
+    "name",
+    "description",
+    "seed",
+    "seeds",
+    "device",
+    "cache_dir",
+    "backend",
+    "address",
+)
 
 
 def _is_legacy_targets(data: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
@@ -33,6 +33,9 @@ class ExperimentHeader(_Strict):
     seeds: list[int] | None = Field(None, min_length=1)  # several: every study runs per seed
     device: str = "auto"
     cache_dir: str | None = None
+    #: where the studies' independent units run (privlab.run.backend): here, or on Ray
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None  # a Ray cluster's address ("auto": the running one)
 
     @model_validator(mode="after")
     def _one_study(self) -> ExperimentHeader:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from privlab.run.backend import Backend, LocalBackend, make_backend
 from privlab.run.environment import resolve_device
 from privlab.run.model_cache import default_cache_dir
 from privlab.run.progress import Progress, SilentProgress
@@ -26,6 +27,7 @@ class RunContext:
     progress: Progress
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    backend: Backend = field(default_factory=LocalBackend)
 
     @classmethod
     def create(
@@ -36,6 +38,8 @@ class RunContext:
         device: str | None = "auto",
         cache_dir: str | Path | None = None,
         progress: Progress | None = None,
+        backend: str = "local",
+        address: str | None = None,
     ) -> RunContext:
         """Check the folders and the device before anything runs (a bad one is a ValueError
         that names it)."""
@@ -44,6 +48,7 @@ class RunContext:
         resolved = resolve_device(device)  # before any folder is made
         check_writable_dir(out, "output folder")
         check_writable_dir(cache, "model cache (PRIVLAB_CACHE / cache_dir)")
+        runner = make_backend(backend, address)  # Ray missing or unreachable: before any work
         return cls(
             out=out,
             state=StateDir(out),
@@ -51,6 +56,7 @@ class RunContext:
             device=resolved,
             progress=progress or SilentProgress(),
             seeds=list(seeds),
+            backend=runner,
         )
 
     def add_time(self, key: str, seconds: float) -> None:

@@ -50,8 +50,11 @@ def run_experiment(
     *,
     device: str | None = None,
     progress: Progress | None = None,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run every study of ``config`` for every seed; write and return the report."""
+    """Run every study of ``config`` for every seed; write and return the report.
+    ``device``, ``backend`` and ``address`` override the config's header."""
     start = time.perf_counter()
     ctx = RunContext.create(
         out_dir,
@@ -59,6 +62,8 @@ def run_experiment(
         device=device or config.device,
         cache_dir=config.cache_dir,
         progress=progress,
+        backend=backend or config.backend,
+        address=address or config.address,
     )
     studies = planned_studies(config)
     for study, section in studies:

@@ -174,7 +174,7 @@ def train_ensemble(
     masks, seed_list = _validate(data, masks, spec, seeds, chunk_size)
     device = torch.device(device)
     first = make_model(seed_list[0])
-    reason = _why_sequential(first, regime, spec, data, device)
+    reason = why_sequential(first, regime, spec, data, device)
     if reason is not None:
         warnings.warn(
             f"train_ensemble: cannot vectorise {type(first).__name__} under regime "
@@ -207,7 +207,7 @@ def train_ensemble(
     return _in_groups(train_group, len(seed_list), device, workers, on_epoch)
 
 
-def _why_sequential(
+def why_sequential(
     first: nn.Module, regime: Regime, spec: TrainSpec, data: Split, device: torch.device
 ) -> str | None:
     """Why the models cannot train as one stacked ensemble (None: they can)."""

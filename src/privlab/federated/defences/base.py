@@ -39,7 +39,6 @@ __all__ = ["DEFENCES", "Defence", "defended_update"]
 Gradients = dict[str, torch.Tensor]
 
 
-
 def require_generator(generator: torch.Generator | None, who: str) -> torch.Generator:
     """Randomised defences draw only from an explicit, seeded generator (reproducibility)."""
     if generator is None:

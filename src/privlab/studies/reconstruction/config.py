@@ -77,7 +77,6 @@ class WeakAdversaryConfig(_Strict):
     shadows: int = Field(100_000, ge=1)
     val_shadows: int = Field(2_000, ge=1)
     shard_size: int = Field(10_000, ge=1)
-    backend: Literal["local", "ray"] = "local"
     reconstructor: ReconstructorSettings = ReconstructorSettings()
     dp: DPConfig | None = None
     variants: list[WeakVariant] = Field(default_factory=list)
@@ -91,6 +90,16 @@ class WeakAdversaryConfig(_Strict):
     keep_shadows: bool = True
 
     _dataset = dataset_name("dataset")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_moved(cls, data: object) -> object:
+        if isinstance(data, dict) and "backend" in data:
+            raise ValueError(
+                "`backend` moved to the config's header (`backend: ray`, or `privlab run "
+                "--backend ray`): it now runs every study's units, not only the shadow heads"
+            )
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> WeakAdversaryConfig:

@@ -203,7 +203,7 @@ def _success_interval(rate: float, victims: int) -> dict[str, Any]:
 
 
 def bound_check(rate: float, victims: int, gamma: float) -> dict[str, Any]:
-    """"Empirical success ≤ ReRo bound γ" as a test that can fail: ``violated`` when the
+    """ "Empirical success ≤ ReRo bound γ" as a test that can fail: ``violated`` when the
     success's 95 % lower confidence bound exceeds γ; ``detectable_rate``: the smallest success
     rate these victims could show to be above γ (1 or more: the comparison cannot fail)."""
     k = round(rate * victims)

@@ -209,8 +209,7 @@ def released_weak_lines(report: Mapping[str, Any]) -> list[str]:
         f"weak adversary on the released head: {r.get('reconstructed')} of {r.get('classes')} "
         f"classes reconstructed within τ of a member (95 % CI {_pct(lo)}–{_pct(hi)} %); on heads "
         f"trained like it {_pct(w.get('tpr'))} % (TPR*), against {_pct(w.get('fpr'))} % from "
-        "null weights (FPR*); "
-        + reconstruction_reading(r.get("rate"), lo, hi, w.get("fpr"))
+        "null weights (FPR*); " + reconstruction_reading(r.get("rate"), lo, hi, w.get("fpr"))
     ]
 
 

@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from privlab.attacks.reconstruction.shadow_shards import ShadowHeads
+from privlab.run.backend import Backend, make_backend
 from privlab.run.store import atomic_write_bytes, stable_hash
 from privlab.training.heads import HeadDP, HeadSpec, init_heads, train_heads, train_heads_dp
 
@@ -216,63 +217,29 @@ def generate_shadow_heads(
     labels: torch.Tensor,
     out_dir: str | Path,
     *,
-    backend: str = "local",
-    workers: int | None = None,
+    backend: Backend | str = "local",
 ) -> list[Path]:
     """Train every missing shard of ``job`` and write it to ``out_dir``; returns all shard paths.
 
-    ``backend="ray"`` runs the shards as Ray tasks (``ray`` is an optional extra); an already
-    initialised Ray is used as is (a cluster), otherwise a local one is started.
-    """
+    ``backend``: where the shards train (:mod:`privlab.run.backend`; a name, or a backend
+    already made). Workers return shards and this process writes each as it arrives (no
+    shared filesystem needed; an interrupted job resumes from the shards written)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(json.dumps({"key": job.key(), **job.as_dict()}, default=str))
     features, labels = features.float().contiguous(), labels.long()
     todo = _missing(job, out)
-    if backend == "local":
-        for i in todo:
-            write_shard(shard_path(out, i), job, i, train_shard(job, i, features, labels))
-    elif backend == "ray":
-        _run_ray(job, todo, features, labels, out, workers)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; use 'local' or 'ray'")
+    runner = make_backend(backend) if isinstance(backend, str) else backend
+    shared = {"job": job, "features": features, "labels": labels}
+    for k, shard in runner.map(_shard, todo, shared=shared):
+        write_shard(shard_path(out, todo[k]), job, todo[k], shard)
     return [shard_path(out, i) for i in range(job.shards)]
 
 
-def _run_ray(
-    job: ShadowJob,
-    todo: list[int],
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    out: Path,
-    workers: int | None,
-) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("backend='ray' needs Ray: pip install 'privlab[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-
-    @ray.remote(num_cpus=1)
-    def shard_task(i: int, feats: torch.Tensor, labs: torch.Tensor) -> dict[str, torch.Tensor]:
-        torch.set_num_threads(1)
-        return train_shard(job, i, feats, labs)
-
-    # workers return shards and the driver writes them (no shared filesystem needed); at most
-    # ``limit`` shards are in flight, so memory stays bounded by the shard size
-    feats_ref, labs_ref = ray.put(features), ray.put(labels)
-    limit = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
-    pending: dict[Any, int] = {}
-    queue = list(todo)
-    while queue or pending:
-        while queue and len(pending) < limit:
-            i = queue.pop(0)
-            pending[shard_task.remote(i, feats_ref, labs_ref)] = i
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            i = pending.pop(ref)
-            write_shard(shard_path(out, i), job, i, ray.get(ref))
+def _shard(
+    i: int, *, job: ShadowJob, features: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    return train_shard(job, i, features, labels)
 
 
 def iter_shards(job: ShadowJob, out_dir: str | Path) -> Iterator[dict[str, Any]]:

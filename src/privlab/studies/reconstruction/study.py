@@ -45,7 +45,7 @@ class ReconstructionStudy(StudyBase):
         out: dict[str, Any] = {"seed": seed}
         if cfg.weak_adversary is not None:
             out["weak_adversary"] = run_weak_adversary(
-                cfg.weak_adversary, seed, ctx.cache, ctx.state, ctx.progress
+                cfg.weak_adversary, seed, ctx.cache, ctx.state, ctx.progress, ctx.backend
             )
         if cfg.informed_adversary is not None:
             out["informed_adversary"] = run_informed_adversary(

@@ -48,6 +48,7 @@ from privlab.metrics.reconstruction import (
 )
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
+from privlab.run.backend import Backend, LocalBackend
 from privlab.run.progress import Progress, step
 from privlab.run.store import FileCheckpoint, StateDir, stable_hash
 from privlab.studies.reconstruction.config import (
@@ -235,6 +236,7 @@ def _shadows(
     seed: int,
     cache: Path,
     progress: Progress,
+    backend: Backend,
 ) -> tuple[dict[str, ShadowJob], dict[str, ShadowHeads], float]:
     """The training and validation shadow heads (generated where missing, cached by job key):
     their jobs, the attack's view of them, and the seconds it took."""
@@ -256,7 +258,7 @@ def _shadows(
     for part, job in jobs.items():
         feats, labels, _ = priors.part(part)
         with step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
-            generate_shadow_heads(job, feats, labels, dirs[part], backend=cfg.backend)
+            generate_shadow_heads(job, feats, labels, dirs[part], backend=backend)
     heads = {part: shadow_heads(job, dirs[part]) for part, job in jobs.items()}
     return jobs, heads, time.perf_counter() - start
 
@@ -327,13 +329,22 @@ def run_weak_variant(
     cache: Path,
     progress: Progress,
     released: Callable[[Reconstructor], dict[str, Any]] | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """One variant end to end; ``s``: its resolved settings (:func:`variant_settings`);
-    ``released``: what the fitted reconstructor makes of a released head (an audit)."""
+    ``released``: what the fitted reconstructor makes of a released head (an audit);
+    ``backend``: where the shadow heads train (default: here)."""
     spec: HeadSpec = s["spec"]
     attack: WeakAdversary = s["reconstructor"]
     jobs, heads, shadow_seconds = _shadows(
-        cfg, variant, priors, s, seed=seed, cache=cache, progress=progress
+        cfg,
+        variant,
+        priors,
+        s,
+        seed=seed,
+        cache=cache,
+        progress=progress,
+        backend=backend or LocalBackend(),
     )
     train_feats, train_labels, train_images = priors.part("train")
     _, val_labels, val_images = priors.part("val")
@@ -390,7 +401,12 @@ def run_weak_variant(
 
 
 def run_weak_adversary(
-    cfg: WeakAdversaryConfig, seed: int, cache: Path, state: StateDir, progress: Progress
+    cfg: WeakAdversaryConfig,
+    seed: int,
+    cache: Path,
+    state: StateDir,
+    progress: Progress,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     priors = transfer_priors(cfg, seed, cache, progress)
     variants = []
@@ -411,7 +427,15 @@ def run_weak_adversary(
                 f"weak-{v.name}",
                 key,
                 partial(
-                    run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache, progress=progress
+                    run_weak_variant,
+                    cfg,
+                    v,
+                    priors,
+                    s,
+                    seed=seed,
+                    cache=cache,
+                    progress=progress,
+                    backend=backend,
                 ),
             )
         )

@@ -68,6 +68,11 @@ class ReferenceModelsConfig(_Strict):
     fraction: float = Field(0.5, gt=0, lt=1)
     recipe: Literal["target", "natural"] = "target"
     chunk_size: int | None = Field(None, ge=1)  # models trained at once (memory)
+    #: the ensemble's parts, each a vectorised ensemble and one unit of the run's backend (a
+    #: Ray task, or a thread of the local backend); results do not depend on the backend
+    tasks: int = Field(4, ge=1)
+    #: the share of a GPU each part asks for where the cluster has GPUs (else it runs on CPU)
+    gpus: float = Field(0.25, ge=0, le=1)
 
 
 class ThreatModelConfig(_Strict):

@@ -106,7 +106,7 @@ def _membership_cell(attack: Mapping[str, Any] | None) -> str:
         flag = " · <b>not above it</b>" if within_null(m) else ""
         lines.append(
             f'<div class="sub">95 % CI {pct(ci[0])}–{pct(ci[1])}; no signal '
-            f'{pct(null.get("mean"))} (95th pct {pct(null.get("p95"))}){flag}</div>'
+            f"{pct(null.get('mean'))} (95th pct {pct(null.get('p95'))}){flag}</div>"
         )
     honest = m.get("honest")
     if isinstance(honest, Mapping):

@@ -9,6 +9,7 @@ each candidate has IN and OUT models. All K models are trained at once by
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +24,14 @@ from torch import nn
 from privlab.auditing import memory
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
+from privlab.run.backend import Backend, LocalBackend, Resources, task_device
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
 from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
 from privlab.studies.targets.config import ReferenceModelsConfig
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
-from privlab.training.ensembles import train_ensemble
+from privlab.training.ensembles import train_ensemble, why_sequential
+from privlab.training.loop import TrainResult
 from privlab.training.regime import Regime
 
 
@@ -61,6 +64,7 @@ def get_or_train_references(
     progress: Progress,
     label: str,
     trainer: str | None = None,
+    backend: Backend | None = None,
 ) -> tuple[ReferenceModels, dict[str, Any]]:
     """The reference models of one target and a summary for the report.
 
@@ -69,6 +73,7 @@ def get_or_train_references(
     A cached ensemble is used only if its weights match the recorded sha256 (otherwise a
     warning names the file and it is retrained); the cache key is locked from the check to the
     save, so a second process asking for the same ensemble waits and then loads it.
+    ``backend``: where the ensemble's parts train (default: this process's threads).
     """
     pool = reference_pool(bundle, cfg.online)
     masks = balanced_masks(len(pool), cfg.count, cfg.fraction, seed + 30_000)
@@ -94,6 +99,7 @@ def get_or_train_references(
         made = _by_recipe(
             cfg, recipe, pool, masks, model_cfg, regime_cfg, train_cfg, bundle,
             device=device, cache_dir=cache_dir, progress=progress, label=label,
+            backend=backend or LocalBackend(),
         )  # fmt: skip
         how = {"recipe": cfg.recipe, "regime": regime_cfg.name, "trainer": "recipe"}
     targets = [Target(m.eval(), info, Access.all(), device=device) for m in made.models]
@@ -115,6 +121,7 @@ def _by_recipe(
     cache_dir: Path,
     progress: Progress,
     label: str,
+    backend: Backend,
 ) -> TrainedModels:
     """The ensemble trained by privlab's loop with the target's recipe (or loaded from the
     cache)."""
@@ -136,7 +143,7 @@ def _by_recipe(
             return TrainedModels(models, key, seconds, True, "recipe", summaries)
         make = partial(build_model, model_cfg, bundle, regime=regime)
         models, seconds, summaries = _train(
-            cfg, make, pool, masks, regime, train_cfg, seeds, device, progress, label
+            cfg, make, pool, masks, regime, train_cfg, seeds, device, progress, label, backend
         )
         save_model(models, path, {"recipe": recipe, "seconds": seconds, "summaries": summaries})
     return TrainedModels(models, key, seconds, False, "recipe", summaries)
@@ -228,24 +235,72 @@ def _train(
     device: torch.device,
     progress: Progress,
     label: str,
+    backend: Backend,
 ) -> tuple[nn.ModuleList, float, list[dict[str, Any]]]:
-    """All K models trained at once: the ensemble, the seconds it took and their summaries."""
-    task = progress.task(f"training {cfg.count} reference models for {label}", train_cfg.epochs)
+    """The K models in ``cfg.tasks`` contiguous parts, each a vectorised ensemble trained as
+    one unit of ``backend`` with one thread: the ensemble, the seconds it took and the models'
+    summaries. The parts are fixed by the config, so the models do not depend on the backend
+    (a Ray task on a node with a GPU trains its part there, :func:`task_device`)."""
+    bounds = np.linspace(0, len(seeds), min(cfg.tasks, len(seeds)) + 1).round().astype(int)
+    # built here, in order: building seeds torch's global generator, which threads share
+    built = [make_model(s) for s in seeds]
+    parts = [(int(lo), int(hi), built[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+    local = isinstance(backend, LocalBackend)
+    if local and why_sequential(built[0], regime, train_cfg, pool, device) is not None:
+        backend = LocalBackend(workers=1)  # the loop seeds the global generator: no threads
+    task = progress.task(f"training {cfg.count} reference models for {label}", len(parts))
     start = time.perf_counter()
-    results = train_ensemble(
-        make_model,
-        pool,
-        masks,
-        regime,
-        train_cfg,
-        seeds=seeds,
-        device=device,
-        chunk_size=cfg.chunk_size,
-        on_epoch=lambda *_: task.advance(),
-    )
+    shared = {
+        "pool": pool,
+        "masks": masks,
+        "regime": regime,
+        "spec": train_cfg,
+        "seeds": seeds,
+        "chunk_size": cfg.chunk_size,
+        "device": str(device) if local else None,  # a remote part: the device it is given
+        "gpus": cfg.gpus,
+    }
+    trained: dict[int, list[TrainResult]] = {}
+    for i, results in backend.map(
+        _train_part, parts, shared=shared, resources=Resources(gpus=cfg.gpus)
+    ):
+        trained[i] = results
+        task.advance()
     task.done()
-    models = nn.ModuleList([r.model.cpu() for r in results])
+    results = [r for i in range(len(parts)) for r in trained[i]]
+    models = nn.ModuleList([r.model for r in results])
     return models, time.perf_counter() - start, [r.summary for r in results]
+
+
+def _train_part(
+    part: tuple[int, int, list[nn.Module]],
+    *,
+    pool: Split,
+    masks: np.ndarray,
+    regime: Regime,
+    spec: TrainConfig,
+    seeds: list[int],
+    chunk_size: int | None,
+    device: str | None,
+    gpus: float,
+) -> list[TrainResult]:
+    """Models [lo, hi) of the ensemble (``part``: lo, hi and those models, untrained), on CPU
+    when they come back."""
+    lo, hi, models = part
+    results = train_ensemble(
+        dict(zip(seeds[lo:hi], models, strict=True)).__getitem__,
+        pool,
+        masks[lo:hi],
+        regime,
+        spec,
+        seeds=seeds[lo:hi],
+        device=torch.device(device) if device else task_device(Resources(gpus=gpus)),
+        chunk_size=chunk_size,
+        workers=1,
+    )
+    for r in results:
+        r.model = r.model.cpu()
+    return results
 
 
 def _summary(

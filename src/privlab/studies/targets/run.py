@@ -217,6 +217,7 @@ class TargetsRun:
             seed=seed,
             label=label,
             trainer=self.config.threat_model.trainer,
+            backend=self.ctx.backend,
             **self._recipe(tcfg),
         )
         if not summary["cached"]:

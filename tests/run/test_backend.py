@@ -1,0 +1,149 @@
+"""The execution backends: the same results locally and on Ray, a task's own error re-raised
+as itself, a task whose worker dies run again to the same result, and the clear errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from privlab.run.backend import (
+    BackendError,
+    LocalBackend,
+    RayBackend,
+    Resources,
+    make_backend,
+    task_device,
+)
+from ray_support import require_ray
+
+
+def _noisy_sum(seed: int, *, table: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(table.shape[1], 8, generator=gen)
+    return (table @ w).tanh().sum(0)
+
+
+def _fails_on_three(i: int) -> int:
+    if i == 3:
+        raise ValueError(f"item {i} is bad input")
+    return i
+
+
+def _dies_once(i: int, *, marker: str) -> int:
+    """Kills its own worker process the first time item 1 runs (a crashed node's worker)."""
+    path = Path(marker) / f"died-{i}"
+    if i == 1 and not path.exists():
+        path.write_text(str(os.getpid()))
+        os._exit(1)
+    return i * i
+
+
+def test_local_map_calls_each_item_with_the_shared_inputs_alike_in_threads_or_not():
+    table = torch.randn(64, 32)
+    one = list(LocalBackend(workers=1).map(_noisy_sum, [0, 1, 2], shared={"table": table}))
+    assert [i for i, _ in one] == [0, 1, 2]  # sequential: in order
+    assert torch.equal(one[2][1], _noisy_sum(2, table=table))
+    threads = torch.get_num_threads()
+    two = dict(LocalBackend(workers=2).map(_noisy_sum, [0, 1, 2], shared={"table": table}))
+    assert all(torch.equal(two[i], r) for i, r in one)
+    assert torch.get_num_threads() == threads  # restored after the threads' one each
+
+
+def test_unknown_backends_and_addresses_without_ray_are_refused():
+    with pytest.raises(ValueError, match="unknown backend 'spark'"):
+        make_backend("spark")
+    with pytest.raises(ValueError, match="needs backend 'ray'"):
+        make_backend("local", address="10.0.0.1:6379")
+    assert task_device(Resources(gpus=0)).type == "cpu"
+
+
+@pytest.fixture(scope="module")
+def ray_backend():
+    ray = require_ray()
+    # this module's task functions travel by value: workers cannot import a test module
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield RayBackend()
+    finally:
+        ray.shutdown()
+
+
+def test_ray_gives_the_local_results_bit_for_bit(ray_backend):
+    table = torch.randn(64, 32)
+    local = dict(LocalBackend().map(_noisy_sum, list(range(6)), shared={"table": table}))
+    remote = dict(ray_backend.map(_noisy_sum, list(range(6)), shared={"table": table}))
+    assert sorted(remote) == list(range(6))
+    assert all(torch.equal(local[i], remote[i]) for i in range(6))
+
+
+def test_a_tasks_own_error_is_raised_as_itself_not_as_a_ray_traceback(ray_backend):
+    with pytest.raises(ValueError, match="^item 3 is bad input$"):
+        dict(ray_backend.map(_fails_on_three, list(range(5))))
+
+
+def test_a_task_whose_worker_dies_runs_again_to_the_same_result(ray_backend, tmp_path):
+    out = dict(ray_backend.map(_dies_once, [0, 1, 2], shared={"marker": str(tmp_path)}))
+    assert out == {0: 0, 1: 1, 2: 4}
+    assert (tmp_path / "died-1").exists()  # the first attempt did die
+
+
+def test_a_worker_that_dies_more_often_than_retries_allow_is_a_backend_error(ray_backend, tmp_path):
+    no_retries = RayBackend(max_retries=0)  # the module's cluster, retries off
+    with pytest.raises(BackendError, match="worker died 1 times"):
+        dict(no_retries.map(_dies_once, [1], shared={"marker": str(tmp_path)}))
+
+
+def test_asking_for_a_gpu_on_a_cluster_without_one_runs_on_cpu(ray_backend):
+    table = torch.randn(4, 3)
+    out = dict(
+        ray_backend.map(_noisy_sum, [0], shared={"table": table}, resources=Resources(gpus=0.25))
+    )
+    assert torch.equal(out[0], _noisy_sum(0, table=table))
+
+
+def test_the_header_chooses_the_backend_and_ray_missing_is_one_clear_error(tmp_path, monkeypatch):
+    from privlab.config.schema import ConfigError, load_config_dict
+    from privlab.run.runner import run_experiment
+
+    base = {"name": "b", "reconstruction": {"informed_adversary": {"dataset": "digits"}}}
+    assert load_config_dict(base).backend == "local"
+    config = load_config_dict({**base, "backend": "ray"})
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"make ray"):
+        run_experiment(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "report.json").exists()
+    moved = {"name": "b", "reconstruction": {"weak_adversary": {"backend": "ray"}}}
+    with pytest.raises(ConfigError, match="moved to the config's header"):
+        load_config_dict(moved)
+
+
+def test_reference_models_trained_as_ray_tasks_equal_the_local_ones(ray_backend, tmp_path):
+    from safetensors.torch import load_file
+
+    from conftest import targets_of, tiny_config
+    from privlab.config.schema import load_config_dict
+    from privlab.run.runner import run_experiment
+
+    reports, weights = {}, {}
+    for backend in ("local", "ray"):  # Ray: the module's cluster, already running
+        cfg = load_config_dict(
+            tiny_config(
+                cache_dir=str(tmp_path / backend / "cache"),
+                backend=backend,
+                targets=[{"name": "natural", "regime": "natural"}],
+                threat_model={"reference": "none", "reference_models": {"count": 8, "tasks": 4}},
+                attacks=[{"name": "lira", "params": {"variance": "global"}}],
+            )
+        )
+        reports[backend] = run_experiment(cfg, tmp_path / backend / "run")
+        (path,) = (tmp_path / backend / "cache" / "models").glob("reference-*.safetensors")
+        weights[backend] = load_file(str(path))
+    assert weights["local"].keys() == weights["ray"].keys()
+    assert all(torch.equal(weights["local"][k], weights["ray"][k]) for k in weights["local"])
+    local, remote = (targets_of(reports[b])[0]["attacks"][0]["metrics"] for b in ("local", "ray"))
+    assert local["auc"] == remote["auc"]
