@@ -147,3 +147,44 @@ def test_reference_models_trained_as_ray_tasks_equal_the_local_ones(ray_backend,
     assert all(torch.equal(weights["local"][k], weights["ray"][k]) for k in weights["local"])
     local, remote = (targets_of(reports[b])[0]["attacks"][0]["metrics"] for b in ("local", "ray"))
     assert local["auc"] == remote["auc"]
+
+
+def test_a_gradient_inversion_sweep_on_ray_equals_the_local_one(ray_backend, tmp_path):
+    from privlab.config.schema import load_config_dict
+    from privlab.run.runner import run_experiment
+
+    section = {
+        "data": "digits",
+        "model": {"name": "mlp", "params": {"hidden": [16]}},
+        "clients": [{"batch_size": 2}],
+        "batches": 1,
+        "examples": 1,
+        "attacks": [{"name": "inverting_gradients", "params": {"iterations": 30, "restarts": 1}}],
+        "defences": ["none", {"name": "pruning", "sweep": {"p": [0.5, 0.9]}}],
+        "utility": {"clients": 2, "rounds": 3},
+    }
+    points = {}
+    for backend in ("local", "ray"):
+        cfg = load_config_dict(
+            {
+                "name": "gi",
+                "backend": backend,
+                "cache_dir": str(tmp_path / backend),
+                "gradient_inversion": section,
+            }
+        )
+        report = run_experiment(cfg, tmp_path / backend / "run")
+        (setting,) = report["studies"]["gradient_inversion"]["runs"][0]["settings"]
+        points[backend] = setting["points"]
+    assert len(points["ray"]) == 3
+    for a, b in zip(points["local"], points["ray"], strict=True):
+        assert _untimed(a) == _untimed(b)
+
+
+def _untimed(obj):
+    """``obj`` without its wall times, which differ from run to run."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj

@@ -48,6 +48,10 @@ class Resources:
     gpus: float = 0.0
 
 
+#: one CPU, no GPU: what a unit asks for unless it says otherwise
+ONE_CPU = Resources()
+
+
 class Backend(Protocol):
     name: str
 
@@ -57,7 +61,7 @@ class Backend(Protocol):
         items: Sequence[Any],
         *,
         shared: Mapping[str, Any] | None = None,
-        resources: Resources = Resources(),
+        resources: Resources = ONE_CPU,
     ) -> Iterator[tuple[int, R]]:
         """``(i, fn(items[i], **shared))`` for every item, in the order they finish."""
         ...
@@ -72,13 +76,14 @@ def task_device(resources: Resources) -> torch.device:
 
 
 class LocalBackend:
-    """The units in this process: one after another, or with ``workers`` > 1 (default: torch's
-    thread count) in that many threads of one torch thread each, as a Ray task runs (so the
-    two backends compute alike)."""
+    """The units in this process: one after another (``workers`` 1, the default), or in
+    ``workers`` threads of one torch thread each, as a Ray task runs (so the two backends
+    compute alike; None: torch's thread count). Threads only for units that draw no random
+    numbers from torch's global generator, which threads share (a study knows its units)."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = 1) -> None:
         self.workers = workers
 
     def map(
@@ -87,7 +92,7 @@ class LocalBackend:
         items: Sequence[Any],
         *,
         shared: Mapping[str, Any] | None = None,
-        resources: Resources = Resources(),
+        resources: Resources = ONE_CPU,
     ) -> Iterator[tuple[int, R]]:
         kwargs = dict(shared or {})
         workers = min(self.workers or torch.get_num_threads(), len(items))
@@ -154,7 +159,7 @@ class RayBackend:
         items: Sequence[Any],
         *,
         shared: Mapping[str, Any] | None = None,
-        resources: Resources = Resources(),
+        resources: Resources = ONE_CPU,
     ) -> Iterator[tuple[int, R]]:
         ray = self.ray
         task = ray.remote(_in_task).options(
@@ -202,7 +207,7 @@ def make_backend(
     if name == "local":
         if address:
             raise ValueError("an address needs backend 'ray'")
-        return LocalBackend(workers)
+        return LocalBackend(workers or 1)
     if name == "ray":
         return RayBackend(address=address, workers=workers)
     raise ValueError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")

@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
+
+from privlab.run.backend import ONE_CPU, Backend, Resources
 
 #: the key of a ``state/`` entry's checksum, stored beside the result in the same file
 CHECKSUM_KEY = "_sha256"
@@ -200,6 +202,34 @@ class StateDir:
         """``fn()``'s result, from ``state/`` when a verified entry for ``key`` is there."""
         entry = cached_json(self.path(prefix, key), lambda: {"key": key, "result": fn()})
         return dict(entry["result"])
+
+    def has(self, prefix: str, key: dict[str, Any]) -> bool:
+        """Whether a verified entry for ``key`` is there (a damaged one is not)."""
+        path = self.path(prefix, key)
+        try:
+            return path.is_file() and "result" in read_checked_json(path)
+        except ValueError:
+            return False
+
+    def fill(
+        self,
+        backend: Backend,
+        fn: Callable[..., dict[str, Any]],
+        units: Sequence[tuple[str, dict[str, Any], Any]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        resources: Resources = ONE_CPU,
+    ) -> int:
+        """Run the ``units`` (prefix, key, item) missing from ``state/`` on ``backend``,
+        ``fn(item, **shared)`` each, and write every result the moment it arrives, so that
+        ``get_or_run`` then finds them all (and an interrupted run keeps what finished).
+        Returns how many ran."""
+        todo = [unit for unit in units if not self.has(unit[0], unit[1])]
+        items = [item for _, _, item in todo]
+        for i, result in backend.map(fn, items, shared=shared, resources=resources):
+            prefix, key, _ = todo[i]
+            write_checked_json(self.path(prefix, key), {"key": key, "result": result})
+        return len(todo)
 
 
 # ---------------------------------------------------------------- models

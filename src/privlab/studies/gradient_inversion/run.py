@@ -52,6 +52,7 @@ from privlab.federated.observation import GradientObservation
 from privlab.federated.training import federated_train
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
+from privlab.run.backend import Backend, LocalBackend
 from privlab.run.model_cache import build_model, get_or_train
 from privlab.run.progress import Progress, step
 from privlab.run.store import StateDir, state_sha256
@@ -301,14 +302,40 @@ class _Units:
     """The cached units of one client setting: ``unit(prefix, extra, fn)`` runs ``fn`` once
     under the setting's key plus ``extra`` (resumed from ``state/`` afterwards)."""
 
-    def __init__(self, task: FederatedTask, client: ClientSetting, state: StateDir) -> None:
+    def __init__(
+        self,
+        task: FederatedTask,
+        client: ClientSetting,
+        state: StateDir,
+        backend: Backend | None = None,
+    ) -> None:
         self.task, self.client, self.state = task, client, state
+        self.backend = backend or LocalBackend(workers=1)
         self.key = task.key() | {"client": client.model_dump(mode="json")}
         self.u = task.cfg.utility
         self.util_cfg = self.u.cache_key() if self.u else None
 
     def unit(self, prefix: str, extra: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Any:
         return self.state.get_or_run(f"gi-{self.client.label}-{prefix}", self.key | extra, fn)
+
+    def utility_key(self, defence: str, params: dict[str, Any], rounds: int) -> dict[str, Any]:
+        assert self.u is not None
+        extra = {"unit": "utility", "defence": defence, "params": params, "utility": self.util_cfg}
+        return extra | ({"rounds": rounds} if self.u.until != "rounds" else {})
+
+    def fill(
+        self,
+        fn: Callable[..., dict[str, Any]],
+        units: list[tuple[str, dict[str, Any], Any]],
+        batches: Batches,
+    ) -> None:
+        """The independent ``units`` (prefix, extra key, item) not yet in ``state/``, run on
+        the backend as ``fn(item, task=, client=, batches=)``; ``unit`` then reads them."""
+        keyed = [
+            (f"gi-{self.client.label}-{p}", self.key | extra, item) for p, extra, item in units
+        ]
+        shared = {"task": self.task, "client": self.client, "batches": batches}
+        self.state.fill(self.backend, fn, keyed, shared=shared)
 
     def _fedavg(
         self,
@@ -332,14 +359,7 @@ class _Units:
         server rate when ``utility.lr_tuning`` lists the defence (``label``: the unit's name
         prefix)."""
         assert self.u is not None
-        extra: dict[str, Any] = {
-            "unit": "utility",
-            "defence": defence,
-            "params": params,
-            "utility": self.util_cfg,
-        }
-        if self.u.until != "rounds":
-            extra["rounds"] = rounds
+        extra = self.utility_key(defence, params, rounds)
         tuned = None
         if self.u.lr_tuning is not None and defence in self.u.lr_tuning.defences:
             tuned = self.tune(defence, params, label, rounds)
@@ -435,14 +455,7 @@ def _defence_point(
     """One defence at one strength (``point_of``: rank, params, label): attacks, then FedAvg."""
     cfg, client = units.task.cfg, units.client
     rank, params, label = point_of
-    attack_key = {
-        "unit": "attacks",
-        "defence": sweep.name,
-        "params": params,
-        "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
-        "batches": cfg.batches,
-        "examples": cfg.examples,
-    }
+    attack_key = _attack_key(cfg, sweep.name, params)
     with step(progress, f"{label} ({client.label}): attacks"):
         run = partial(attack_point, units.task, client, sweep.name, params, batches)
         privacy = units.unit(label, attack_key, run)
@@ -464,14 +477,78 @@ def _defence_point(
     return point
 
 
+def _attack_key(cfg: GradientInversionConfig, defence: str, params: dict[str, Any]) -> dict:
+    return {
+        "unit": "attacks",
+        "defence": defence,
+        "params": params,
+        "attacks": [a.model_dump(mode="json") for a in cfg.attacks],
+        "batches": cfg.batches,
+        "examples": cfg.examples,
+    }
+
+
+def _attack_unit(
+    item: tuple[str, dict[str, Any]],
+    *,
+    task: FederatedTask,
+    client: ClientSetting,
+    batches: Batches,
+) -> dict[str, Any]:
+    return attack_point(task, client, item[0], item[1], batches)
+
+
+def _utility_unit(
+    item: tuple[str, dict[str, Any], int],
+    *,
+    task: FederatedTask,
+    client: ClientSetting,
+    batches: Batches,
+) -> dict[str, Any]:
+    defence, params, rounds = item
+    return utility_point(task, client, defence, params, rounds=rounds, server_lr=None)
+
+
+def _fill_points(units: _Units, batches: Batches, baseline: dict[str, Any] | None) -> None:
+    """Every defence point's attacks, and the FedAvg runs of defences whose server rate is
+    not tuned, as independent units on the run's backend (the tuned ones follow their
+    tuning, point by point)."""
+    cfg = units.task.cfg
+    points = [(d, p) for d in cfg.defences for p in d.points()]
+    units.fill(
+        _attack_unit,
+        [
+            (label, _attack_key(cfg, d.name, params), (d.name, params))
+            for d, (_, params, label) in points
+        ],
+        batches,
+    )
+    if baseline is None or units.u is None:
+        return
+    tuned = units.u.lr_tuning.defences if units.u.lr_tuning is not None else []
+    rounds = int(baseline["rounds"])
+    plain = [
+        (f"{label}-utility", units.utility_key(d.name, params, rounds), (d.name, params, rounds))
+        for d, (_, params, label) in points
+        if not (d.name == "none" and not params) and d.name not in tuned
+    ]
+    units.fill(_utility_unit, plain, batches)
+
+
 def run_client_setting(
-    task: FederatedTask, client: ClientSetting, state: StateDir, progress: Progress
+    task: FederatedTask,
+    client: ClientSetting,
+    state: StateDir,
+    progress: Progress,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     cfg = task.cfg
     batches = task.batches(client)
     lo, hi = task.bundle.value_range
-    units = _Units(task, client, state)
+    units = _Units(task, client, state, backend)
     baseline_utility, floor = _baseline_utility(units, progress)
+    with step(progress, f"defence points ({client.label}) on the {units.backend.name} backend"):
+        _fill_points(units, batches, baseline_utility)
     points = [
         _defence_point(units, d, point_of, batches, baseline_utility, progress)
         for d in cfg.defences
@@ -498,12 +575,14 @@ def run_gradient_inversion_study(
     cache: Path,
     progress: Progress,
     device: torch.device = CPU,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """The report's ``gradient_inversion`` section for one seed; the attacks' optimisation runs
-    on ``device`` (clients, FedAvg and scoring on the CPU)."""
+    on ``device`` (clients, FedAvg and scoring on the CPU); the defence points' units on
+    ``backend`` (default: here, one after another)."""
     start = time.perf_counter()
     task = FederatedTask(cfg, seed, cache, progress, device)
-    settings = [run_client_setting(task, c, state, progress) for c in cfg.clients]
+    settings = [run_client_setting(task, c, state, progress, backend) for c in cfg.clients]
     return {
         "dataset": cfg.data.name,
         "model": cfg.model.model_dump(mode="json"),

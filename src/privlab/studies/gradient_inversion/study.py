@@ -72,7 +72,13 @@ class GradientInversionStudy(StudyBase):
 
     def run(self, ctx: RunContext, cfg: GradientInversionConfig, seed: int) -> dict[str, Any]:
         result = run_gradient_inversion_study(
-            cfg, seed, state=ctx.state, cache=ctx.cache, progress=ctx.progress, device=ctx.device
+            cfg,
+            seed,
+            state=ctx.state,
+            cache=ctx.cache,
+            progress=ctx.progress,
+            device=ctx.device,
+            backend=ctx.backend,
         )
         return {"seed": seed, **result}
 

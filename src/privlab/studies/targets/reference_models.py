@@ -246,8 +246,10 @@ def _train(
     built = [make_model(s) for s in seeds]
     parts = [(int(lo), int(hi), built[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
     local = isinstance(backend, LocalBackend)
-    if local and why_sequential(built[0], regime, train_cfg, pool, device) is not None:
-        backend = LocalBackend(workers=1)  # the loop seeds the global generator: no threads
+    if local and why_sequential(built[0], regime, train_cfg, pool, device) is None:
+        # vectorised parts draw from their own generators: threads of one torch thread each
+        # (the loop that trains a model that cannot be stacked seeds the global one: no threads)
+        backend = LocalBackend(workers=None)
     task = progress.task(f"training {cfg.count} reference models for {label}", len(parts))
     start = time.perf_counter()
     shared = {
