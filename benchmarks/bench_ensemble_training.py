@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (benchmarks/gpu_check.sh)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.quick else 10)
     seq_runs = min(args.seq_runs or (4 if args.quick else 8), args.models)
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             spec,
             seeds=seeds,
             chunk_size=args.chunk_size,
+            device=args.device,
         )
-    ens_acc = [accuracy(r.model, test.x, test.y) for r in ensemble]
+    ens_acc = [accuracy(r.model.cpu(), test.x, test.y) for r in ensemble]
     print(f"ensemble: {ens_clock.wall:.1f} s wall, {ens_clock.cpu:.1f} s CPU for {args.models}")
     sys.stdout.flush()
 
@@ -136,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(seq_runs):
         subset = pool.subset(np.flatnonzero(masks[k]))
         with Clock() as clock:
-            result = train(make_model(seeds[k]), subset, regime, spec, seed=seeds[k])
+            result = train(
+                make_model(seeds[k]), subset, regime, spec, seed=seeds[k], device=args.device
+            )
         seq_wall.append(clock.wall)
         seq_cpu.append(clock.cpu)
-        seq_acc.append(accuracy(result.model, test.x, test.y))
+        seq_acc.append(accuracy(result.model.cpu(), test.x, test.y))
         print(f"  sequential run {k}: {clock.wall:.2f} s, test acc {seq_acc[-1]:.4f}")
         sys.stdout.flush()
     seq_total_wall = statistics.fmean(seq_wall) * args.models
@@ -237,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_note": note,
         "machine_before": before,
         "machine_after": after,
+        "device": args.device,
     }
-    path = write_result(NAME, payload)
+    path = write_result(NAME if args.device == "cpu" else f"{NAME}_{args.device}", payload)
     print(f"wrote {path}")
     return 0 if passed else 1
 

@@ -9,7 +9,7 @@ network's 256-d features of the 2,500 transfer images; its training is not timed
 Table 3 MNIST recipe (FC(10), 32 epochs of full-batch GD). Written as safetensors shards of
 ``--shard-size`` heads (parameters + training-set indices + the job's config hash) into a
 temporary folder. Reported: wall time, heads per second, bytes written and the process's peak
-RSS before and after (memory must not grow with the number of heads). """
+RSS before and after (memory must not grow with the number of heads)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=100_000)
     parser.add_argument("--shard-size", type=int, default=10_000)
     parser.add_argument("--limit", type=float, default=None, help="seconds (default by size)")
+    parser.add_argument(
+        "--backend", default="local", help="local, or ray (a new local Ray with 2 CPUs)"
+    )
     args = parser.parse_args(argv)
     set_threads(2)
     before = machine_info()
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rss0 = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="privlab-shadows-") as tmp, Clock() as clock:
-        paths = generate_shadow_heads(job, data.features, data.labels, tmp)
+        paths = generate_shadow_heads(job, data.features, data.labels, tmp, backend=args.backend)
         written = sum(p.stat().st_size for p in paths)
     rss1 = peak_rss_mb()
     limit = args.limit or (60.0 if args.heads <= 100_000 else 600.0)
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "requirement": f"{args.heads} heads (N = 10, 10 classes) to disk in ≤ {limit:.0f} s",
         "heads": args.heads,
         "shard_size": args.shard_size,
+        "backend": args.backend,
         "seconds": clock.wall,
         "heads_per_second": args.heads / clock.wall,
         "bytes_written": written,
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_note": load_note(before, after),
         "machine": before,
     }
-    path = write_result(f"shadow_heads_{args.heads}", result)
+    suffix = "" if args.backend == "local" else f"_{args.backend}"
+    path = write_result(f"shadow_heads_{args.heads}{suffix}", result)
     print(
         f"{args.heads} heads in {clock.wall:.1f} s ({args.heads / clock.wall:.0f}/s, "
         f"{written / 1e9:.2f} GB written, peak RSS {rss0:.0f} → {rss1:.0f} MB; limit "
