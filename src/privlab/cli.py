@@ -251,6 +251,8 @@ def audit(
     out: OutOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the attacks and reference models.")] = 0,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Audit a model privlab did not train: its membership leakage on the given data (or,
     with --scores, on scores computed outside privlab)."""
@@ -258,6 +260,7 @@ def audit(
         AuditPlan,
         audit_config,
         check_audit_options,
+        on_backend,
         parse_defence,
         read_recipe,
     )
@@ -277,6 +280,7 @@ def audit(
     data, skipped = audit_config(plan)
     for line in skipped:
         console.print(Text(f"skipped {line}"))
+    data = on_backend(data, backend, address, trainer=None)
     _run_config(load_config_dict(data), out or Path("runs") / "audit", device)
 
 

@@ -188,3 +188,38 @@ def _untimed(obj):
     if isinstance(obj, list):
         return [_untimed(v) for v in obj]
     return obj
+
+
+def test_an_audit_of_the_users_model_trains_its_reference_models_on_ray(ray_backend, tmp_path):
+    import ray
+
+    import digits_audit
+    import privlab
+
+    ray.cloudpickle.register_pickle_by_value(digits_audit)  # the user's model class, by value
+    data = digits_audit.digits_arrays()
+    model = digits_audit.fit_digits(*data["members"], epochs=30)
+    runs = {}
+    for backend in ("local", "ray"):
+        result = privlab.audit(
+            model,
+            members=data["members"],
+            nonmembers=data["nonmembers"],
+            population=data["population"],
+            attacks=["lira"],
+            recipe={"epochs": 5, "lr": 0.003, "batch_size": 64},
+            backend=backend,
+            out=tmp_path / backend,
+        )
+        (target,) = result.report["studies"]["targets"]["runs"][0]["targets"]
+        runs[backend] = [_untimed(a["metrics"]) for a in target["attacks"]]
+    assert runs["ray"] == runs["local"]
+
+
+def test_the_users_training_function_cannot_train_on_ray():
+    from privlab.auditing.plan import on_backend
+
+    with pytest.raises(ValueError, match="train_fn trains in this process only"):
+        on_backend({}, "ray", None, trainer="memory-trainer:1")
+    assert on_backend({"a": 1}, None, None, trainer=None) == {"a": 1}
+    assert on_backend({}, "ray", "auto", trainer=None) == {"backend": "ray", "address": "auto"}

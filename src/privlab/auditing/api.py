@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from privlab.auditing import memory
-from privlab.auditing.plan import AuditPlan, audit_config
+from privlab.auditing.plan import AuditPlan, audit_config, on_backend
 from privlab.config.schema import load_config_dict
 from privlab.report.headline import headlines
 from privlab.report.writer import write_report
@@ -112,6 +112,8 @@ def audit(
     out: str | Path | None = None,
     seed: int = 0,
     device: str | None = None,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> AuditResult:
     """Audit ``model`` (an ``nn.Module``, copied: never modified) on its training data
     ``members`` and held-out ``nonmembers`` (``(x, y)`` arrays or tensors). ``population``:
@@ -132,7 +134,8 @@ def audit(
     the most exposed records read as named rows. ``attacks``: default every membership attack the
     access and data allow (see
     ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
-    temporary folder if None)."""
+    temporary folder if None). ``backend="ray"`` (and a cluster ``address``) trains the
+    reference models as Ray tasks (with a recipe; ``train_fn`` runs in this process only)."""
     trainer = _register_trainer(train_fn, recipe)
     spec = memory.register(model)
     try:
@@ -151,6 +154,7 @@ def audit(
             seed=seed,
         )
         data, skipped = audit_config(plan)
+        data = on_backend(data, backend, address, trainer=trainer)
         report = run_experiment(load_config_dict(data), folder, device=device)
     finally:
         memory.release(spec)

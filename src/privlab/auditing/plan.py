@@ -33,6 +33,20 @@ def expand_access(names: list[str]) -> list[str]:
     return out
 
 
+def on_backend(
+    data: dict[str, Any], backend: str | None, address: str | None, *, trainer: str | None
+) -> dict[str, Any]:
+    """An audit config run on ``backend`` (None: the default, here). The user's training
+    function lives in this process only: it cannot train on Ray."""
+    if backend is None and address is None:
+        return data
+    if trainer is not None and backend == "ray":
+        raise ValueError(
+            "train_fn trains in this process only and cannot run on Ray: give a training recipe"
+        )
+    return data | {k: v for k, v in (("backend", backend), ("address", address)) if v}
+
+
 @dataclass(frozen=True)
 class AuditPlan:
     """The user's inputs of one audit (paths, access, attacks, training recipe or function)."""
