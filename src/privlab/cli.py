@@ -256,31 +256,24 @@ def audit(
 ) -> None:
     """Audit a model privlab did not train: its membership leakage on the given data (or,
     with --scores, on scores computed outside privlab)."""
-    from privlab.auditing.plan import (
-        AuditPlan,
-        audit_config,
-        check_audit_options,
-        on_backend,
-        parse_defence,
-        read_recipe,
-    )
+    from privlab.auditing import plan as p
     from privlab.config import load_config_dict
 
-    check_audit_options(scores is not None, model=model, members=members, nonmembers=nonmembers)
+    p.check_audit_options(scores is not None, model=model, members=members, nonmembers=nonmembers)
     if scores is not None:
         return _audit_scores(scores, scores_kind, label_column, seed, out, device)
     assert model is not None and members is not None and nonmembers is not None
-    plan = AuditPlan(
+    plan = p.AuditPlan(
         model=model, members=members, nonmembers=nonmembers, weights=weights,
         population=population, label_column=label_column,
         access=list(access or ["black-box"]), attacks=list(attacks) if attacks else None,
-        recipe=read_recipe(train) if train else None, seed=seed,
-        defences=["none", *(parse_defence(d) for d in defence or [])],
+        recipe=p.read_recipe(train) if train else None, seed=seed,
+        defences=["none", *(p.parse_defence(d) for d in defence or [])],
     )  # fmt: skip
-    data, skipped = audit_config(plan)
+    data, skipped = p.audit_config(plan)
     for line in skipped:
         console.print(Text(f"skipped {line}"))
-    data = on_backend(data, backend, address, trainer=None)
+    data = p.on_backend(data, backend, address, trainer=None)
     _run_config(load_config_dict(data), out or Path("runs") / "audit", device)
 
 

@@ -134,8 +134,7 @@ def audit(
     the most exposed records read as named rows. ``attacks``: default every membership attack the
     access and data allow (see
     ``AuditResult.skipped`` for those left out and why). The run is written to ``out`` (a
-    temporary folder if None). ``backend="ray"`` (and a cluster ``address``) trains the
-    reference models as Ray tasks (with a recipe; ``train_fn`` runs in this process only)."""
+    temporary folder if None); ``backend="ray"``: a recipe's reference models train on Ray."""
     trainer = _register_trainer(train_fn, recipe)
     spec = memory.register(model)
     try:
@@ -148,11 +147,8 @@ def audit(
             access=[access] if isinstance(access, str) else list(access),
             attacks=list(attacks) if attacks else None,
             feature_names=list(feature_names) if feature_names is not None else None,
-            recipe=recipe,
-            trainer=trainer,
-            defences=list(defences),
-            seed=seed,
-        )
+            recipe=recipe, trainer=trainer, defences=list(defences), seed=seed,
+        )  # fmt: skip
         data, skipped = audit_config(plan)
         data = on_backend(data, backend, address, trainer=trainer)
         report = run_experiment(load_config_dict(data), folder, device=device)

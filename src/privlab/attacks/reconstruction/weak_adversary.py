@@ -88,6 +88,36 @@ def _inputs(
     return torch.cat([theta, F.one_hot(classes, count).float()], dim=1)
 
 
+def _fit_state(
+    recon: Reconstructor,
+    opt: torch.optim.Optimizer,
+    best: float,
+    best_state: dict[str, torch.Tensor],
+    since: int,
+    step: int,
+) -> dict[str, Any]:
+    """What a fit carries from one validation check to the next (its checkpoint)."""
+    return {
+        "model": recon.model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "best_state": best_state,
+        "history": recon.history,
+        "best": best,
+        "since": since,
+        "step": step,
+    }
+
+
+def _resume(
+    recon: Reconstructor, opt: torch.optim.Optimizer, saved: dict[str, Any]
+) -> tuple[float, dict[str, torch.Tensor], int, int]:
+    """Put a :func:`_fit_state` back; (best, best_state, since, step)."""
+    recon.model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    recon.history = list(saved["history"])
+    return float(saved["best"]), saved["best_state"], int(saved["since"]), int(saved["step"])
+
+
 def _batches(
     shard: Shard,
     images: torch.Tensor,
@@ -171,22 +201,14 @@ class WeakAdversary:
         gen = torch.Generator().manual_seed(seed)
         if normaliser is None:
             normaliser = fit_normaliser(heads)
-        recon = Reconstructor(
-            self._network(normaliser, heads.classes, tuple(images.shape[1:])),
-            normaliser,
-            heads.classes,
-            self.conditional,
-            [],
-            list(heads.target_classes),
-        )
+        net = self._network(normaliser, heads.classes, tuple(images.shape[1:]))
+        targets = list(heads.target_classes)
+        recon = Reconstructor(net, normaliser, heads.classes, self.conditional, [], targets)
         opt = torch.optim.Adam(recon.model.parameters(), lr=self.lr)
         best, best_state, since, step = float("inf"), copy.deepcopy(recon.model.state_dict()), 0, 0
         saved = checkpoint.load() if checkpoint is not None else None
         if saved is not None:
-            recon.model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            best_state, recon.history = saved["best_state"], list(saved["history"])
-            best, since, step = float(saved["best"]), int(saved["since"]), int(saved["step"])
+            best, best_state, since, step = _resume(recon, opt, saved)
         batches = self._training_batches(heads, images, recon.targets, gen)
         for _ in range(step):  # the batches the checkpoint already trained on
             next(batches, None)
@@ -210,17 +232,7 @@ class WeakAdversary:
                 recon.model.load_state_dict(best_state)
                 return recon
             if checkpoint is not None:
-                checkpoint.save(
-                    {
-                        "model": recon.model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "best_state": best_state,
-                        "history": recon.history,
-                        "best": best,
-                        "since": since,
-                        "step": step,
-                    }
-                )
+                checkpoint.save(_fit_state(recon, opt, best, best_state, since, step))
         v = self._val_loss(recon, val, val_images, seed + 1)
         recon.history.append({"step": float(step), "val": v})
         if v > best:

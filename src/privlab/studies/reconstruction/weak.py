@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from privlab import __version__
+from privlab.attacks.reconstruction.reconstructor import WeightNormaliser
 from privlab.attacks.reconstruction.shadow_shards import ShadowHeads, shard_weights
 from privlab.attacks.reconstruction.weak_adversary import (
     Reconstructor,
@@ -319,6 +320,38 @@ def _test_results(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fit(
+    attack: WeakAdversary,
+    heads: dict[str, ShadowHeads],
+    priors: Priors,
+    null: WeightNormaliser,
+    seed: int,
+    checkpoint: FileCheckpoint,
+) -> tuple[Reconstructor, float]:
+    """The reconstructor fitted (resumed from ``checkpoint``, cleared once done) and the
+    seconds it took."""
+    start = time.perf_counter()
+    train_images, val_images = priors.part("train")[2], priors.part("val")[2]
+    recon = attack.fit(
+        heads["train"], heads["val"], train_images, val_images,
+        seed=seed, normaliser=null, checkpoint=checkpoint,
+    )  # fmt: skip
+    checkpoint.clear()
+    return recon, time.perf_counter() - start
+
+
+def _fit_checkpoint(
+    cache: Path, job_keys: dict[str, str], attack: WeakAdversary, seed: int, priors: Priors
+) -> FileCheckpoint:
+    """Where the reconstructor's fit keeps its progress, so that an interrupted run resumes
+    it (a long fit on a million heads): in the cache, named by what the fit depends on."""
+    fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
+    return FileCheckpoint(
+        cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
+        fit_key | {"priors": priors.sha256, "version": __version__},
+    )
+
+
 def run_weak_variant(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
@@ -337,40 +370,18 @@ def run_weak_variant(
     spec: HeadSpec = s["spec"]
     attack: WeakAdversary = s["reconstructor"]
     jobs, heads, shadow_seconds = _shadows(
-        cfg,
-        variant,
-        priors,
-        s,
-        seed=seed,
-        cache=cache,
-        progress=progress,
+        cfg, variant, priors, s, seed=seed, cache=cache, progress=progress,
         backend=backend or LocalBackend(),
-    )
-    train_feats, train_labels, train_images = priors.part("train")
+    )  # fmt: skip
+    train_feats, train_labels, _ = priors.part("train")
     _, val_labels, val_images = priors.part("val")
     # one pass over the training shards: the full covariance (the null weights' law) also
     # gives the per-coordinate mean and std that normalise the reconstructor's input
     null = fit_normaliser(heads["train"], covariance=True)
-    # the fit's progress survives an interrupted run (a long fit on a million heads resumes)
     job_keys = {part: job.key() for part, job in jobs.items()}
-    fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
-    checkpoint = FileCheckpoint(
-        cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
-        fit_key | {"priors": priors.sha256, "version": __version__},
-    )
-    start = time.perf_counter()
+    checkpoint = _fit_checkpoint(cache, job_keys, attack, seed, priors)
     with step(progress, f"{variant.name}: reconstructor"):
-        recon = attack.fit(
-            heads["train"],
-            heads["val"],
-            train_images,
-            val_images,
-            seed=seed,
-            normaliser=null,
-            checkpoint=checkpoint,
-        )
-    checkpoint.clear()
-    train_seconds = time.perf_counter() - start
+        recon, train_seconds = _fit(attack, heads, priors, null, seed, checkpoint)
     result = evaluate_reconstructor(
         recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
     )
@@ -422,23 +433,9 @@ def run_weak_adversary(
             "settings": {k: repr(val) for k, val in s.items()},
             "config": cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"}),
         }
-        variants.append(
-            state.get_or_run(
-                f"weak-{v.name}",
-                key,
-                partial(
-                    run_weak_variant,
-                    cfg,
-                    v,
-                    priors,
-                    s,
-                    seed=seed,
-                    cache=cache,
-                    progress=progress,
-                    backend=backend,
-                ),
-            )
-        )
+        run = partial(run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache)
+        run = partial(run, progress=progress, backend=backend)
+        variants.append(state.get_or_run(f"weak-{v.name}", key, run))
         if not cfg.keep_shadows:  # the result is in state/: the shards may go
             for job_key in variants[-1].get("job_keys", {}).values():
                 shutil.rmtree(shadow_dir(cache, job_key), ignore_errors=True)
