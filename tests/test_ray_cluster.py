@@ -21,20 +21,10 @@ import torch
 from conftest import targets_of, tiny_config
 from privlab.config.schema import load_config_dict
 from privlab.run.runner import run_experiment
-from ray_support import require_ray
+from ray_support import GI_SWEEP, require_ray, untimed
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
-GI = {
-    "data": "digits",
-    "model": {"name": "mlp", "params": {"hidden": [16]}},
-    "clients": [{"batch_size": 2}],
-    "batches": 1,
-    "examples": 1,
-    "attacks": [{"name": "inverting_gradients", "params": {"iterations": 40, "restarts": 1}}],
-    "defences": ["none", {"name": "pruning", "sweep": {"p": [0.5, 0.9, 0.99]}}],
-    "utility": {"clients": 2, "rounds": 3},
-}
 
 
 def _free_port() -> int:
@@ -102,14 +92,6 @@ class _KillOneWorker(threading.Thread):
             time.sleep(0.05)
 
 
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if "seconds" not in k}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
-
-
 def _configs(tmp_path: Path, backend: str, address: str | None) -> list:
     where = {"backend": backend, "address": address} if address else {"backend": backend}
     audit = tiny_config(
@@ -119,14 +101,18 @@ def _configs(tmp_path: Path, backend: str, address: str | None) -> list:
         attacks=[{"name": "lira", "params": {"variance": "global"}}],
         **where,
     )
-    sweep = {"name": "gi", "cache_dir": str(tmp_path / backend / "cache"), "gradient_inversion": GI}
+    sweep = {
+        "name": "gi",
+        "cache_dir": str(tmp_path / backend / "cache"),
+        "gradient_inversion": GI_SWEEP,
+    }
     return [load_config_dict(audit), load_config_dict(sweep | where)]
 
 
 def _results(reports: list[dict]) -> tuple:
     lira = targets_of(reports[0])[0]["attacks"][0]["metrics"]
     (setting,) = reports[1]["studies"]["gradient_inversion"]["runs"][0]["settings"]
-    return _untimed(lira), _untimed(setting["points"])
+    return untimed(lira), untimed(setting["points"])
 
 
 def _weights(tmp_path: Path, backend: str) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from privlab.run.backend import (
     make_backend,
     task_device,
 )
-from ray_support import require_ray
+from ray_support import GI_SWEEP, require_ray, untimed
 
 
 def _noisy_sum(seed: int, *, table: torch.Tensor) -> torch.Tensor:
@@ -153,16 +153,6 @@ def test_a_gradient_inversion_sweep_on_ray_equals_the_local_one(ray_backend, tmp
     from privlab.config.schema import load_config_dict
     from privlab.run.runner import run_experiment
 
-    section = {
-        "data": "digits",
-        "model": {"name": "mlp", "params": {"hidden": [16]}},
-        "clients": [{"batch_size": 2}],
-        "batches": 1,
-        "examples": 1,
-        "attacks": [{"name": "inverting_gradients", "params": {"iterations": 30, "restarts": 1}}],
-        "defences": ["none", {"name": "pruning", "sweep": {"p": [0.5, 0.9]}}],
-        "utility": {"clients": 2, "rounds": 3},
-    }
     points = {}
     for backend in ("local", "ray"):
         cfg = load_config_dict(
@@ -170,7 +160,7 @@ def test_a_gradient_inversion_sweep_on_ray_equals_the_local_one(ray_backend, tmp
                 "name": "gi",
                 "backend": backend,
                 "cache_dir": str(tmp_path / backend),
-                "gradient_inversion": section,
+                "gradient_inversion": GI_SWEEP,
             }
         )
         report = run_experiment(cfg, tmp_path / backend / "run")
@@ -178,16 +168,7 @@ def test_a_gradient_inversion_sweep_on_ray_equals_the_local_one(ray_backend, tmp
         points[backend] = setting["points"]
     assert len(points["ray"]) == 3
     for a, b in zip(points["local"], points["ray"], strict=True):
-        assert _untimed(a) == _untimed(b)
-
-
-def _untimed(obj):
-    """``obj`` without its wall times, which differ from run to run."""
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if "seconds" not in k}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
+        assert untimed(a) == untimed(b)
 
 
 def test_an_audit_of_the_users_model_trains_its_reference_models_on_ray(ray_backend, tmp_path):
@@ -212,7 +193,7 @@ def test_an_audit_of_the_users_model_trains_its_reference_models_on_ray(ray_back
             out=tmp_path / backend,
         )
         (target,) = result.report["studies"]["targets"]["runs"][0]["targets"]
-        runs[backend] = [_untimed(a["metrics"]) for a in target["attacks"]]
+        runs[backend] = [untimed(a["metrics"]) for a in target["attacks"]]
     assert runs["ray"] == runs["local"]
 
 
