@@ -6,6 +6,7 @@ replaced and the run completes with the same results. The cluster is stopped aft
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -145,3 +146,32 @@ def test_a_two_node_cluster_gives_the_local_results_even_when_a_worker_dies(clus
     import ray
 
     assert len(ray.nodes()) == 2 and all(n["Alive"] for n in ray.nodes())
+
+
+def test_a_driver_killed_mid_run_resumes_from_state_to_the_local_result(cluster, tmp_path):
+    import yaml
+
+    config = {"name": "gi", "gradient_inversion": GI_SWEEP}
+    path = tmp_path / "gi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    local = run_experiment(load_config_dict(config), tmp_path / "local")
+    out = tmp_path / "ray"
+    privlab = str(Path(sys.executable).with_name("privlab"))
+    command = [privlab, "run", str(path), "--out", str(out), "--backend", "ray"]
+    command += ["--address", cluster]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline:
+        done = [f.name for f in (out / "state").glob("gi-*pruning*.json")]
+        if any("utility" not in name for name in done):  # a defence point's attacks are in
+            driver.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert driver.wait(timeout=60) == -signal.SIGKILL  # killed in the middle, not finished
+    assert not (out / "report.json").exists()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    (a,) = local["studies"]["gradient_inversion"]["runs"][0]["settings"]
+    (b,) = report["studies"]["gradient_inversion"]["runs"][0]["settings"]
+    assert untimed(a["points"]) == untimed(b["points"])
