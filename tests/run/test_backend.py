@@ -204,3 +204,44 @@ def test_the_users_training_function_cannot_train_on_ray():
         on_backend({}, "ray", None, trainer="memory-trainer:1")
     assert on_backend({"a": 1}, None, None, trainer=None) == {"a": 1}
     assert on_backend({}, "ray", "auto", trainer=None) == {"backend": "ray", "address": "auto"}
+
+
+def test_the_weak_adversarys_variants_as_ray_tasks_equal_the_local_ones(ray_backend, tmp_path):
+    from privlab.config.schema import load_config_dict
+    from privlab.run.runner import run_experiment
+
+    weak = {
+        "dataset": "digits",
+        "pretrain_epochs": 2,
+        "shadows": 400,
+        "val_shadows": 100,
+        "shard_size": 200,
+        "reconstructor": {"kind": "mlp", "width": 32, "lr": 0.003, "eval_every": 20},
+        "examples": 2,
+        "variants": [{"name": "N=10"}, {"name": "N=20", "n": 20}],
+    }
+    variants = {}
+    for backend in ("local", "ray"):
+        config = {"name": "w", "backend": backend, "cache_dir": str(tmp_path / backend)}
+        cfg = load_config_dict(config | {"reconstruction": {"weak_adversary": weak}})
+        report = run_experiment(cfg, tmp_path / backend / "run")
+        run = report["studies"]["reconstruction"]["runs"][0]
+        variants[backend] = untimed(run["weak_adversary"]["variants"])
+    assert [v["name"] for v in variants["ray"]] == ["N=10", "N=20"]
+    for a, b in zip(variants["local"], variants["ray"], strict=True):
+        # the ROC's Neyman-Pearson curves are fitted numerically (BLAS threads: rounding)
+        roc_a, roc_b = a.pop("roc"), b.pop("roc")
+        assert a == b
+        assert roc_a.keys() == roc_b.keys()
+        assert _close(roc_a, roc_b)
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal, numbers up to 1e-6."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return abs(a - b) <= 1e-6
+    return a == b

@@ -50,7 +50,7 @@ from privlab.metrics.reconstruction import (
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
 from privlab.run.backend import Backend, LocalBackend
-from privlab.run.progress import Progress, step
+from privlab.run.progress import Progress, SilentProgress, step
 from privlab.run.store import FileCheckpoint, StateDir, stable_hash
 from privlab.studies.reconstruction.config import (
     WeakAdversaryConfig,
@@ -411,6 +411,35 @@ def run_weak_variant(
     return out
 
 
+def _variant_key(
+    cfg: WeakAdversaryConfig, seed: int, priors: Priors, s: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything a variant's result depends on (its ``state/`` key)."""
+    return {
+        "unit": "weak_variant",
+        "version": __version__,
+        "seed": seed,
+        "priors": priors.sha256,
+        "tau": priors.tau,
+        "extractor": priors.extractor_sha256,
+        "settings": {k: repr(val) for k, val in s.items()},
+        "config": cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"}),
+    }
+
+
+def _variant_task(
+    item: tuple[WeakVariant, dict[str, Any]],
+    *,
+    cfg: WeakAdversaryConfig,
+    priors: Priors,
+    seed: int,
+    cache: Path,
+) -> dict[str, Any]:
+    """One variant as a backend task (no progress bars: they belong to the driver)."""
+    v, s = item
+    return run_weak_variant(cfg, v, priors, s, seed=seed, cache=cache, progress=SilentProgress())
+
+
 def run_weak_adversary(
     cfg: WeakAdversaryConfig,
     seed: int,
@@ -420,22 +449,18 @@ def run_weak_adversary(
     backend: Backend | None = None,
 ) -> dict[str, Any]:
     priors = transfer_priors(cfg, seed, cache, progress)
+    todo = [(v, variant_settings(cfg, v)) for v in cfg.resolved_variants()]
+    units = [(f"weak-{v.name}", _variant_key(cfg, seed, priors, s), (v, s)) for v, s in todo]
+    if backend is not None and not isinstance(backend, LocalBackend) and len(units) > 1:
+        # the variants as tasks, each training its shadows where it runs (a Ray task's own
+        # cache folder; kept there when ``keep_shadows``); one variant: its shards as tasks
+        shared = {"cfg": cfg, "priors": priors, "seed": seed, "cache": cache}
+        state.fill(backend, _variant_task, units, shared=shared)
     variants = []
-    for v in cfg.resolved_variants():
-        s = variant_settings(cfg, v)
-        key = {
-            "unit": "weak_variant",
-            "version": __version__,
-            "seed": seed,
-            "priors": priors.sha256,
-            "tau": priors.tau,
-            "extractor": priors.extractor_sha256,
-            "settings": {k: repr(val) for k, val in s.items()},
-            "config": cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"}),
-        }
+    for (v, s), (prefix, key, _) in zip(todo, units, strict=True):
         run = partial(run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache)
         run = partial(run, progress=progress, backend=backend)
-        variants.append(state.get_or_run(f"weak-{v.name}", key, run))
+        variants.append(state.get_or_run(prefix, key, run))
         if not cfg.keep_shadows:  # the result is in state/: the shards may go
             for job_key in variants[-1].get("job_keys", {}).values():
                 shutil.rmtree(shadow_dir(cache, job_key), ignore_errors=True)
