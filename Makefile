@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)  ## train natural + 3 robust models on digits, attack them, write runs/demo/report.html
 	$(BIN)/privlab demo
 
+# idle OpenMP threads sleep instead of spinning: on a shared machine spinning made torch's
+# threads fight another job for the cores (benchmarks/_env.py); an explicit setting wins
 test: $(STAMP)  ## the full test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(BIN)/python -m pytest -q
 
 lint: $(STAMP)  ## ruff (style, imports, complexity) and mypy, as CI runs them
 	$(BIN)/ruff check src tests benchmarks examples
