@@ -26,6 +26,7 @@ from privlab.config import ConfigError, load_config
 from privlab.data.bundle import DatasetError
 from privlab.registry import REGISTRIES, UnknownComponentError
 from privlab.report.console import output_console, print_report, print_table
+from privlab.run.backend import BackendError
 from privlab.run.store import ModelFileError
 from privlab.studies.base import TextTable
 from privlab.threat_model import AccessDenied
@@ -47,6 +48,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FloatingPointError,  # a diverging loss (training/loop.py)
     OSError,
     ImportError,  # an optional extra that is not installed (ray)
+    BackendError,  # a Ray cluster that cannot be reached, a worker that keeps dying
 )
 
 #: commands whose finished work is cached, so that running them again resumes

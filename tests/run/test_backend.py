@@ -4,6 +4,7 @@ as itself, a task whose worker dies run again to the same result, and the clear 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -245,3 +246,15 @@ def _close(a: object, b: object) -> bool:
     if isinstance(a, float | int) and isinstance(b, float | int):
         return abs(a - b) <= 1e-6
     return a == b
+
+
+def test_an_unreachable_cluster_is_one_error_line_not_a_long_wait():
+    from privlab.run.backend import _check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(BackendError, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(BackendError, match="host:port"):
+        _check_reachable("127.0.0.1:port")

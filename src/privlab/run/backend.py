@@ -19,6 +19,7 @@ function raises is re-raised in the driver as itself (a ``ValueError`` stays a
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Literal, Protocol, TypeVar
@@ -119,6 +120,18 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A BackendError unless something listens at ``address`` (``host:port``)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except ValueError:
+        raise BackendError(f"a Ray address is host:port, got {address!r}") from None
+    except OSError as err:
+        raise BackendError(f"cannot reach a Ray cluster at {address}: {err}") from None
+
+
 def _in_task(fn: Callable[..., R], item: Any, threads: int, **shared: Any) -> R:
     """A task's body: the torch thread count its resources ask for, then the work."""
     torch.set_num_threads(threads)
@@ -138,6 +151,8 @@ class RayBackend:
         self.ray = _import_ray()
         self.max_retries = max_retries
         if not self.ray.is_initialized():
+            if address and address != "auto":
+                _check_reachable(address)  # Ray itself retries an absent cluster for minutes
             try:
                 self.ray.init(
                     address=address,
