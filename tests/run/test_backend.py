@@ -3,6 +3,7 @@ as itself, a task whose worker dies run again to the same result, and the clear 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -258,3 +259,33 @@ def test_an_unreachable_cluster_is_one_error_line_not_a_long_wait():
         _check_reachable(f"127.0.0.1:{port}")
     with pytest.raises(BackendError, match="host:port"):
         _check_reachable("127.0.0.1:port")
+
+
+def test_the_seeds_of_a_study_as_ray_tasks_give_the_local_runs(ray_backend, tmp_path):
+    from conftest import tiny_config
+    from privlab.config.schema import load_config_dict
+    from privlab.run.runner import run_experiment
+
+    runs = {}
+    for backend in ("local", "ray"):
+        cfg = load_config_dict(
+            tiny_config(seeds=[0, 1], backend=backend, cache_dir=str(tmp_path / backend / "c"))
+        )
+        report = run_experiment(cfg, tmp_path / backend / "run")
+        # as report.json holds it (a tuple and a list are the same there)
+        runs[backend] = json.loads(json.dumps(untimed(report["studies"]["targets"]["runs"])))
+        assert [r["seed"] for r in runs[backend]] == [0, 1]
+    assert _close(runs["ray"], runs["local"]), _first_difference(runs["ray"], runs["local"])
+    assert len(list((tmp_path / "ray" / "run" / "state").glob("seed-targets-*.json"))) == 2
+
+
+def _first_difference(a: object, b: object, at: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a.keys() | b.keys():
+            if not _close(a.get(k), b.get(k)):
+                return _first_difference(a.get(k), b.get(k), f"{at}.{k}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if not _close(x, y):
+                return _first_difference(x, y, f"{at}[{i}]")
+    return f"{at}: {str(a)[:200]} != {str(b)[:200]}"

@@ -9,6 +9,8 @@ interrupted run resumes where it stopped).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,34 @@ from privlab.config.schema import ExperimentConfig
 from privlab.registry import STUDIES
 from privlab.report.schema import SCHEMA_VERSION
 from privlab.report.writer import write_report
+from privlab.run.backend import LocalBackend
 from privlab.run.context import RunContext, Stopwatch
 from privlab.run.environment import versions
-from privlab.run.progress import Progress
+from privlab.run.progress import Progress, SilentProgress
 from privlab.studies.base import Study
+
+
+def _seed_task(seed: int, *, study: str, section: Any, ctx: RunContext) -> dict[str, Any]:
+    """One seed of a study as a backend task (its own units run where it runs)."""
+    return dict(STUDIES.get(study)().run(ctx, section, seed))
+
+
+def _seed_runs(study: Study, section: Any, ctx: RunContext) -> list[dict[str, Any]]:
+    """The study once per seed: here, one after another, or, on a remote backend with several
+    seeds, each seed a task (its result a ``state/`` unit, written as it arrives; inside the
+    task the study's units run there, one after another, with no progress bars)."""
+    if isinstance(ctx.backend, LocalBackend) or len(ctx.seeds) < 2:
+        return [study.run(ctx, section, seed) for seed in ctx.seeds]
+    section_key = section.model_dump(mode="json")
+    units = [
+        (f"seed-{study.name}", {"study": study.name, "seed": seed, "section": section_key,
+                                "version": __version__}, seed)
+        for seed in ctx.seeds
+    ]  # fmt: skip
+    remote = replace(ctx, progress=SilentProgress(), backend=LocalBackend(), timings={})
+    shared = {"study": study.name, "section": section, "ctx": remote}
+    ctx.state.fill(ctx.backend, _seed_task, units, shared=shared)
+    return [ctx.state.get_or_run(p, k, partial(study.run, ctx, section, s)) for p, k, s in units]
 
 
 def planned_studies(config: ExperimentConfig) -> list[tuple[Study, Any]]:
@@ -72,7 +98,7 @@ def run_experiment(
     report["studies"] = {}
     for study, section in studies:
         with Stopwatch(ctx, f"{study.name}_seconds"):
-            runs = [study.run(ctx, section, seed) for seed in ctx.seeds]
+            runs = _seed_runs(study, section, ctx)
         report["studies"][study.name] = {"runs": runs}
     report["timings"] = {"total_seconds": time.perf_counter() - start, **ctx.timings}
     write_report(report, ctx.out)
