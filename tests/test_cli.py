@@ -107,3 +107,8 @@ def test_shadow_heads_command_writes_resumes_and_refuses_foreign_shards(tmp_path
     assert runner.invoke(app, args).exit_code == 0  # resumed: nothing to do
     foreign = runner.invoke(app, [*args, "--seed", "5"])
     assert foreign.exit_code == 2 and "shard of another configuration" in foreign.output
+    # a bad backend or address is one line before any work
+    bad = runner.invoke(app, [*args, "--address", "10.0.0.1:6379"])
+    assert bad.exit_code == 2 and "an address needs backend 'ray'" in bad.output
+    bad = runner.invoke(app, [*args, "--backend", "spark"])
+    assert bad.exit_code == 2 and "unknown backend 'spark'" in bad.output

@@ -289,15 +289,18 @@ def shadow_heads(
     backend: Annotated[
         str, typer.Option(help="local, or ray (a running cluster or a new local one).")
     ] = "local",
+    address: AddressOpt = None,
 ) -> None:
     """Train shadow heads on the transfer setting's features (Maciazek & Allison, Algorithm 1)
     and write them to disk in resumable shards."""
     from privlab.cli_progress import warnings_once
+    from privlab.run.backend import make_backend
     from privlab.run.model_cache import default_cache_dir
     from privlab.studies.reconstruction.shadow_heads import ShadowJob, generate_shadow_heads
     from privlab.studies.reconstruction.transfer import transfer_setting
     from privlab.training.heads import HeadSpec
 
+    runner = make_backend(backend, address)  # a bad backend or address: before any work
     data = transfer_setting(cache_dir=default_cache_dir())
     job = ShadowJob(
         spec=HeadSpec(),
@@ -308,7 +311,7 @@ def shadow_heads(
         pool_sha256=data.sha256(),
     )
     with warnings_once():
-        paths = generate_shadow_heads(job, data.features, data.labels, out, backend=backend)
+        paths = generate_shadow_heads(job, data.features, data.labels, out, backend=runner)
     out_console.print(f"{heads} heads in {len(paths)} shards under {out} (job {job.key()[:12]})")
 
 
