@@ -55,6 +55,9 @@ ONE_CPU = Resources()
 
 class Backend(Protocol):
     name: str
+    #: units run in other processes (on other machines): the study hands them over as tasks
+    #: up front; on a local backend it runs them where its sequential code meets them
+    remote: bool
 
     def map(
         self,
@@ -83,6 +86,7 @@ class LocalBackend:
     numbers from torch's global generator, which threads share (a study knows its units)."""
 
     name = "local"
+    remote = False
 
     def __init__(self, workers: int | None = 1) -> None:
         self.workers = workers
@@ -144,6 +148,7 @@ class RayBackend:
     many tasks as the cluster has CPUs are in flight, so the driver's memory stays bounded."""
 
     name = "ray"
+    remote = True
 
     def __init__(
         self, address: str | None = None, workers: int | None = None, max_retries: int = 3

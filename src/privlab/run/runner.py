@@ -35,7 +35,7 @@ def _seed_runs(study: Study, section: Any, ctx: RunContext) -> list[dict[str, An
     """The study once per seed: here, one after another, or, on a remote backend with several
     seeds, each seed a task (its result a ``state/`` unit, written as it arrives; inside the
     task the study's units run there, one after another, with no progress bars)."""
-    if isinstance(ctx.backend, LocalBackend) or len(ctx.seeds) < 2:
+    if not ctx.backend.remote or len(ctx.seeds) < 2:
         return [study.run(ctx, section, seed) for seed in ctx.seeds]
     section_key = section.model_dump(mode="json")
     units = [

@@ -405,9 +405,9 @@ class FileCheckpoint:
         if not self.path.is_file():
             return None
         try:
-            with safe_open(str(self.path), framework="pt") as fh:
+            with safe_open(str(self.path), framework="pt") as fh:  # one read: header, tensors
                 meta = fh.metadata() or {}
-            tensors = load_file(str(self.path))
+                tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
             if meta.get("key") != self.key:
                 raise ValueError("it belongs to another computation")
             if meta.get("sha256") != tensors_sha256(tensors):

@@ -547,8 +547,9 @@ def run_client_setting(
     lo, hi = task.bundle.value_range
     units = _Units(task, client, state, backend)
     baseline_utility, floor = _baseline_utility(units, progress)
-    with step(progress, f"defence points ({client.label}) on the {units.backend.name} backend"):
-        _fill_points(units, batches, baseline_utility)
+    if units.backend.remote:  # locally, each point's units run where the loop below meets them
+        with step(progress, f"defence points ({client.label}) on the {units.backend.name} backend"):
+            _fill_points(units, batches, baseline_utility)
     points = [
         _defence_point(units, d, point_of, batches, baseline_utility, progress)
         for d in cfg.defences

@@ -326,10 +326,17 @@ def _fit(
     priors: Priors,
     null: WeightNormaliser,
     seed: int,
-    checkpoint: FileCheckpoint,
+    cache: Path,
+    job_keys: dict[str, str],
 ) -> tuple[Reconstructor, float]:
-    """The reconstructor fitted (resumed from ``checkpoint``, cleared once done) and the
-    seconds it took."""
+    """The reconstructor fitted and the seconds it took. Its progress is checkpointed in the
+    cache, named by what the fit depends on, so that an interrupted run resumes it (a long fit
+    on a million heads); the checkpoint goes once the fit is done."""
+    fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
+    checkpoint = FileCheckpoint(
+        cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
+        fit_key | {"priors": priors.sha256, "version": __version__},
+    )
     start = time.perf_counter()
     train_images, val_images = priors.part("train")[2], priors.part("val")[2]
     recon = attack.fit(
@@ -338,18 +345,6 @@ def _fit(
     )  # fmt: skip
     checkpoint.clear()
     return recon, time.perf_counter() - start
-
-
-def _fit_checkpoint(
-    cache: Path, job_keys: dict[str, str], attack: WeakAdversary, seed: int, priors: Priors
-) -> FileCheckpoint:
-    """Where the reconstructor's fit keeps its progress, so that an interrupted run resumes
-    it (a long fit on a million heads): in the cache, named by what the fit depends on."""
-    fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
-    return FileCheckpoint(
-        cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
-        fit_key | {"priors": priors.sha256, "version": __version__},
-    )
 
 
 def run_weak_variant(
@@ -379,9 +374,8 @@ def run_weak_variant(
     # gives the per-coordinate mean and std that normalise the reconstructor's input
     null = fit_normaliser(heads["train"], covariance=True)
     job_keys = {part: job.key() for part, job in jobs.items()}
-    checkpoint = _fit_checkpoint(cache, job_keys, attack, seed, priors)
     with step(progress, f"{variant.name}: reconstructor"):
-        recon, train_seconds = _fit(attack, heads, priors, null, seed, checkpoint)
+        recon, train_seconds = _fit(attack, heads, priors, null, seed, cache, job_keys)
     result = evaluate_reconstructor(
         recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
     )
@@ -451,7 +445,7 @@ def run_weak_adversary(
     priors = transfer_priors(cfg, seed, cache, progress)
     todo = [(v, variant_settings(cfg, v)) for v in cfg.resolved_variants()]
     units = [(f"weak-{v.name}", _variant_key(cfg, seed, priors, s), (v, s)) for v, s in todo]
-    if backend is not None and not isinstance(backend, LocalBackend) and len(units) > 1:
+    if backend is not None and backend.remote and len(units) > 1:
         # the variants as tasks, each training its shadows where it runs (a Ray task's own
         # cache folder; kept there when ``keep_shadows``); one variant: its shards as tasks
         shared = {"cfg": cfg, "priors": priors, "seed": seed, "cache": cache}

@@ -245,7 +245,7 @@ def _train(
     # built here, in order: building seeds torch's global generator, which threads share
     built = [make_model(s) for s in seeds]
     parts = [(int(lo), int(hi), built[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
-    local = isinstance(backend, LocalBackend)
+    local = not backend.remote
     if local and why_sequential(built[0], regime, train_cfg, pool, device) is None:
         # vectorised parts draw from their own generators: threads of one torch thread each
         # (the loop that trains a model that cannot be stacked seeds the global one: no threads)
