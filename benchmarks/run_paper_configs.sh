@@ -4,7 +4,9 @@
 # and each run resumes where it stopped. Every invocation of a config appends its wall time
 # to benchmarks/results/paper_runs.jsonl (with "resumed": whether state/ already held
 # finished units, so a resumed run's time is only the rest). A failing config does not stop
-# the ones after it; the script exits 1 if any failed.
+# the ones after it; the script exits 1 if any failed. A config whose report.json is newer
+# than its YAML is done and skipped (its report keeps the wall times of the run that made
+# it); PRIVLAB_RERUN=1 runs it again.
 # Usage: benchmarks/run_paper_configs.sh [names...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +39,11 @@ fi
 LOG=benchmarks/results/paper_runs.jsonl
 failed=0
 for name in "${names[@]}"; do
+  report="results/paper/$name/report.json"
+  if [ -z "${PRIVLAB_RERUN:-}" ] && [ "$report" -nt "configs/paper/$name.yaml" ]; then
+    echo "== $name: done ($report is newer than its config)"
+    continue
+  fi
   echo "== $name $(date +%T)"
   resumed=false
   [ -d "results/paper/$name/state" ] && [ -n "$(ls -A "results/paper/$name/state")" ] && resumed=true

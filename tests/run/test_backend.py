@@ -124,31 +124,38 @@ def test_the_header_chooses_the_backend_and_ray_missing_is_one_clear_error(tmp_p
         load_config_dict(moved)
 
 
-def test_reference_models_trained_as_ray_tasks_equal_the_local_ones(ray_backend, tmp_path):
+@pytest.mark.parametrize("targets", [1, 2], ids=["parts as tasks", "nested in target tasks"])
+def test_reference_models_trained_as_ray_tasks_equal_the_local_ones(ray_backend, tmp_path, targets):
+    """One target: its ensemble's parts are the tasks. Two: each target is a task, and its
+    parts nested tasks of it."""
     from safetensors.torch import load_file
 
     from conftest import targets_of, tiny_config
     from privlab.config.schema import load_config_dict
     from privlab.run.runner import run_experiment
 
+    two = [{"name": "natural", "regime": "natural"}, {"name": "short", "train": {"epochs": 2}}]
     reports, weights = {}, {}
     for backend in ("local", "ray"):  # Ray: the module's cluster, already running
         cfg = load_config_dict(
             tiny_config(
                 cache_dir=str(tmp_path / backend / "cache"),
                 backend=backend,
-                targets=[{"name": "natural", "regime": "natural"}],
+                targets=two[:targets],
                 threat_model={"reference": "none", "reference_models": {"count": 8, "tasks": 4}},
                 attacks=[{"name": "lira", "params": {"variance": "global"}}],
             )
         )
         reports[backend] = run_experiment(cfg, tmp_path / backend / "run")
-        (path,) = (tmp_path / backend / "cache" / "models").glob("reference-*.safetensors")
-        weights[backend] = load_file(str(path))
-    assert weights["local"].keys() == weights["ray"].keys()
-    assert all(torch.equal(weights["local"][k], weights["ray"][k]) for k in weights["local"])
-    local, remote = (targets_of(reports[b])[0]["attacks"][0]["metrics"] for b in ("local", "ray"))
-    assert local["auc"] == remote["auc"]
+        paths = sorted((tmp_path / backend / "cache" / "models").glob("reference-*.safetensors"))
+        assert len(paths) == targets
+        weights[backend] = [load_file(str(path)) for path in paths]
+    for here, there in zip(weights["local"], weights["ray"], strict=True):
+        assert here.keys() == there.keys()
+        assert all(torch.equal(here[k], there[k]) for k in here)
+    local, remote = ([t["attacks"][0]["metrics"]["auc"] for t in targets_of(reports[b])]
+                     for b in ("local", "ray"))  # fmt: skip
+    assert local == remote
 
 
 def test_a_gradient_inversion_sweep_on_ray_equals_the_local_one(ray_backend, tmp_path):
@@ -276,7 +283,9 @@ def test_the_seeds_of_a_study_as_ray_tasks_give_the_local_runs(ray_backend, tmp_
         runs[backend] = json.loads(json.dumps(untimed(report["studies"]["targets"]["runs"])))
         assert [r["seed"] for r in runs[backend]] == [0, 1]
     assert _close(runs["ray"], runs["local"]), _first_difference(runs["ray"], runs["local"])
-    assert len(list((tmp_path / "ray" / "run" / "state").glob("seed-targets-*.json"))) == 2
+    assert (
+        len(list((tmp_path / "ray" / "run" / "state").glob("cell-targets-*.json"))) == 4
+    )  # 2 seeds × 2 targets
 
 
 def _first_difference(a: object, b: object, at: str = "") -> str:

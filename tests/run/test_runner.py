@@ -9,6 +9,7 @@ import torch
 
 from conftest import data_of, study_runs, targets_of, tiny_config
 from privlab.config import ConfigError, load_config_dict
+from privlab.config.schema import ExperimentConfig
 from privlab.run import model_cache as model_store
 from privlab.run.runner import run_experiment
 from privlab.run.store import ModelFileError, load_state, save_model
@@ -141,3 +142,38 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=str(tmp_path)):
         run_experiment(cfg, tmp_path / "out")
+
+
+def test_on_a_remote_backend_each_target_of_a_seed_is_a_task_with_nested_tasks_merged_back(
+    tmp_path, monkeypatch
+):
+    from privlab.run.backend import LocalBackend
+    from ray_support import untimed
+
+    def config(cache: str) -> ExperimentConfig:
+        return load_config_dict(
+            tiny_config(
+                cache_dir=str(tmp_path / cache),
+                threat_model={"reference": "none", "reference_models": {"count": 4, "tasks": 2}},
+                attacks=[{"name": "lira", "params": {"variance": "global"}}],
+            )
+        )
+
+    local = run_experiment(config("local-cache"), tmp_path / "local")
+    handed = []
+    monkeypatch.setattr(LocalBackend, "remote", True)  # a cluster that runs tasks in-process
+    original = LocalBackend.map
+
+    def map_and_count(self, fn, items, **kwargs):
+        handed.extend(items)
+        return original(self, fn, items, **kwargs)
+
+    monkeypatch.setattr(LocalBackend, "map", map_and_count)
+    remote = run_experiment(config("remote-cache"), tmp_path / "remote")
+    cells = [(item[0], item[1].targets[0].name) for item in handed if len(item) == 2]
+    assert cells == [(0, "natural"), (0, "pgd_at")]  # one seed, two targets: two tasks
+    parts = [item for item in handed if len(item) == 3]  # (first, last, models)
+    assert len(parts) == 2 * 2  # inside each, its reference models' two parts: nested tasks
+    as_json = [json.loads(json.dumps(untimed(study_runs(r)))) for r in (remote, local)]
+    assert as_json[0] == as_json[1]
+    assert len(list((tmp_path / "remote" / "state").glob("cell-targets-*.json"))) == 2

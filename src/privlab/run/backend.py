@@ -70,6 +70,11 @@ class Backend(Protocol):
         """``(i, fn(items[i], **shared))`` for every item, in the order they finish."""
         ...
 
+    def inner(self) -> Backend:
+        """The backend for the units of a unit that runs as a task: on Ray the same cluster
+        (nested tasks; a task waiting on them gives its CPUs back), locally this process."""
+        ...
+
 
 def task_device(resources: Resources) -> torch.device:
     """The device a task should use: a GPU it was given (CUDA visible and a GPU share asked
@@ -90,6 +95,9 @@ class LocalBackend:
 
     def __init__(self, workers: int | None = 1) -> None:
         self.workers = workers
+
+    def inner(self) -> LocalBackend:
+        return LocalBackend()
 
     def map(
         self,
@@ -169,6 +177,9 @@ class RayBackend:
             except (ConnectionError, RuntimeError, ValueError) as err:
                 where = f"at {address}" if address else "locally"
                 raise BackendError(f"cannot start or reach a Ray cluster {where}: {err}") from None
+
+    def inner(self) -> RayBackend:
+        return self  # inside a task Ray is already initialised: its tasks are nested ones
 
     def _gpus(self, resources: Resources) -> float:
         return resources.gpus if self.ray.cluster_resources().get("GPU", 0) > 0 else 0.0

@@ -19,34 +19,40 @@ from privlab.config.schema import ExperimentConfig
 from privlab.registry import STUDIES
 from privlab.report.schema import SCHEMA_VERSION
 from privlab.report.writer import write_report
-from privlab.run.backend import LocalBackend
 from privlab.run.context import RunContext, Stopwatch
 from privlab.run.environment import versions
 from privlab.run.progress import Progress, SilentProgress
 from privlab.studies.base import Study
 
 
-def _seed_task(seed: int, *, study: str, section: Any, ctx: RunContext) -> dict[str, Any]:
-    """One seed of a study as a backend task (its own units run where it runs)."""
-    return dict(STUDIES.get(study)().run(ctx, section, seed))
+def _cell_task(unit: tuple[int, Any], *, study: str, ctx: RunContext) -> dict[str, Any]:
+    """One part of one seed of a study as a backend task (its own units run where it runs)."""
+    seed, cell = unit
+    return dict(STUDIES.get(study)().run(ctx, cell, seed))
 
 
 def _seed_runs(study: Study, section: Any, ctx: RunContext) -> list[dict[str, Any]]:
     """The study once per seed: here, one after another, or, on a remote backend with several
-    seeds, each seed a task (its result a ``state/`` unit, written as it arrives; inside the
-    task the study's units run there, one after another, with no progress bars)."""
-    if not ctx.backend.remote or len(ctx.seeds) < 2:
+    seeds or parts (``Study.cells``: the targets of the targets study), each (seed, part) a
+    task whose result is a ``state/`` unit, written as it arrives (inside the task the study's
+    own units go to ``Backend.inner``, with no progress bars); the parts of a seed are then
+    merged into its run."""
+    cells = study.cells(section)
+    if not ctx.backend.remote or len(ctx.seeds) * len(cells) < 2:
         return [study.run(ctx, section, seed) for seed in ctx.seeds]
-    section_key = section.model_dump(mode="json")
     units = [
-        (f"seed-{study.name}", {"study": study.name, "seed": seed, "section": section_key,
-                                "version": __version__}, seed)
+        (f"cell-{study.name}", {"study": study.name, "seed": seed, "section":
+                                cell.model_dump(mode="json"), "version": __version__}, (seed, cell))
         for seed in ctx.seeds
+        for cell in cells
     ]  # fmt: skip
-    remote = replace(ctx, progress=SilentProgress(), backend=LocalBackend(), timings={})
-    shared = {"study": study.name, "section": section, "ctx": remote}
-    ctx.state.fill(ctx.backend, _seed_task, units, shared=shared)
-    return [ctx.state.get_or_run(p, k, partial(study.run, ctx, section, s)) for p, k, s in units]
+    remote = replace(ctx, progress=SilentProgress(), backend=ctx.backend.inner(), timings={})
+    ctx.state.fill(ctx.backend, _cell_task, units, shared={"study": study.name, "ctx": remote})
+    done = [
+        ctx.state.get_or_run(prefix, key, partial(study.run, ctx, cell, seed))
+        for prefix, key, (seed, cell) in units
+    ]
+    return [study.merge(done[i : i + len(cells)]) for i in range(0, len(done), len(cells))]
 
 
 def planned_studies(config: ExperimentConfig) -> list[tuple[Study, Any]]:

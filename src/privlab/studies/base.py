@@ -67,9 +67,18 @@ class Study(Protocol):
     def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
         """What leaks and how badly, in a few plain sentences (the top of the report)."""
 
+    def cells(self, cfg: Any) -> list[Any]:
+        """The section cut into independent parts, each a section that ``run`` accepts; a
+        remote backend runs every (seed, part) as a task. One part: the seed is the unit."""
+
+    def merge(self, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One seed's run from its parts' runs (in ``cells`` order): what ``run`` on the
+        whole section returns."""
+
 
 class StudyBase:
-    """Defaults for the optional parts of :class:`Study`: no checks, scalars or headline."""
+    """Defaults for the optional parts of :class:`Study`: no checks, scalars or headline, and
+    the whole section as the one part of a seed."""
 
     order: ClassVar[int] = 100
 
@@ -81,6 +90,13 @@ class StudyBase:
 
     def headline(self, report: Mapping[str, Any], section: StudyReport) -> list[str]:
         return []
+
+    def cells(self, cfg: Any) -> list[Any]:
+        return [cfg]
+
+    def merge(self, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        (run,) = runs
+        return run
 
 
 def runs_of(section: StudyReport) -> list[Mapping[str, Any]]:

@@ -428,10 +428,13 @@ def _variant_task(
     priors: Priors,
     seed: int,
     cache: Path,
+    backend: Backend,
 ) -> dict[str, Any]:
     """One variant as a backend task (no progress bars: they belong to the driver)."""
     v, s = item
-    return run_weak_variant(cfg, v, priors, s, seed=seed, cache=cache, progress=SilentProgress())
+    return run_weak_variant(
+        cfg, v, priors, s, seed=seed, cache=cache, progress=SilentProgress(), backend=backend
+    )
 
 
 def run_weak_adversary(
@@ -447,8 +450,9 @@ def run_weak_adversary(
     units = [(f"weak-{v.name}", _variant_key(cfg, seed, priors, s), (v, s)) for v, s in todo]
     if backend is not None and backend.remote and len(units) > 1:
         # the variants as tasks, each training its shadows where it runs (a Ray task's own
-        # cache folder; kept there when ``keep_shadows``); one variant: its shards as tasks
+        # cache folder; kept there when ``keep_shadows``), its shards as nested tasks
         shared = {"cfg": cfg, "priors": priors, "seed": seed, "cache": cache}
+        shared["backend"] = backend.inner()
         state.fill(backend, _variant_task, units, shared=shared)
     variants = []
     for (v, s), (prefix, key, _) in zip(todo, units, strict=True):

@@ -3,7 +3,7 @@ inference, model inversion and the leave-out sensitivity analysis (Song et al.; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from privlab.registry import STUDIES
@@ -95,6 +95,19 @@ class TargetsStudy(StudyBase):
 
     def run(self, ctx: RunContext, cfg: TargetsConfig, seed: int) -> dict[str, Any]:
         return TargetsRun(cfg, ctx, seed).run()
+
+    def cells(self, cfg: TargetsConfig) -> list[TargetsConfig]:
+        """One part per target: a target's training, utility and attacks need no other
+        target (a seed's shared inversion prior comes from the model cache, or is trained by
+        the first part that lacks it)."""
+        if len(cfg.targets) < 2:
+            return [cfg]
+        return [cfg.model_copy(update={"targets": [t]}) for t in cfg.targets]
+
+    def merge(self, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The seed's run: the first part's seed and data, every part's targets in order."""
+        first = runs[0]
+        return first | {"targets": [t for run in runs for t in run["targets"]]}
 
     def html(self, report: Mapping[str, Any], section: StudyReport) -> str:
         return targets_html(flat_view(report, section))
