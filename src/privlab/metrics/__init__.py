@@ -1,5 +1,15 @@
 """Metrics for privacy attacks: pure functions of labels and scores."""
 
+from privlab.metrics.dp_audit import (
+    EpsilonLowerBound,
+    OneRunBound,
+    epsilon_lower_bound,
+    many_run_epsilon_lower_bound,
+    one_run_epsilon_from_counts,
+    one_run_epsilon_lower_bound,
+    one_run_epsilon_lower_bound_grid,
+    one_run_p_value,
+)
 from privlab.metrics.membership import (
     RocCurve,
     ThresholdResult,
@@ -16,6 +26,8 @@ from privlab.metrics.membership import (
 )
 
 __all__ = [
+    "EpsilonLowerBound",
+    "OneRunBound",
     "RocCurve",
     "ThresholdResult",
     "TprAtFpr",
@@ -24,8 +36,14 @@ __all__ = [
     "auc",
     "best_threshold",
     "clopper_pearson",
+    "epsilon_lower_bound",
     "inference_accuracy",
+    "many_run_epsilon_lower_bound",
     "membership_metrics",
+    "one_run_epsilon_from_counts",
+    "one_run_epsilon_lower_bound",
+    "one_run_epsilon_lower_bound_grid",
+    "one_run_p_value",
     "roc_curve",
     "tpr_at_fpr",
 ]

@@ -114,6 +114,34 @@ class SensitivityConfig(_Strict):
     targets: list[str] | None = None  # target names to analyse (default: all)
 
 
+class CanaryAuditConfig(_Strict):
+    """DP auditing with canaries (Steinke, Nasr & Jagielski 2023; Jagielski et al. 2020):
+    ``canaries`` population examples made recognisable (``mislabelled`` or ``ood``), each
+    inserted into training with probability ½, the target's recipe trained ``runs`` times on
+    its members plus the inserted canaries; the attacker's ``guesses`` "in" (its highest
+    scores) and as many "out" (its lowest) per run give an ε lower bound at ``confidence``
+    (default guesses: a tenth of the canaries each way). ``delta`` is used for a recipe with
+    no accountant (a non-private target); a DP recipe's own δ otherwise. A DP-SGD target's
+    step is also audited white-box with ``gradient_runs`` gradient-canary runs at its σ, C, q,
+    steps and δ (:mod:`privlab.training.dp_canaries`; 0: not)."""
+
+    canaries: int = Field(1000, ge=1)
+    kind: Literal["mislabelled", "ood"] = "mislabelled"
+    runs: int = Field(1, ge=1)
+    guesses: int | None = Field(None, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    delta: float = Field(1e-5, ge=0, lt=1)
+    gradient_runs: int = Field(1000, ge=0)
+    targets: list[str] | None = None  # target names to audit (default: all)
+    tasks: int = Field(1, ge=1)  # the runs' parts, each a backend unit
+    gpus: float = Field(0.25, ge=0, le=1)
+
+    def guesses_for(self, total: int) -> int:
+        """Guesses each way among ``total`` (canary, run) inclusions."""
+        k = self.guesses if self.guesses is not None else max(1, total // 10)
+        return min(k, total // 2) if total > 1 else 1
+
+
 class PriorConfig(_Strict):
     """The attacker's generative prior (a VAE standing in for StyleGAN), trained on public data.
 
@@ -173,6 +201,7 @@ class TargetsConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     sensitivity: SensitivityConfig | None = None
     inversion: InversionConfig | None = None
+    dp_audit: CanaryAuditConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -193,16 +222,6 @@ class TargetsConfig(_Strict):
                         f"{key}.{i}" + (f".{component}" if component else ""),
                     )
                 ]
-        return data
-        data = dict(data)
-        if isinstance(data.get("targets"), list):
-            data["targets"] = [
-                t for entry in data["targets"] for t in expand_sweep(entry, "regime", "name")
-            ]
-        if isinstance(data.get("attacks"), list):
-            data["attacks"] = [
-                a for entry in data["attacks"] for a in expand_sweep(entry, None, "label")
-            ]
         return data
 
     @model_validator(mode="after")
@@ -233,9 +252,11 @@ class TargetsConfig(_Strict):
                     "inversion.prior.public_classes must be disjoint from the private data.classes"
                     + (f"; shared: {overlap}" if overlap else "; set data.classes")
                 )
-        unknown = sorted(set((self.sensitivity and self.sensitivity.targets) or []) - set(names))
-        if unknown:
-            raise ValueError(f"sensitivity.targets: unknown target(s) {unknown}; known: {names}")
+        for key in ("sensitivity", "dp_audit"):
+            block = getattr(self, key)
+            unknown = sorted(set((block and block.targets) or []) - set(names))
+            if unknown:
+                raise ValueError(f"{key}.targets: unknown target(s) {unknown}; known: {names}")
         return self
 
     def train_for(self, target: TargetConfig) -> TrainConfig:

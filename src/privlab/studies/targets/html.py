@@ -37,6 +37,7 @@ from privlab.studies.targets.figures import (
     roc_figure,
     sensitivity_figure,
 )
+from privlab.studies.targets.privacy_promise import promise_html
 
 __all__ = ["targets_html"]
 
@@ -276,6 +277,7 @@ def targets_html(report: Mapping[str, Any]) -> str:
         _summary_table(report),
         _utility_table(targets),
         _membership_table(targets),
+        promise_html(targets),
     ]
     if attack_labels(targets):
         parts.append("<h2>Membership advantage</h2>")

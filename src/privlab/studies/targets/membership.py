@@ -13,6 +13,7 @@ from privlab.attacks.base import MembershipAttack
 from privlab.config import AttackConfig
 from privlab.data.bundle import Split
 from privlab.data.tabular import decode_record
+from privlab.metrics import dp_audit
 from privlab.metrics.membership import accuracy_at_threshold, best_threshold, membership_metrics
 from privlab.metrics.membership import roc_curve as full_roc
 from privlab.registry import ATTACKS
@@ -21,6 +22,8 @@ from privlab.threat_model import Knowledge, Target
 ROC_GRID = np.concatenate([[0.0], np.logspace(-4, 0, 161)])
 EXPOSED = 8  # most exposed members kept per attack
 UNNAMED_FEATURES = 64  # unnamed 1-D inputs up to this width are recorded as x0 to x{d-1}
+#: δ of the ε lower bound for a target with no DP claim (the usual δ ≪ 1/n of a DP target)
+DEFAULT_DELTA = 1e-5
 
 
 def compact_roc(is_member: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
@@ -163,9 +166,11 @@ def evaluate_attack(
     nonmembers: Split,
     seed: int,
     feature_names: Sequence[str] | None = None,
+    delta: float = DEFAULT_DELTA,
 ) -> dict[str, Any]:
-    """One attack fitted and scored on the evaluation members and non-members: metrics, ROC
-    and the most exposed members (``feature_names``: the columns of 1-D inputs)."""
+    """One attack fitted and scored on the evaluation members and non-members: metrics, ROC,
+    the most exposed members (``feature_names``: the columns of 1-D inputs) and the ε lower
+    bound its results prove at ``delta`` (the target's DP δ, or the default)."""
     attack = build_attack(cfg)
     torch.manual_seed(seed)  # PGD random starts
     start = time.perf_counter()
@@ -181,6 +186,9 @@ def evaluate_attack(
     fit = _fit(attack, ref, source)
     metrics["honest"] = None if fit is None else _honest(labels, scores, *fit)
     metrics["per_class"] = per_class_metrics(attack, labels, scores, classes, ref, source)
+    metrics["epsilon_lower_bound"] = dp_audit.epsilon_lower_bound(
+        labels, scores, delta=delta, confidence=0.95, seed=seed
+    ).as_dict()
     return {
         "name": cfg.name,
         "label": cfg.display,

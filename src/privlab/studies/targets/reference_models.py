@@ -96,7 +96,7 @@ def get_or_train_references(
     else:
         regime_cfg = regime_cfg if cfg.recipe == "target" else Component(name="natural")
         recipe = drawn | {"model": model_cfg.model_dump(), "train": train_cfg.recipe()}
-        made = _by_recipe(
+        made = ensemble_by_recipe(
             cfg, recipe, pool, masks, model_cfg, regime_cfg, train_cfg, bundle,
             device=device, cache_dir=cache_dir, progress=progress, label=label,
             backend=backend or LocalBackend(),
@@ -107,7 +107,7 @@ def get_or_train_references(
     return refs, _summary(cfg, how, len(pool), made)
 
 
-def _by_recipe(
+def ensemble_by_recipe(
     cfg: ReferenceModelsConfig,
     recipe: dict[str, Any],
     pool: Split,

@@ -19,6 +19,7 @@ from privlab.data.bundle import DataBundle, Split
 from privlab.run.context import RunContext
 from privlab.run.model_cache import TrainedModel, build_model, build_regime, get_or_train
 from privlab.run.store import save_model, state_sha256
+from privlab.studies.targets.canary_audit import run_canary_audit, white_box_audit
 from privlab.studies.targets.config import TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.studies.targets.membership import evaluate_attack
@@ -168,6 +169,7 @@ class TargetsRun:
     ) -> list[dict[str, Any]]:
         """Every configured attack on one target; finished results come from ``state/``."""
         results = []
+        delta = trained.summary.get("delta")  # a DP target's δ for the ε lower bounds
         for acfg in self.config.attacks:
             key = {
                 "privlab": __version__,
@@ -180,8 +182,9 @@ class TargetsRun:
             def attack(acfg: AttackConfig = acfg) -> dict[str, Any]:
                 task = self.progress.task(f"{acfg.display} on {target.info.name}", 1)
                 result = evaluate_attack(
-                    acfg, target, knowledge, members, nonmembers, seed, feature_names
-                )
+                    acfg, target, knowledge, members, nonmembers, seed, feature_names,
+                    **({"delta": delta} if delta is not None else {}),
+                )  # fmt: skip
                 task.done()
                 self.ctx.add_time("attack_seconds", result["seconds"])
                 return result
@@ -223,6 +226,37 @@ class TargetsRun:
         if not summary["cached"]:
             self.ctx.add_time("train_seconds", summary["train_seconds"])
         return refs, summary
+
+    def _dp_audit(
+        self,
+        tcfg: TargetConfig,
+        trained: TrainedModel,
+        info: TargetInfo,
+        bundle: DataBundle,
+        seed: int,
+        label: str,
+    ) -> dict[str, Any] | None:
+        """The canary audit of the target's recipe (a given model has none to retrain) and the
+        white-box audit of its DP-SGD step."""
+        cfg = self.config.dp_audit
+        if cfg is None or (cfg.targets is not None and tcfg.name not in cfg.targets):
+            return None
+        white_box = white_box_audit(cfg, trained.summary, seed)
+        if tcfg.given is not None:
+            why = "a given model: privlab has no recipe to train canary runs with"
+            return {"skipped": why, "white_box": white_box}
+        audit = run_canary_audit(
+            cfg,
+            bundle=bundle,
+            info=replace(info, name=f"{label} canary run"),
+            seed=seed,
+            label=label,
+            backend=self.ctx.backend,
+            **self._recipe(tcfg),
+        )
+        if not audit["cached"]:
+            self.ctx.add_time("train_seconds", audit["train_seconds"])
+        return audit | {"white_box": white_box}
 
     def _shadow(
         self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
@@ -338,6 +372,7 @@ class TargetsRun:
             ),
             "sensitivity": self._sensitivity(tcfg, trained, bundle, seed, label),
             "reference_models": references_summary,
+            "dp_audit": self._dp_audit(tcfg, trained, info, bundle, seed, label),
             "inversion": self._inversion(trained, info, bundle, seed),
         }
         several = len(tcfg.temperatures()) > 1

@@ -26,6 +26,8 @@ from privlab.studies.targets.console import (
     membership_text_table,
 )
 from privlab.studies.targets.html import targets_html
+from privlab.studies.targets.privacy_promise import best_bound, promise_text_table
+from privlab.studies.targets.privacy_promise import reading as promise_reading
 from privlab.studies.targets.run import TargetsRun
 from privlab.studies.targets.threat import check_access
 
@@ -80,6 +82,20 @@ def _reading(view: Mapping[str, Any], base_name: str, label: str) -> str:
     return f"{base_name} ({label}), per seed: {'; '.join(words)}" if words else ""
 
 
+def _promise_lines(view: Mapping[str, Any]) -> list[str]:
+    """Per target with an ε lower bound: the privacy promise read in one sentence, from the
+    seed whose bound is the largest (the one that says most)."""
+    worst: dict[str, Mapping[str, Any]] = {}
+    for t in view["targets"]:
+        name = str(t.get("base_name") or t.get("name"))
+        bound = best_bound(t)
+        if bound is not None and bound > (
+            best_bound(worst[name]) or -1.0 if name in worst else -1.0
+        ):
+            worst[name] = t
+    return [f"{name}: {promise_reading(t)}" for name, t in worst.items()]
+
+
 @STUDIES.register("targets")
 class TargetsStudy(StudyBase):
     """Targets trained per seed under their regimes, attacked by membership inference (LiRA,
@@ -114,7 +130,8 @@ class TargetsStudy(StudyBase):
 
     def tables(self, report: Mapping[str, Any], section: StudyReport) -> list[TextTable]:
         view = flat_view(report, section)
-        tables = [membership_text_table(view), *exposed_text_tables(view)]
+        tables = [membership_text_table(view), promise_text_table(view["targets"])]
+        tables += exposed_text_tables(view)
         tables.append(inversion_text_table(view))
         return [t for t in tables if t is not None]
 
@@ -150,7 +167,7 @@ class TargetsStudy(StudyBase):
                 + (f"; {low}" if (low := _low_fpr(view, row["target"], label)) else "")
             )
             lines += [reading] if (reading := _reading(view, row["target"], label)) else []
-        return lines
+        return lines + _promise_lines(view)
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
