@@ -79,6 +79,10 @@ def test_end_to_end_run_resumes_and_reports(tmp_path, monkeypatch):
         assert 0.1 < v["utility"]["accuracy"] <= 1
     assert "privacy" not in plain and private["privacy"]["epsilon"] == pytest.approx(50, rel=0.05)
     assert private["tpr"] <= private["bound"]["tpr_bound"] + 0.02
+    # the DP heads' step audited white-box: a valid lower bound, below the accountant's ε
+    audit = private["dp_audit"]
+    assert 0 <= audit["epsilon"] <= private["privacy"]["epsilon"] and not audit["violated"]
+    assert "dp_audit" not in plain
     assert set(weak["defended_epsilon"]) == {"10"}
     assert informed["closed_form"]["exact"] == 1.0
     assert [r["known_init"] for r in informed["reconnn"]] == [True, False]

@@ -62,6 +62,7 @@ from privlab.studies.reconstruction.shadow_heads import (
     shadow_heads,
 )
 from privlab.studies.reconstruction.transfer import TransferData, paper_tau, transfer_setting
+from privlab.training.dp_canaries import audit_dp_sgd
 from privlab.training.heads import HeadDP, HeadSpec, head_logits
 
 SCHEMA_VERSION = 1
@@ -294,14 +295,20 @@ def _privacy(
     # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
     # compares with every class member, hence the union bound over them
     eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
+    privacy = {
+        "epsilon": eps,
+        "delta": HeadDP.delta(s["n"]),
+        "noise_multiplier": dp.noise_multiplier,
+        "clip": dp.clip,
+        "accountant": "rdp (opacus)",
+    }
+    # the heads' DP step audited white-box at the same σ, C, q, steps and δ: its lower bound
+    # beside the accountant's ε (a bound above it would mean the DP code is broken)
+    steps = epochs * HeadDP.batches_per_epoch(s["n"])
+    step = {"max_grad_norm": dp.clip, "sample_rate": HeadDP.sample_rate(s["n"]), "steps": steps}
     return {
-        "privacy": {
-            "epsilon": eps,
-            "delta": HeadDP.delta(s["n"]),
-            "noise_multiplier": dp.noise_multiplier,
-            "clip": dp.clip,
-            "accountant": "rdp (opacus)",
-        },
+        "privacy": privacy,
+        "dp_audit": audit_dp_sgd(privacy | step, runs=1_000, seed=s["n"]),
         "bound": {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)},
     }
 
