@@ -74,3 +74,15 @@ def test_batch_norm_models_are_refused_with_a_clear_error(tiny):
 def test_exactly_one_of_noise_and_target_epsilon():
     with pytest.raises(ValueError, match="exactly one"):
         REGIMES.build("dp_sgd", noise_multiplier=1.0, target_epsilon=3.0)
+
+
+def test_a_recipes_planned_privacy_is_what_training_with_it_reports(tiny):
+    """A given model trained with a DP recipe claims the ε the recipe promises (its audit
+    compares with it): the same steps, rate, σ and δ as the trained model's summary."""
+    model = MODELS.build("mlp", input_shape=tiny.input_shape, num_classes=4, hidden=[8])
+    regime = REGIMES.build("dp_sgd", noise_multiplier=1.3, delta=1e-4)
+    trained = train(model, tiny.members, regime, TrainSpec(epochs=3, batch_size=30)).summary
+    planned = REGIMES.build("dp_sgd", noise_multiplier=1.3, delta=1e-4).planned_summary(
+        len(tiny.members), batch_size=30, epochs=3
+    )
+    assert planned == trained

@@ -55,7 +55,7 @@ def test_a_correct_dp_target_never_proves_more_than_its_accountant_and_a_natural
         assert natural["claimed_epsilon"] is None and natural["white_box"] is None
         assert natural["epsilon"] > 1.5  # mislabelled canaries memorised: far from private
     lines = STUDIES.get("targets")().headline(report, report["studies"]["targets"])
-    assert any(line.startswith("dp: consistent") for line in lines)
+    assert any(line.startswith("dp: consistent: claimed ε") for line in lines)
     assert any("natural: no DP claim: behaves no better than ε ≥" in line for line in lines)
 
 

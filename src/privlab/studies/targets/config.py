@@ -125,7 +125,7 @@ class CanaryAuditConfig(_Strict):
     step is also audited white-box with ``gradient_runs`` gradient-canary runs at its σ, C, q,
     steps and δ (:mod:`privlab.training.dp_canaries`; 0: not)."""
 
-    canaries: int = Field(1000, ge=1)
+    canaries: int = Field(1000, ge=0)  # 0: the white-box audit alone
     kind: Literal["mislabelled", "ood"] = "mislabelled"
     runs: int = Field(1, ge=1)
     guesses: int | None = Field(None, ge=1)

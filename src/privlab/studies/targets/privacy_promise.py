@@ -86,7 +86,8 @@ def reading(target: Mapping[str, Any]) -> str:
             f"WARNING: the attacks' estimate ε ≥ {lower:.2f} exceeds the claimed {eps:.2f}; "
             "run a canary audit (dp_audit) to confirm"
         )
-    return f"consistent: audited ε ≥ {lower:.2f} ≤ claimed {eps:.2f}"
+    gap = eps - lower
+    return f"consistent: claimed ε {eps:.2f}, audited lower bound {lower:.2f} (gap {gap:.2f})"
 
 
 def _canary_cell(target: Mapping[str, Any]) -> str:

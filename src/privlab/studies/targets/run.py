@@ -124,7 +124,13 @@ class TargetsRun:
         model = copy.deepcopy(model).eval()  # the user's module is never frozen or moved
         digest = state_sha256(model)
         regime = build_regime(tcfg.regime, bundle)
-        return TrainedModel(model, regime, digest, digest, 0.0, {"given": True}, cached=True)
+        summary: dict[str, Any] = {"given": True}
+        planned = getattr(regime, "planned_summary", None)
+        if callable(planned):  # a DP recipe: the privacy the model's training promises
+            train = self.config.train_for(tcfg)
+            n = len(bundle.members)
+            summary |= planned(n, batch_size=train.batch_size, epochs=train.epochs)
+        return TrainedModel(model, regime, digest, digest, 0.0, summary, cached=True)
 
     def _info(self, name: str, bundle: DataBundle, trained: TrainedModel) -> TargetInfo:
         eps, norm = trained.regime.budget()
@@ -242,9 +248,9 @@ class TargetsRun:
         if cfg is None or (cfg.targets is not None and tcfg.name not in cfg.targets):
             return None
         white_box = white_box_audit(cfg, trained.summary, seed)
-        if tcfg.given is not None:
-            why = "a given model: privlab has no recipe to train canary runs with"
-            return {"skipped": why, "white_box": white_box}
+        if tcfg.given is not None or cfg.canaries == 0:
+            why = "no canaries asked for" if tcfg.given is None else "a given model"
+            return {"skipped": f"black-box canary runs: {why}", "white_box": white_box}
         audit = run_canary_audit(
             cfg,
             bundle=bundle,

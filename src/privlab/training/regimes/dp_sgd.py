@@ -85,6 +85,24 @@ class DPSGD(Regime):
             close()
         return inner
 
+    def planned_summary(self, n: int, *, batch_size: int, epochs: int) -> dict[str, Any]:
+        """The ``privacy`` block this regime promises for ``epochs`` over ``n`` examples in
+        batches of ``batch_size`` (the loader's ⌈n/B⌉ Poisson batches per epoch, as
+        :meth:`prepare` sets them): a given model trained with this recipe claims it."""
+        batches = -(-n // batch_size)
+        delta = self.delta if self.delta is not None else 1.0 / n**1.1
+        sigma = self.noise_multiplier
+        if sigma is None:
+            assert self.target_epsilon is not None
+            sigma = dp.noise_multiplier_for(
+                self.target_epsilon, delta, 1.0 / batches, epochs=epochs,
+                accountant=self.accountant,
+            )  # fmt: skip
+        return dp.privacy_summary(
+            accountant=self.accountant, noise_multiplier=sigma, sample_rate=1.0 / batches,
+            steps=epochs * batches, delta=delta, max_grad_norm=self.max_grad_norm,
+        )  # fmt: skip
+
     def summary(self) -> dict[str, Any]:
         engine = self._state.get("engine")
         if engine is None:
