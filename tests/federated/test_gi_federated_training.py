@@ -104,6 +104,11 @@ def test_dp_accounting_counts_local_steps_within_a_round():
     assert acc["epsilon"] == pytest.approx(
         DPSGD(noise_multiplier=2.0 / math.sqrt(2)).epsilon(50, 16 / 59, 1e-5)
     )
+    # the same claim audited white-box (rounds at the rate, two noisy uses each): a valid
+    # lower bound, under the accountant's ε
+    audit = acc["dp_audit"]
+    assert audit["uses_per_step"] == 2 and audit["steps"] == 50
+    assert 0 <= audit["epsilon"] <= acc["epsilon"] and not audit["violated"]
     # a shard smaller than the batch is used whole every round (q = 1)
     whole = dp_accounting(
         dp,

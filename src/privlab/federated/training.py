@@ -48,6 +48,7 @@ from privlab.federated.convergence import Convergence
 from privlab.federated.defences.base import Defence, defended_update
 from privlab.federated.defences.dp_sgd import DPSGD
 from privlab.federated.defences.none import NoDefence
+from privlab.training.dp_canaries import audit_dp_sgd
 
 
 def shard_indices(n: int, clients: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -82,20 +83,28 @@ def dp_accounting(
     local_steps: int,
     local_batch: int | None,
     delta: float,
-) -> dict[str, float]:
-    """ε of a FedAvg run with DP-SGD clients (the rule in the module docstring)."""
+) -> dict[str, Any]:
+    """ε of a FedAvg run with DP-SGD clients (the rule in the module docstring), and the
+    white-box audit of the same claim."""
     clients = len(shard_sizes)
     smallest = min(shard_sizes)
     batch = min(batch_size, smallest)
     mini = batch if local_batch is None else min(local_batch, batch)
     uses = math.ceil(local_steps * mini / batch)
     rate = min(1.0, clients_per_round / clients * batch / smallest)
+    eps = defence.epsilon(rounds, rate, delta, uses_per_step=uses)
+    claim = {"noise_multiplier": defence.noise_multiplier, "max_grad_norm": defence.clip,
+             "sample_rate": rate, "steps": rounds, "delta": delta, "epsilon": eps}  # fmt: skip
+    # the client's DP step audited white-box as this accounting sees it (rounds sampled at
+    # the rate, each with its local steps): a lower bound above ε means the rule is broken
+    audit = audit_dp_sgd(claim, uses_per_step=uses) if defence.noise_multiplier > 0 else None
     return {
-        "epsilon": defence.epsilon(rounds, rate, delta, uses_per_step=uses),
+        "epsilon": eps,
         "delta": delta,
         "sample_rate": rate,
         "uses_per_round": float(uses),
         "effective_noise_multiplier": defence.noise_multiplier / math.sqrt(uses),
+        "dp_audit": audit,
     }
 
 

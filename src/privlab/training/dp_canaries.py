@@ -39,11 +39,14 @@ def canary_observations(
     steps: int,
     runs: int,
     canary_norm: float = 10.0,
+    uses_per_step: int = 1,
     dim: int = 16,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(included, x): each run's canary bit and its runs × steps projections x_t, from the
-    DP step run on every run at once (the runs are the ensemble's models)."""
+    """(included, x): each run's canary bit and its runs × steps × uses projections, from
+    the DP step run on every run at once (the runs are the ensemble's models). A sampled
+    step has ``uses_per_step`` noisy steps with the canary in all (a FedAvg round's local
+    steps over the round's batch)."""
     gen = torch.Generator().manual_seed(seed)
     direction = torch.randn(dim, generator=gen, dtype=torch.float64)
     direction /= direction.norm()
@@ -52,24 +55,26 @@ def canary_observations(
     noise = [torch.Generator().manual_seed(seed * 1_000_003 + 1 + k) for k in range(runs)]
     grads = {"w": canary.expand(runs, 1, dim).clone()}
     ones = torch.ones(runs, dtype=torch.float64)
-    x = torch.empty(runs, steps, dtype=torch.float64)
+    x = torch.empty(runs, steps, uses_per_step, dtype=torch.float64)
     for t in range(steps):
         sampled = included & (torch.rand(runs, generator=gen) < sample_rate)
-        noisy = dp_noisy_gradients(
-            grads,
-            sampled.to(torch.float64).unsqueeze(1),
-            max_grad_norm=max_grad_norm,
-            expected_batch_size=ones,
-            noise_std=noise_multiplier * max_grad_norm,
-            generators=noise,
-        )
-        x[:, t] = noisy["w"] @ direction / max_grad_norm
+        for j in range(uses_per_step):
+            noisy = dp_noisy_gradients(
+                grads,
+                sampled.to(torch.float64).unsqueeze(1),
+                max_grad_norm=max_grad_norm,
+                expected_batch_size=ones,
+                noise_std=noise_multiplier * max_grad_norm,
+                generators=noise,
+            )
+            x[:, t, j] = noisy["w"] @ direction / max_grad_norm
     return included.numpy(), x.numpy()
 
 
 def log_likelihood_ratio(x: np.ndarray, noise_multiplier: float, sample_rate: float) -> np.ndarray:
-    """Σ_t log((1 − q) + q·exp((2x_t − 1) / (2σ²))) per run: "in" against "out"."""
-    z = (2.0 * x - 1.0) / (2.0 * noise_multiplier**2)
+    """Σ_t log((1 − q) + q·exp(Σ_j (2x_tj − 1) / (2σ²))) per run: "in" against "out"
+    (``x``: runs × steps × uses)."""
+    z = ((2.0 * x - 1.0) / (2.0 * noise_multiplier**2)).sum(axis=2)
     if sample_rate >= 1.0:
         return np.asarray(z.sum(axis=1))
     terms = np.logaddexp(math.log1p(-sample_rate), math.log(sample_rate) + z)
@@ -82,18 +87,20 @@ def audit_dp_sgd(
     runs: int = 1_000,
     confidence: float = 0.95,
     canary_norm: float = 10.0,
+    uses_per_step: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The gradient-canary audit of a DP-SGD ``privacy`` block (σ, C, q, steps, δ, ε as
     :func:`privlab.training.dp.privacy_summary` writes it): the lower bound beside the
-    accountant's ε recomputed for the same settings."""
+    accountant's ε (recomputed for the same settings if the block has none).
+    ``uses_per_step``: noisy steps per sampled step (FedAvg's local steps)."""
     sigma, clip = float(privacy["noise_multiplier"]), float(privacy["max_grad_norm"])
     q, steps, delta = float(privacy["sample_rate"]), int(privacy["steps"]), float(privacy["delta"])
     if sigma <= 0:
         raise ValueError("a DP-SGD audit needs a positive noise multiplier")
     included, x = canary_observations(
         noise_multiplier=sigma, max_grad_norm=clip, sample_rate=q, steps=steps, runs=runs,
-        canary_norm=canary_norm, seed=seed,
+        canary_norm=canary_norm, uses_per_step=uses_per_step, seed=seed,
     )  # fmt: skip
     scores = log_likelihood_ratio(x, sigma, q)
     bound = dp_audit.many_run_epsilon_lower_bound(
@@ -106,6 +113,7 @@ def audit_dp_sgd(
         "method": "gradient canaries, many runs (Nasr et al. 2021)",
         "runs": runs,
         "steps": steps,
+        "uses_per_step": uses_per_step,
         "claimed_epsilon": float(claimed),
         "violated": bound.epsilon > float(claimed),
         **bound.as_dict(),

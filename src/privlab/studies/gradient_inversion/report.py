@@ -59,6 +59,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         "utility loss",
         "acc loss %",
         "ε",
+        "audited ε ≥",
         "server lr",
     ]
     rows = []
@@ -78,6 +79,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
                     _f(util.get("utility_loss"), ".3f"),
                     _pct(util.get("accuracy_loss")),
                     _f(util.get("epsilon"), ".3g"),
+                    _f(util.get("audited_epsilon"), ".3g"),
                     _lr_factor(util),
                 ]
             )
