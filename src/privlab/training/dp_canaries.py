@@ -106,6 +106,8 @@ def audit_dp_sgd(
     bound = dp_audit.many_run_epsilon_lower_bound(
         included, scores, delta=delta, confidence=confidence, seed=seed
     )
+    result = bound.as_dict()
+    result["threshold_chosen"] = result.pop("method")  # split / union / fixed
     claimed = privacy.get("epsilon")
     if claimed is None:
         claimed = dp.epsilon(sigma, q, steps, delta, privacy.get("accountant", "rdp"))
@@ -116,5 +118,5 @@ def audit_dp_sgd(
         "uses_per_step": uses_per_step,
         "claimed_epsilon": float(claimed),
         "violated": bound.epsilon > float(claimed),
-        **bound.as_dict(),
+        **result,
     }

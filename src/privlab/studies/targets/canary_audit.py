@@ -80,7 +80,9 @@ def audit_bound(cfg: CanaryAuditConfig, scores: np.ndarray, included: np.ndarray
         many = dp_audit.many_run_epsilon_lower_bound(
             included[:, 0], scores[:, 0], delta=delta, confidence=cfg.confidence
         )
-        return {"method": "many-run threshold (Jagielski et al. 2020)", **many.as_dict()}
+        bound = many.as_dict()
+        bound["threshold_chosen"] = bound.pop("method")  # split / union / fixed
+        return {"method": "many-run threshold (Jagielski et al. 2020)", **bound}
     k = cfg.guesses_for(scores.size)
     one = dp_audit.one_run_epsilon_lower_bound(
         included.ravel(), scores.ravel(), k_pos=k, k_neg=k, delta=delta,
