@@ -31,7 +31,7 @@ def leaky_model(
 def small_target(
     model: nn.Module,
     bundle: DataBundle,
-    access: Access = Access.PROBS | Access.INPUT_GRADIENTS | Access.WEIGHTS,
+    access: Access = Access.LABELS | Access.PROBS | Access.INPUT_GRADIENTS | Access.WEIGHTS,
 ) -> Target:
     info = TargetInfo("t", bundle.num_classes, bundle.input_shape, eps=0.1)
     return Target(model, info, access)

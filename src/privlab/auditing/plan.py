@@ -19,7 +19,17 @@ BLACK_BOX = ("labels", "probs", "logits", "loss")
 WHITE_BOX = (*BLACK_BOX, "input_gradients", "weights", "param_gradients")
 SHORTHANDS = {"black-box": BLACK_BOX, "white-box": WHITE_BOX}
 #: what an attack is shown as in the report
-LABELS = {"loss_threshold": "loss", "confidence": "I_B", "adversarial_confidence": "I_A"}
+LABELS = {
+    "loss_threshold": "loss",
+    "confidence": "I_B",
+    "adversarial_confidence": "I_A",
+    "gap": "gap (label-only)",
+    "boundary_distance": "boundary (label-only)",
+    "augmentation_labels": "augmentation (label-only)",
+}
+#: answers that carry more than the label: where one is granted, the label-only attacks run
+#: only when asked for (they are costlier and no stronger than the attacks these allow)
+SCORES = Access.PROBS | Access.LOGITS | Access.LOSS
 
 
 def expand_access(names: list[str]) -> list[str]:
@@ -114,6 +124,11 @@ def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]
         missing = attack.requires & ~access
         if missing:
             skipped.append(f"{name}: needs access {missing.names()} (--access)")
+        elif attack.requires == Access.LABELS and access & SCORES and plan.attacks is None:
+            skipped.append(
+                f"{name}: label-only, run when the access is labels alone (the access here "
+                "gives scores, which the other attacks use; name it in --attacks to run it)"
+            )
         elif name == "verified_confidence":
             skipped.append(f"{name}: needs a verifiable model trained for a budget")
         elif (attack.needs_reference or attack.needs_reference_models) and not plan.can_train:
@@ -290,6 +305,9 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     }
     if inversion is not None:
         section["inversion"] = inversion
+    if (regime if isinstance(regime, str) else regime.get("name")) == "dp_sgd":
+        # a DP recipe: its promised ε checked by the white-box audit of the DP-SGD step
+        section["dp_audit"] = {"canaries": 0}
     config: dict[str, Any] = {"name": plan.name, "seed": plan.seed, "targets": section}
     if federated is not None:
         config["gradient_inversion"] = federated

@@ -17,6 +17,10 @@ from privlab.training.loop import TrainSpec, train
 from trained import small_target
 
 MEMBERSHIP = [n for n in ATTACKS.names() if ATTACKS.get(n).family == "membership"]
+#: attacks that need more than the predicted label (a labels-only target refuses them)
+BEYOND_LABELS = [n for n in MEMBERSHIP if ATTACKS.get(n).requires & ~Access.LABELS]
+#: the gap attack's AUC is ½ + ½ (train − test accuracy): 0.55 on the leaky fixture
+LEAKY_AUC = {"gap": 0.54}
 
 FAST = {
     "adversarial_confidence": {"steps": 3},
@@ -47,7 +51,7 @@ def test_attack_beats_chance_on_a_leaky_model(name, overfit, tiny):
     target, knowledge = overfit
     s_in, s_out = _scores(name, target, knowledge, tiny)
     labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
-    assert auc(labels, np.r_[s_in, s_out]) > 0.6
+    assert auc(labels, np.r_[s_in, s_out]) > LEAKY_AUC.get(name, 0.6)
 
 
 @pytest.mark.parametrize("name", MEMBERSHIP)
@@ -58,7 +62,7 @@ def test_attack_is_deterministic_under_a_seed(name, overfit, tiny):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("name", MEMBERSHIP)
+@pytest.mark.parametrize("name", BEYOND_LABELS)
 def test_attack_refuses_access_it_was_not_granted(name, overfit, tiny):
     model = overfit[0]._model
     label_only = small_target(model, tiny, Access.LABELS)

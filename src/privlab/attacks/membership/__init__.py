@@ -2,7 +2,10 @@
 
 from privlab.attacks.membership import (  # noqa: F401  (registration)
     adversarial_confidence,
+    augmentation_labels,
+    boundary_distance,
     confidence,
+    gap,
     inference_network,
     lira,
     loss_threshold,
