@@ -367,30 +367,13 @@ def epsilon_lower_bound(
 
 
 def many_run_epsilon_lower_bound(
-    is_included: ArrayLike,
-    scores: ArrayLike,
-    *,
-    delta: float,
-    confidence: float = 0.95,
-    method: ThresholdMethod = "split",
-    threshold: float | None = None,
-    select_fraction: float = 0.5,
-    seed: int = 0,
+    is_included: ArrayLike, scores: ArrayLike, **options: Any
 ) -> EpsilonLowerBound:
     """ε lower bound from many independent training runs: in run j the canary was included
     (``is_included[j]``) or not, and the attack scored it ``scores[j]``. The runs are the
     independent trials that :func:`epsilon_lower_bound` assumes; this is that bound, with the
-    same arguments."""
-    return epsilon_lower_bound(
-        is_included,
-        scores,
-        delta=delta,
-        confidence=confidence,
-        method=method,
-        threshold=threshold,
-        select_fraction=select_fraction,
-        seed=seed,
-    )
+    same keyword arguments (``delta``, ``confidence``, ``method``, …)."""
+    return epsilon_lower_bound(is_included, scores, **options)
 
 
 # --------------------------------------------------------------------------- one run
