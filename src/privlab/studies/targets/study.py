@@ -3,6 +3,7 @@ inference, model inversion and the leave-out sensitivity analysis (Song et al.; 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,6 +81,25 @@ def _reading(view: Mapping[str, Any], base_name: str, label: str) -> str:
     levels = [(seed, membership_level(m)) for seed, m in seeds]
     words = [f"seed {seed}: {WORDS[lv] if lv is not None else 'no reading'}" for seed, lv in levels]
     return f"{base_name} ({label}), per seed: {'; '.join(words)}" if words else ""
+
+
+def _label_only_lines(view: Mapping[str, Any]) -> list[str]:
+    """Per target attacked both ways: the label-only boundary attack's AUC beside I_A's
+    (Song et al.'s white-box attack on the same idea, the distance to the boundary), mean
+    over seeds."""
+    aucs: dict[str, dict[str, list[float]]] = {}
+    for t in view["targets"]:
+        for a in attacks_of(t):
+            auc = (a.get("metrics") or {}).get("auc")
+            if a.get("name") in ("boundary_distance", "adversarial_confidence") and auc is not None:
+                per = aucs.setdefault(str(t.get("base_name") or t.get("name")), {})
+                per.setdefault(a["name"], []).append(float(auc))
+    return [
+        f"{name}: the label-only boundary attack reaches AUC {statistics.fmean(b):.3f} against "
+        f"I_A's {statistics.fmean(ia):.3f} (white-box, the same distance idea with gradients)"
+        for name, per in aucs.items()
+        if (b := per.get("boundary_distance")) and (ia := per.get("adversarial_confidence"))
+    ]
 
 
 def _promise_lines(view: Mapping[str, Any]) -> list[str]:
@@ -167,7 +187,7 @@ class TargetsStudy(StudyBase):
                 + (f"; {low}" if (low := _low_fpr(view, row["target"], label)) else "")
             )
             lines += [reading] if (reading := _reading(view, row["target"], label)) else []
-        return lines + _promise_lines(view)
+        return lines + _label_only_lines(view) + _promise_lines(view)
 
     def scalars(self, run: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         out: dict[str, dict[str, float | None]] = {}
