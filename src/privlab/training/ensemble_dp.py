@@ -4,6 +4,7 @@ per-sample gradients of K models, and each model's noise multiplier and ε from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +14,27 @@ from privlab.training.ensemble_batches import PoissonBatches
 from privlab.training.regimes.dp_sgd import DPSGD
 
 Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GradientCanary:
+    """A gradient canary inserted into DP-SGD training (Nasr et al. 2023): wherever a model's
+    Poisson batch draws the pool example ``index``, its per-sample gradient is ``vector``
+    (a fixed direction, its norm above the clipping norm so that clipping brings it to C)
+    instead of the example's own. Whether a model trains with the canary is its mask."""
+
+    index: int
+    vector: Params
+
+    def insert(self, grads: Params, idx: torch.Tensor, valid: torch.Tensor) -> Params:
+        """``grads`` (K×B×…) with the canary's gradient where ``idx`` (K×B) draws it."""
+        carrier = (idx == self.index) & valid.bool()
+        if not bool(carrier.any()):
+            return grads
+        return {
+            n: torch.where(carrier.view(*carrier.shape, *[1] * (g.dim() - 2)), self.vector[n], g)
+            for n, g in grads.items()
+        }
 
 
 def dp_noisy_gradients(

@@ -96,7 +96,12 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from privlab.data.bundle import Split
 from privlab.training.ensemble_batches import PoissonBatches, ShuffledBatches
-from privlab.training.ensemble_dp import dp_noisy_gradients, dp_settings, dp_summary
+from privlab.training.ensemble_dp import (
+    GradientCanary,
+    dp_noisy_gradients,
+    dp_settings,
+    dp_summary,
+)
 from privlab.training.loop import EpochCallback, TrainResult, TrainSpec, train
 from privlab.training.perturbations import _flat_norm, project
 from privlab.training.regime import Regime
@@ -160,6 +165,7 @@ def train_ensemble(
     chunk_size: int | None = None,
     workers: int | None = None,
     on_epoch: EpochCallback | None = None,
+    gradient_canary: GradientCanary | None = None,
 ) -> list[TrainResult]:
     """Train K models, model k on ``data[masks[k]]`` from ``make_model(seeds[k])`` (a fresh
     model, the same architecture for every seed), at most ``chunk_size`` at once. Returns one
@@ -169,12 +175,14 @@ def train_ensemble(
     loss. On a CPU, ``workers`` groups (default: torch's thread count) train concurrently
     with one torch thread each (benchmarks/README.md); results do not depend on the split.
     Falls back to sequential :func:`~privlab.training.loop.train` with a ``RuntimeWarning``
-    when the models cannot be stacked (:func:`can_vectorise`).
+    when the models cannot be stacked (:func:`can_vectorise`). ``gradient_canary``: a DP-SGD
+    audit's canary, its gradient in place of one pool example's (vectorised DP-SGD only).
     """
     masks, seed_list = _validate(data, masks, spec, seeds, chunk_size)
     device = torch.device(device)
     first = make_model(seed_list[0])
     reason = why_sequential(first, regime, spec, data, device)
+    _check_canary(gradient_canary, regime, reason)
     if reason is not None:
         warnings.warn(
             f"train_ensemble: cannot vectorise {type(first).__name__} under regime "
@@ -200,11 +208,19 @@ def train_ensemble(
             members = [torch.from_numpy(np.flatnonzero(masks[k])) for k in range(start, stop)]
             out += _train_chunk(
                 all_models[start:stop], *pool, members, regime, spec,
-                seed_list[start:stop], device, report,
+                seed_list[start:stop], device, report, gradient_canary,
             )  # fmt: skip
         return out
 
     return _in_groups(train_group, len(seed_list), device, workers, on_epoch)
+
+
+def _check_canary(canary: GradientCanary | None, regime: Regime, reason: str | None) -> None:
+    if canary is not None and (reason is not None or not isinstance(regime, DPSGD)):
+        raise ValueError(
+            "a gradient canary goes into vectorised DP-SGD training only"
+            + (f" (these models train one by one: {reason})" if reason else "")
+        )
 
 
 def why_sequential(
@@ -438,6 +454,7 @@ def _train_chunk(
     seeds: list[int],
     device: torch.device,
     on_epoch: EpochCallback | None,
+    canary: GradientCanary | None = None,
 ) -> list[TrainResult]:
     k_count = len(models)
     ens = _Ensemble(models, device)
@@ -481,6 +498,8 @@ def _train_chunk(
             xb, yb = pool_x[idx], pool_y[idx]
             if dp is not None:
                 grads_ps, losses_ps = per_sample(ens.params, xb, yb)
+                if canary is not None:
+                    grads_ps = canary.insert(grads_ps, idx, valid)
                 gens = [g if a else None for g, a in zip(noise_gens, active.tolist(), strict=True)]
                 grads = dp_noisy_gradients(
                     grads_ps,

@@ -15,7 +15,7 @@ from privlab.training import dp
 DP = {"name": "dp_sgd", "params": {"noise_multiplier": 2.0, "max_grad_norm": 1.0, "delta": 1e-5}}
 
 
-def _config(tmp_path, seeds, targets):
+def _config(tmp_path, seeds, targets, training_runs=0):
     return load_config_dict(
         {
             "name": "promise",
@@ -28,7 +28,12 @@ def _config(tmp_path, seeds, targets):
                 "threat_model": {"reference": "none"},
                 "targets": targets,
                 "attacks": [{"name": "loss_threshold", "label": "loss"}],
-                "dp_audit": {"canaries": 200, "guesses": 20, "gradient_runs": 1000},
+                "dp_audit": {
+                    "canaries": 200,
+                    "guesses": 20,
+                    "gradient_runs": 1000,
+                    "training_runs": training_runs,
+                },
             },
         }
     )
@@ -43,16 +48,18 @@ def test_a_correct_dp_target_never_proves_more_than_its_accountant_and_a_natural
 ):
     fit = {"optimizer": "adam", "lr": 0.003, "epochs": 60}  # fits its canaries
     targets = [{"name": "dp", "regime": DP}, {"name": "natural", "regime": "natural", "train": fit}]
-    report = run_experiment(_config(tmp_path, [0, 1, 2], targets), tmp_path / "run")
+    report = run_experiment(_config(tmp_path, [0, 1, 2], targets, 40), tmp_path / "run")
     by_name = _audits(report)
     for seed in (0, 1, 2):
         t = by_name[f"dp/seed{seed}"]
         claimed = t["privacy"]["epsilon"]
         audit = t["dp_audit"]
         assert audit["epsilon"] <= claimed and audit["white_box"]["epsilon"] <= claimed
+        assert audit["in_training"]["runs"] == 40 and not audit["in_training"]["violated"]
         assert audit["claimed_epsilon"] is not None and not audit["violated"]
         natural = by_name[f"natural/seed{seed}"]["dp_audit"]
         assert natural["claimed_epsilon"] is None and natural["white_box"] is None
+        assert natural["in_training"] is None  # not a DP-SGD recipe
         assert natural["epsilon"] > 1.5  # mislabelled canaries memorised: far from private
     lines = STUDIES.get("targets")().headline(report, report["studies"]["targets"])
     assert any(line.startswith("dp: consistent: claimed ε") for line in lines)

@@ -17,6 +17,7 @@ does not deliver its promise.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,14 @@ from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.metrics import dp_audit
 from privlab.run.backend import Backend
+from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
 from privlab.run.store import stable_hash
 from privlab.studies.targets.config import CanaryAuditConfig, ReferenceModelsConfig
 from privlab.studies.targets.reference_models import ensemble_by_recipe
 from privlab.threat_model import Access, Target, TargetInfo
-from privlab.training.dp_canaries import audit_dp_sgd
+from privlab.training.dp_canaries import audit_dp_sgd, audit_dp_training
+from privlab.training.regimes.dp_sgd import DPSGD
 
 
 def draw_canaries(cfg: CanaryAuditConfig, bundle: DataBundle, seed: int) -> Split:
@@ -108,6 +111,27 @@ def white_box_audit(
     if cfg.gradient_runs == 0 or privacy.get("mechanism") != "dp_sgd":
         return None
     return audit_dp_sgd(privacy, runs=cfg.gradient_runs, confidence=cfg.confidence, seed=seed)
+
+
+def in_training_audit(
+    cfg: CanaryAuditConfig,
+    *,
+    bundle: DataBundle,
+    model_cfg: Component,
+    regime_cfg: Component,
+    train_cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """The gradient canary inside the recipe's own DP-SGD training (None: off, or not a
+    DP-SGD recipe)."""
+    regime = build_regime(regime_cfg, bundle)
+    if cfg.training_runs == 0 or not isinstance(regime, DPSGD):
+        return None
+    return audit_dp_training(
+        partial(build_model, model_cfg, bundle, regime=regime), bundle.members, regime,
+        train_cfg, runs=cfg.training_runs, confidence=cfg.confidence, seed=seed, device=device,
+    )  # fmt: skip
 
 
 def run_canary_audit(

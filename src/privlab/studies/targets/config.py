@@ -123,7 +123,9 @@ class CanaryAuditConfig(_Strict):
     (default guesses: a tenth of the canaries each way). ``delta`` is used for a recipe with
     no accountant (a non-private target); a DP recipe's own δ otherwise. A DP-SGD target's
     step is also audited white-box with ``gradient_runs`` gradient-canary runs at its σ, C, q,
-    steps and δ (:mod:`privlab.training.dp_canaries`; 0: not)."""
+    steps and δ (:mod:`privlab.training.dp_canaries`; 0: not), and, with ``training_runs``,
+    inside real training: that many models of the recipe trained as one ensemble with a
+    gradient canary in half of them, the auditor reading their weights."""
 
     canaries: int = Field(1000, ge=0)  # 0: the white-box audit alone
     kind: Literal["mislabelled", "ood"] = "mislabelled"
@@ -132,6 +134,8 @@ class CanaryAuditConfig(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     delta: float = Field(1e-5, ge=0, lt=1)
     gradient_runs: int = Field(1000, ge=0)
+    #: DP-SGD targets: models trained with a Dirac gradient canary in half of them (0: none)
+    training_runs: int = Field(0, ge=0)
     targets: list[str] | None = None  # target names to audit (default: all)
     tasks: int = Field(1, ge=1)  # the runs' parts, each a backend unit
     gpus: float = Field(0.25, ge=0, le=1)

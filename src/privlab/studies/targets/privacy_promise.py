@@ -45,16 +45,18 @@ def canary_bound(target: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return audit if isinstance(audit, Mapping) and audit.get("epsilon") is not None else None
 
 
-def white_box_bound(target: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The gradient-canary audit of the target's DP-SGD step (None: not run)."""
+def white_box_bound(target: Mapping[str, Any], key: str = "white_box") -> Mapping[str, Any] | None:
+    """A gradient-canary audit of the target (None: not run): of its DP-SGD step
+    (``white_box``) or inside its recipe's training (``in_training``)."""
     audit = target.get("dp_audit")
-    white = audit.get("white_box") if isinstance(audit, Mapping) else None
+    white = audit.get(key) if isinstance(audit, Mapping) else None
     return white if isinstance(white, Mapping) and white.get("epsilon") is not None else None
 
 
 def proven_bound(target: Mapping[str, Any]) -> float | None:
     """The largest valid lower bound: the canary audits' (independent inclusions)."""
-    values = [float(a["epsilon"]) for a in (canary_bound(target), white_box_bound(target)) if a]
+    audits = (canary_bound(target), white_box_bound(target), white_box_bound(target, "in_training"))
+    values = [float(a["epsilon"]) for a in audits if a]
     return max(values) if values else None
 
 
@@ -100,6 +102,16 @@ def _canary_cell(target: Mapping[str, Any]) -> str:
     return f"{audit['epsilon']:.2f}{detail}"
 
 
+def _gradient_cell(target: Mapping[str, Any]) -> str:
+    """The gradient canaries' bounds: on the DP step, and inside training where run."""
+    cells = [
+        f"{audit['epsilon']:.2f}{suffix}"
+        for key, suffix in (("white_box", ""), ("in_training", " (in training)"))
+        if (audit := white_box_bound(target, key)) is not None
+    ]
+    return "; ".join(cells) or "—"
+
+
 def promise_rows(targets: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """One row per target that has any lower bound."""
     rows = []
@@ -115,7 +127,7 @@ def promise_rows(targets: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 "—" if eps is None else f"{eps:.2f} ({delta:.1e})" if delta else f"{eps:.2f}",
                 "—" if attack is None else f"{attack[0]:.2f} ({attack[1]})",
                 _canary_cell(t),
-                "—" if (white := white_box_bound(t)) is None else f"{white['epsilon']:.2f}",
+                _gradient_cell(t),
                 "—" if eps is None else f"{eps - lower:.2f}",
                 reading(t),
             ]

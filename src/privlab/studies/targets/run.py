@@ -19,7 +19,11 @@ from privlab.data.bundle import DataBundle, Split
 from privlab.run.context import RunContext
 from privlab.run.model_cache import TrainedModel, build_model, build_regime, get_or_train
 from privlab.run.store import save_model, state_sha256
-from privlab.studies.targets.canary_audit import run_canary_audit, white_box_audit
+from privlab.studies.targets.canary_audit import (
+    in_training_audit,
+    run_canary_audit,
+    white_box_audit,
+)
 from privlab.studies.targets.config import TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.studies.targets.membership import evaluate_attack
@@ -251,6 +255,11 @@ class TargetsRun:
         if tcfg.given is not None or cfg.canaries == 0:
             why = "no canaries asked for" if tcfg.given is None else "a given model"
             return {"skipped": f"black-box canary runs: {why}", "white_box": white_box}
+        recipe = self._recipe(tcfg)
+        in_training = in_training_audit(
+            cfg, bundle=bundle, seed=seed, device=self.device,
+            **{k: recipe[k] for k in ("model_cfg", "regime_cfg", "train_cfg")},
+        )  # fmt: skip
         audit = run_canary_audit(
             cfg,
             bundle=bundle,
@@ -258,11 +267,11 @@ class TargetsRun:
             seed=seed,
             label=label,
             backend=self.ctx.backend,
-            **self._recipe(tcfg),
+            **recipe,
         )
         if not audit["cached"]:
             self.ctx.add_time("train_seconds", audit["train_seconds"])
-        return audit | {"white_box": white_box}
+        return audit | {"white_box": white_box, "in_training": in_training}
 
     def _shadow(
         self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
