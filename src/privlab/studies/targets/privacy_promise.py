@@ -96,10 +96,9 @@ def _canary_cell(target: Mapping[str, Any]) -> str:
     audit = canary_bound(target)
     if audit is None:
         return "—"
-    guesses = audit.get("guesses")
-    correct = audit.get("correct")
-    detail = f" ({correct}/{guesses} right)" if guesses is not None and correct is not None else ""
-    return f"{audit['epsilon']:.2f}{detail}"
+    guesses, correct = audit.get("guesses"), audit.get("correct")
+    right = f"{correct}/{guesses} right, " if guesses is not None and correct is not None else ""
+    return f"{audit['epsilon']:.2f} ({right}{100 * float(audit['confidence']):g} %)"
 
 
 def _gradient_cell(target: Mapping[str, Any]) -> str:
@@ -140,8 +139,9 @@ def promise_text_table(targets: Sequence[Mapping[str, Any]]) -> TextTable | None
     if not rows:
         return None
     return TextTable(
-        "privacy promise: the accountant's ε beside the empirical lower bounds (95 % unless "
-        "the config says otherwise; a lower bound above the claim is a broken promise)",
+        "privacy promise: the accountant's ε beside the empirical lower bounds (the attacks' at "
+        "95 %, the canaries' at the confidence shown; a canary bound above the claim is a "
+        "broken promise)",
         HEADER,
         rows,
     )
