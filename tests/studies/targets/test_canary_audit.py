@@ -59,7 +59,7 @@ def test_one_canary_over_many_runs_uses_the_threshold_bound_else_the_one_run_bou
 
 
 @pytest.mark.parametrize("runs", [1, 3])
-def test_a_natural_models_canary_runs_expose_its_canaries(tmp_path, runs):
+def test_a_natural_models_canary_runs_expose_its_canaries(tmp_path, runs, monkeypatch):
     cfg = tiny_config(
         data={"name": "digits", "params": {"members": 0.2, "nonmembers": 0.2}},
         model={"name": "mlp", "params": {"hidden": [128]}},
@@ -72,6 +72,14 @@ def test_a_natural_models_canary_runs_expose_its_canaries(tmp_path, runs):
     )
     (t,) = targets_of(run_experiment(load_config_dict(cfg), tmp_path / "run"))
     audit = t["dp_audit"]
+    from privlab.studies.targets import run as targets_run
+
+    def no_retraining(*args, **kwargs):
+        raise AssertionError("the canary runs were trained again")
+
+    monkeypatch.setattr(targets_run, "run_canary_audit", no_retraining)
+    (again,) = targets_of(run_experiment(load_config_dict(cfg), tmp_path / "run"))
+    assert again["dp_audit"] == audit  # a state/ unit: a resumed run reads it
     assert audit["runs"] == runs and audit["inclusions"] == 150 * runs
     assert audit["claimed_epsilon"] is None and audit["white_box"] is None
     assert audit["epsilon"] > 1.0 and audit["correct"] >= 0.85 * audit["guesses"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -24,7 +25,7 @@ from privlab.studies.targets.canary_audit import (
     run_canary_audit,
     white_box_audit,
 )
-from privlab.studies.targets.config import TargetConfig, TargetsConfig
+from privlab.studies.targets.config import CanaryAuditConfig, TargetConfig, TargetsConfig
 from privlab.studies.targets.inversion import InversionSetup, evaluate_inversion, inversion_setup
 from privlab.studies.targets.membership import evaluate_attack
 from privlab.studies.targets.reference_models import get_or_train_references, trained_by_fn
@@ -246,20 +247,43 @@ class TargetsRun:
         seed: int,
         label: str,
     ) -> dict[str, Any] | None:
-        """The canary audit of the target's recipe (a given model has none to retrain) and the
-        white-box audit of its DP-SGD step."""
+        """The DP audits of the target (``dp_audit``), a ``state/`` unit: an interrupted run
+        does not train the canary runs again."""
         cfg = self.config.dp_audit
         if cfg is None or (cfg.targets is not None and tcfg.name not in cfg.targets):
             return None
-        white_box = white_box_audit(cfg, trained.summary, seed)
-        if tcfg.given is not None or cfg.canaries == 0:
-            why = "no canaries asked for" if tcfg.given is None else "a given model"
-            return {"skipped": f"black-box canary runs: {why}", "white_box": white_box}
+        key = {
+            "privlab": __version__,
+            "model": trained.key,
+            "dp_audit": cfg.model_dump(),
+            "train": self.config.train_for(tcfg).recipe(),
+            "seed": seed,
+        }
+        run = partial(self._run_dp_audit, cfg, tcfg, trained, info, bundle, seed, label)
+        return self.ctx.state.get_or_run("dp-audit", key, run)
+
+    def _run_dp_audit(
+        self,
+        cfg: CanaryAuditConfig,
+        tcfg: TargetConfig,
+        trained: TrainedModel,
+        info: TargetInfo,
+        bundle: DataBundle,
+        seed: int,
+        label: str,
+    ) -> dict[str, Any]:
+        """The white-box audit of a DP-SGD target's step; for a recipe privlab trains, the
+        gradient canary inside its training and the black-box canary runs."""
+        out = {"white_box": white_box_audit(cfg, trained.summary, seed), "in_training": None}
+        if tcfg.given is not None:
+            return out | {"skipped": "canary runs: a given model (white-box audit only)"}
         recipe = self._recipe(tcfg)
-        in_training = in_training_audit(
+        out["in_training"] = in_training_audit(
             cfg, bundle=bundle, seed=seed, device=self.device,
             **{k: recipe[k] for k in ("model_cfg", "regime_cfg", "train_cfg")},
         )  # fmt: skip
+        if cfg.canaries == 0:
+            return out | {"skipped": "black-box canary runs: no canaries asked for"}
         audit = run_canary_audit(
             cfg,
             bundle=bundle,
@@ -271,7 +295,7 @@ class TargetsRun:
         )
         if not audit["cached"]:
             self.ctx.add_time("train_seconds", audit["train_seconds"])
-        return audit | {"white_box": white_box, "in_training": in_training}
+        return audit | out
 
     def _shadow(
         self, tcfg: TargetConfig, bundle: DataBundle, seed: int, label: str
