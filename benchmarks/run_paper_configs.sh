@@ -19,7 +19,7 @@ if [ ${#names[@]} -eq 0 ]; then
          song2019_fig5_unknown_eps song2019_table3_mnist5k
          song2019_table7_mnist5k song2019_fig2_sensitivity
          song2019_table8_verified_digits song2019_table10_small_train song2019_appE_noise_layer
-         lira_rmia_robust_digits
+         lira_rmia_robust_digits dp_audit_digits
          song2019_table9_verified_mnist5k atat2026_defence_grid
          atat2026_matched_accuracy balle2022_informed_adversary maciazek_table1_mnist5k
          maciazek_table1_digits maciazek_one_vs_rest maciazek_fig3a_shadows
