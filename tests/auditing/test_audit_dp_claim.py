@@ -22,7 +22,7 @@ def data() -> dict:
     return digits_arrays()
 
 
-def _audit(data: dict, out) -> privlab.AuditResult:
+def _audit(data: dict, out, **kwargs) -> privlab.AuditResult:
     return privlab.audit(
         fit_digits(*data["members"]),  # trained however the user trained it
         members=data["members"],
@@ -30,6 +30,7 @@ def _audit(data: dict, out) -> privlab.AuditResult:
         recipe=RECIPE,
         attacks=["loss_threshold"],
         out=out,
+        **kwargs,
     )
 
 
@@ -50,3 +51,14 @@ def test_a_broken_step_breaks_the_promise_in_the_summary(data, tmp_path, monkeyp
     monkeypatch.setattr(dp, "add_noise", lambda s, std, g: add_noise(s, std / 10, g))
     result = _audit(data, tmp_path)
     assert any("PROMISE BROKEN" in s for s in result.summary)
+
+
+def test_with_a_population_the_recipe_is_also_audited_with_canaries(data, tmp_path):
+    """The recipe trained by privlab from fresh weights of the user's architecture, on the
+    members plus the population's images as mislabelled canaries, each in with prob. ½."""
+    result = _audit(data, tmp_path, population=data["population"])
+    (target,) = result.report["studies"]["targets"]["runs"][0]["targets"]
+    audit = target["dp_audit"]
+    assert audit["canaries"] == min(1000, len(data["population"][1]))
+    assert audit["method"].startswith("one-run") and audit["claimed_epsilon"] is not None
+    assert 0 <= audit["epsilon"] <= audit["claimed_epsilon"] and not audit["violated"]

@@ -157,6 +157,19 @@ def _input_shape(path: str, label_column: str | None) -> tuple[int, ...]:
     return tuple(load_user_data(path, label_column=label_column).x.shape[1:])
 
 
+def dp_audit_block(plan: AuditPlan) -> dict[str, Any]:
+    """A DP recipe's audit: the white-box audit of its DP-SGD step at the promised settings,
+    and, where privlab can train the recipe (a population and the model's code), a run of it
+    with up to 1,000 of the population's images as mislabelled canaries."""
+    canaries = 0
+    if plan.population is not None and plan.can_train and plan.trainer is None:
+        from privlab.auditing.data_loading import load_user_data
+
+        pool = len(load_user_data(plan.population, label_column=plan.label_column).y)
+        canaries = min(1000, pool)
+    return {"canaries": canaries}
+
+
 def check_audit_options(with_scores: bool, **model_options: str | None) -> None:
     """An audit takes precomputed scores, or a model with its members and non-members: not
     both, not part of either (a ConfigError naming the options)."""
@@ -306,8 +319,7 @@ def audit_config(plan: AuditPlan) -> tuple[dict[str, Any], list[str]]:
     if inversion is not None:
         section["inversion"] = inversion
     if (regime if isinstance(regime, str) else regime.get("name")) == "dp_sgd":
-        # a DP recipe: its promised ε checked by the white-box audit of the DP-SGD step
-        section["dp_audit"] = {"canaries": 0}
+        section["dp_audit"] = dp_audit_block(plan)
     config: dict[str, Any] = {"name": plan.name, "seed": plan.seed, "targets": section}
     if federated is not None:
         config["gradient_inversion"] = federated

@@ -272,12 +272,11 @@ class TargetsRun:
         seed: int,
         label: str,
     ) -> dict[str, Any]:
-        """The white-box audit of a DP-SGD target's step; for a recipe privlab trains, the
-        gradient canary inside its training and the black-box canary runs."""
+        """The white-box audit of a DP-SGD target's step, the gradient canary inside its
+        recipe's training and the black-box canary runs (for a given model: trained with the
+        recipe it came with, from fresh weights of its architecture)."""
         out = {"white_box": white_box_audit(cfg, trained.summary, seed), "in_training": None}
-        if tcfg.given is not None:
-            return out | {"skipped": "canary runs: a given model (white-box audit only)"}
-        recipe = self._recipe(tcfg)
+        recipe = self._recipe(tcfg)  # a given model's: the recipe it says it was trained with
         out["in_training"] = in_training_audit(
             cfg, bundle=bundle, seed=seed, device=self.device,
             **{k: recipe[k] for k in ("model_cfg", "regime_cfg", "train_cfg")},
