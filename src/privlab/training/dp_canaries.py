@@ -21,7 +21,7 @@ accountant claims; noise too small, no clipping or an accountant that under-coun
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,28 @@ from privlab.training.ensemble_dp import GradientCanary, dp_noisy_gradients
 from privlab.training.ensembles import train_ensemble
 from privlab.training.loop import TrainSpec
 from privlab.training.regimes.dp_sgd import DPSGD
+
+
+def claimed_epsilon(summaries: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The largest accountant ε of DP runs and the largest δ (None: no DP claim): every run
+    is (ε, δ)-DP at those, which is what an audit over all of them tests."""
+    epsilons = [float(s["epsilon"]) for s in summaries if s.get("epsilon") is not None]
+    deltas = [float(s["delta"]) for s in summaries if s.get("delta") is not None]
+    return (max(epsilons) if epsilons else None), (max(deltas) if deltas else None)
+
+
+def many_run_result(
+    method: str, bound: dp_audit.EpsilonLowerBound, claimed: float | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A many-run audit's report entry: ``method``, ``extra``, the claim and whether the
+    bound breaks it, and the bound's fields (its own threshold method as
+    ``threshold_chosen``)."""
+    fields = bound.as_dict()
+    fields["threshold_chosen"] = fields.pop("method")  # split / union / fixed
+    claim = (
+        {} if claimed is None else {"claimed_epsilon": claimed, "violated": bound.epsilon > claimed}
+    )
+    return {"method": method, **extra, **claim, **fields}
 
 
 def canary_observations(
@@ -112,20 +134,13 @@ def audit_dp_sgd(
     bound = dp_audit.many_run_epsilon_lower_bound(
         included, scores, delta=delta, confidence=confidence, seed=seed
     )
-    result = bound.as_dict()
-    result["threshold_chosen"] = result.pop("method")  # split / union / fixed
     claimed = privacy.get("epsilon")
     if claimed is None:
         claimed = dp.epsilon(sigma, q, steps, delta, privacy.get("accountant", "rdp"))
-    return {
-        "method": "gradient canaries, many runs (Nasr et al. 2021)",
-        "runs": runs,
-        "steps": steps,
-        "uses_per_step": uses_per_step,
-        "claimed_epsilon": float(claimed),
-        "violated": bound.epsilon > float(claimed),
-        **result,
-    }
+    return many_run_result(
+        "gradient canaries, many runs (Nasr et al. 2021)", bound, float(claimed),
+        runs=runs, steps=steps, uses_per_step=uses_per_step,
+    )  # fmt: skip
 
 
 def quiet_direction(model: nn.Module, data: Split, batches: int = 32) -> dict[str, torch.Tensor]:
@@ -189,17 +204,11 @@ def audit_dp_training(
         make_model, pool, masks, regime, spec, seeds=seeds, device=device, gradient_canary=canary
     )
     scores = start - np.array([_projection(r.model, direction) for r in results])
-    claims = [r.summary for r in results]
+    claimed, delta = claimed_epsilon([r.summary for r in results])
+    assert claimed is not None and delta is not None  # DP-SGD runs report both
     bound = dp_audit.many_run_epsilon_lower_bound(
-        included, scores, delta=max(c["delta"] for c in claims), confidence=confidence, seed=seed
+        included, scores, delta=delta, confidence=confidence, seed=seed
     )
-    claimed = max(c["epsilon"] for c in claims)
-    result = bound.as_dict()
-    result["threshold_chosen"] = result.pop("method")
-    return {
-        "method": "gradient canary in training, many runs (Nasr et al. 2023)",
-        "runs": runs,
-        "claimed_epsilon": claimed,
-        "violated": bound.epsilon > claimed,
-        **result,
-    }
+    return many_run_result(
+        "gradient canary in training, many runs (Nasr et al. 2023)", bound, claimed, runs=runs
+    )

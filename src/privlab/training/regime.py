@@ -88,6 +88,12 @@ class Regime:
     def summary(self) -> dict[str, Any]:
         return {}
 
+    def planned_summary(self, n: int, *, batch_size: int, epochs: int) -> dict[str, Any]:
+        """The ``summary`` this regime promises for ``epochs`` over ``n`` examples in batches
+        of ``batch_size``, before any training (a given model trained with it claims it):
+        nothing for a regime without a guarantee."""
+        return {}
+
     def params(self) -> dict[str, Any]:
         """Hyperparameters as plain data (hashing, reports)."""
         return {

@@ -33,7 +33,12 @@ from privlab.run.store import stable_hash
 from privlab.studies.targets.config import CanaryAuditConfig, ReferenceModelsConfig
 from privlab.studies.targets.reference_models import ensemble_by_recipe
 from privlab.threat_model import Access, Target, TargetInfo
-from privlab.training.dp_canaries import audit_dp_sgd, audit_dp_training
+from privlab.training.dp_canaries import (
+    audit_dp_sgd,
+    audit_dp_training,
+    claimed_epsilon,
+    many_run_result,
+)
 from privlab.training.regimes.dp_sgd import DPSGD
 
 
@@ -83,9 +88,7 @@ def audit_bound(cfg: CanaryAuditConfig, scores: np.ndarray, included: np.ndarray
         many = dp_audit.many_run_epsilon_lower_bound(
             included[:, 0], scores[:, 0], delta=delta, confidence=cfg.confidence
         )
-        bound = many.as_dict()
-        bound["threshold_chosen"] = bound.pop("method")  # split / union / fixed
-        return {"method": "many-run threshold (Jagielski et al. 2020)", **bound}
+        return many_run_result("many-run threshold (Jagielski et al. 2020)", many)
     k = cfg.guesses_for(scores.size)
     one = dp_audit.one_run_epsilon_lower_bound(
         included.ravel(), scores.ravel(), k_pos=k, k_neg=k, delta=delta,
@@ -94,13 +97,6 @@ def audit_bound(cfg: CanaryAuditConfig, scores: np.ndarray, included: np.ndarray
     bound = one.as_dict()
     bound["inclusions"] = bound.pop("canaries")  # m·runs coin flips, guessed or not
     return {"method": "one-run (Steinke, Nasr & Jagielski 2023)", **bound}
-
-
-def claimed_epsilon(summaries: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """The largest accountant ε of the canary models and its δ (None: not a DP recipe)."""
-    epsilons = [float(s["epsilon"]) for s in summaries if s.get("epsilon") is not None]
-    deltas = [float(s["delta"]) for s in summaries if s.get("delta") is not None]
-    return (max(epsilons) if epsilons else None), (max(deltas) if deltas else None)
 
 
 def white_box_audit(

@@ -129,12 +129,11 @@ class TargetsRun:
         model = copy.deepcopy(model).eval()  # the user's module is never frozen or moved
         digest = state_sha256(model)
         regime = build_regime(tcfg.regime, bundle)
-        summary: dict[str, Any] = {"given": True}
-        planned = getattr(regime, "planned_summary", None)
-        if callable(planned):  # a DP recipe: the privacy the model's training promises
-            train = self.config.train_for(tcfg)
-            n = len(bundle.members)
-            summary |= planned(n, batch_size=train.batch_size, epochs=train.epochs)
+        train = self.config.train_for(tcfg)  # a DP recipe: the privacy its training promises
+        planned = regime.planned_summary(
+            len(bundle.members), batch_size=train.batch_size, epochs=train.epochs
+        )
+        summary = {"given": True} | planned
         return TrainedModel(model, regime, digest, digest, 0.0, summary, cached=True)
 
     def _info(self, name: str, bundle: DataBundle, trained: TrainedModel) -> TargetInfo:
