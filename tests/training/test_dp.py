@@ -318,3 +318,16 @@ def test_dp_epsilon_gamma_of_heads():
     assert gamma == rero_gamma_dp_sgd(
         kappa, sample_rate=head.sample_rate(n), noise_multiplier=1.7, steps=steps
     )
+
+
+def test_opacus_notes_on_a_very_large_epsilon_do_not_reach_the_user():
+    # at ε in the thousands Opacus' best order is its smallest and it warns: the ε is still a
+    # valid (looser) upper bound, and its note is not for privlab's users
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        orders, rdp = dp.rdp_curve(0.05, 0.99, 100)
+        by_curve = dp.epsilon_from_rdp(orders, rdp, 1e-5)
+        by_history = dp.history_epsilon([(0.05, 0.99, 100)], 1e-5)
+        sigma = dp.noise_multiplier_for(1e4, 1e-5, 0.99, steps=100)
+    assert by_curve == by_history > 1e4
+    assert 0 < sigma < 0.2

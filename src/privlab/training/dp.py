@@ -22,10 +22,11 @@ accounts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,6 +62,15 @@ def check_accountant(name: str) -> str:
     raise ValueError(f"accountant {name!r} is not a valid upper bound on ε{why}; use {valid}")
 
 
+@contextlib.contextmanager
+def _quiet_opacus() -> Iterator[None]:
+    """Silence Opacus' notes on its accountant, which are not for privlab's users: "optimal
+    order is the smallest alpha" (at a very large ε) still gives a valid upper bound."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"opacus\.")
+        yield
+
+
 def create_accountant(name: str) -> IAccountant:
     """A fresh Opacus accountant of a valid kind."""
     from opacus.accountants import create_accountant as opacus_accountant
@@ -76,7 +86,8 @@ def history_epsilon(
         return 0.0
     acc = create_accountant(accountant)
     acc.history = [(float(s), float(q), int(t)) for s, q, t in history]
-    return float(acc.get_epsilon(delta=delta))
+    with _quiet_opacus():
+        return float(acc.get_epsilon(delta=delta))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -119,8 +130,7 @@ def noise_multiplier_for(
     i.e. int(epochs / q) steps) at rate q: Opacus' calibration, ε within 0.01 below target."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    with warnings.catch_warnings():  # Opacus' notes on the accountant are not for users
-        warnings.simplefilter("ignore")
+    with _quiet_opacus():
         return float(
             get_noise_multiplier(
                 target_epsilon=target_epsilon,
@@ -157,7 +167,8 @@ def epsilon_from_rdp(orders: Sequence[float], rdp: Sequence[float], delta: float
     """ε at ``delta`` from an RDP curve (Opacus' conversion, the RDP accountant's)."""
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
-    return float(get_privacy_spent(orders=list(orders), rdp=list(rdp), delta=delta)[0])
+    with _quiet_opacus():
+        return float(get_privacy_spent(orders=list(orders), rdp=list(rdp), delta=delta)[0])
 
 
 def privacy_summary(
