@@ -63,7 +63,10 @@ def reconstruction_summary(name: str, report: dict) -> None:
     for header, rows in (rr.weak_table(report), rr.informed_table(report)):
         if rows:
             print(markdown_table(header, rows) + "\n")
-    for line in rr.defended_lines(report):
+    weak = report.get("weak_adversary") or {}
+    if weak.get("tau") is not None:
+        print(f"- τ = {weak['tau']:.4f} (from: {weak.get('tau_from')})")
+    for line in [*rr.defended_lines(report), *rr.theorem1_lines(report)]:
         print(f"- {line}")
     FIGURES.mkdir(parents=True, exist_ok=True)
     figures = {

@@ -276,7 +276,8 @@ def weak_roc_figure(report: Mapping[str, Any]) -> str:
                 ls=":",
                 color=line.get_color(),
             )
-    ax.plot([floor, 1], [floor, 1], ls="--", color="0.6", lw=1, label="chance")
+    chance = [floor ** (1 - i / 100) for i in range(101)]  # TPR = FPR, curved on a log x-axis
+    ax.plot(chance, chance, ls="--", color="0.6", lw=1, label="chance")
     ax.axvline(0.01, color="0.8", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlim(floor, 1)
