@@ -6,14 +6,22 @@
 # finished units, so a resumed run's time is only the rest). A failing config does not stop
 # the ones after it; the script exits 1 if any failed. A config whose report.json is newer
 # than its YAML is done and skipped (its report keeps the wall times of the run that made
-# it); PRIVLAB_RERUN=1 runs it again.
+# it); PRIVLAB_RERUN=1 runs it again. An interrupted config (Ctrl-C) stops the whole queue.
 # Usage: benchmarks/run_paper_configs.sh [names...]
+#        benchmarks/run_paper_configs.sh --queue FILE   (names from FILE, one per line, '#'
+#        comments; the file is read again before each config, so it can be edited, reordered
+#        or extended while the queue runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PRIVLAB_CACHE="${PRIVLAB_CACHE:-$PWD/.privlab_cache}"
 PRIVLAB="${PRIVLAB:-.venv/bin/privlab}"
+queue=""
+if [ "${1:-}" = "--queue" ]; then
+  queue="${2:?--queue needs a file}"
+  shift 2
+fi
 names=("$@")
-if [ ${#names[@]} -eq 0 ]; then
+if [ -z "$queue" ] && [ ${#names[@]} -eq 0 ]; then
   names=(song2019_table2_3_defences song2019_sec7_countermeasures song2019_table6_eps
          song2019_table5_adv_ratio song2019_fig3_capacity song2019_table7_per_class
          song2019_fig5_unknown_eps song2019_table3_mnist5k
@@ -38,23 +46,50 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 LOG=benchmarks/results/paper_runs.jsonl
 failed=0
-for name in "${names[@]}"; do
-  report="results/paper/$name/report.json"
-  if [ -z "${PRIVLAB_RERUN:-}" ] && [ "$report" -nt "configs/paper/$name.yaml" ]; then
-    echo "== $name: done ($report is newer than its config)"
-    continue
-  fi
+
+done_already() {  # the config's report is newer than its YAML (and no re-run is asked for)
+  [ -z "${PRIVLAB_RERUN:-}" ] && [ "results/paper/$1/report.json" -nt "configs/paper/$1.yaml" ]
+}
+
+run_one() {
+  local name=$1 resumed=false status=0 start seconds
   echo "== $name $(date +%T)"
-  resumed=false
   [ -d "results/paper/$name/state" ] && [ -n "$(ls -A "results/paper/$name/state")" ] && resumed=true
   start=$(date +%s)
-  status=0
   "$PRIVLAB" run "configs/paper/$name.yaml" --out "results/paper/$name" || status=$?
   seconds=$(( $(date +%s) - start ))
   echo "$name: $seconds s (exit $status)"
   printf '{"config": "%s", "seconds": %d, "exit": %d, "resumed": %s, "finished": "%s", "commit": "%s", "nproc": %d}\n' \
     "$name" "$seconds" "$status" "$resumed" "$(date -u +%FT%TZ)" \
     "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)" >> "$LOG"
+  [ "$status" -ne 130 ] || { echo "interrupted: the queue stops here"; exit 130; }
   [ "$status" -eq 0 ] || failed=1
-done
+}
+
+next_in_queue() {  # the first name in the queue file neither done nor tried in this run
+  local name
+  while read -r name; do
+    case "$name" in '' | '#'*) continue ;; esac
+    case " $tried " in *" $name "*) continue ;; esac
+    done_already "$name" && continue
+    echo "$name"
+    return
+  done < "$queue"
+}
+
+if [ -n "$queue" ]; then
+  tried=""
+  while next=$(next_in_queue) && [ -n "$next" ]; do
+    tried="$tried $next"
+    run_one "$next"
+  done
+else
+  for name in "${names[@]}"; do
+    if done_already "$name"; then
+      echo "== $name: done (results/paper/$name/report.json is newer than its config)"
+      continue
+    fi
+    run_one "$name"
+  done
+fi
 exit "$failed"
