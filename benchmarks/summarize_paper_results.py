@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from privlab.report.schema import load_report
-from privlab.report.stats import format_pm, markdown_table
+from privlab.report.stats import as_float, format_pm, markdown_table, mean_std
 from privlab.studies.base import runs_of
 from privlab.studies.targets.aggregate import aggregate_targets, markdown_summary
 from privlab.studies.targets.inversion_report import (
@@ -56,18 +56,62 @@ def correlation_lines(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reconstruction_summary(name: str, report: dict) -> None:
-    """Weak-adversary and informed-adversary tables, the ε criterion, and the figures."""
+Table = tuple[list[str], list[list[str]]]
+
+
+def _decimals(cell: str) -> int:
+    return len(cell.split(".")[1]) if "." in cell else 0
+
+
+def _seeds_cell(cells: list[str]) -> str:
+    """One cell over the seeds: equal → itself; numbers → mean ± std (to the cells' own
+    decimals, or 3 significant digits in exponent form); anything else → "a / b / c"."""
+    if len(set(cells)) == 1:
+        return cells[0]
+    values = [as_float(c) for c in cells]
+    if any(v is None for v in values):
+        return " / ".join(cells)
+    mean, std = mean_std(values)
+    if any("e" in c.lower() for c in cells):
+        return f"{mean:.3g} ± {std:.2g}"
+    d = max(_decimals(c) for c in cells)
+    return f"{mean:.{d}f} ± {std:.{d}f}"
+
+
+def seeds_table(tables: list[Table]) -> Table:
+    """Per-seed tables of one shape as one table of mean ± std over the seeds; tables of
+    different shapes (a seed with other rows) are stacked, each row tagged with its seed."""
+    header, first = tables[0]
+    if all(h == header and len(r) == len(first) for h, r in tables):
+        rows = [
+            [_seeds_cell(list(c)) for c in zip(*cells, strict=True)]
+            for cells in zip(*(r for _, r in tables), strict=True)
+        ]
+        return header, rows
+    return ["seed", *header], [[str(i), *r] for i, (_, rows) in enumerate(tables) for r in rows]
+
+
+def _print_tables(per_seed: list[list[Table]]) -> None:
+    """The i-th table of every seed, as one table over the seeds."""
+    for tables in zip(*per_seed, strict=True):
+        if any(rows for _, rows in tables):
+            print(markdown_table(*seeds_table(list(tables))) + "\n")
+
+
+def reconstruction_summary(name: str, runs: list[dict]) -> None:
+    """Weak-adversary and informed-adversary tables (mean ± std over the seeds), τ, the ε
+    criterion and the Theorem 1 check per seed, and the figures of the last seed."""
     from privlab.studies.reconstruction import report as rr
 
-    for header, rows in (rr.weak_table(report), rr.informed_table(report)):
-        if rows:
-            print(markdown_table(header, rows) + "\n")
-    weak = report.get("weak_adversary") or {}
-    if weak.get("tau") is not None:
-        print(f"- τ = {weak['tau']:.4f} (from: {weak.get('tau_from')})")
-    for line in [*rr.defended_lines(report), *rr.theorem1_lines(report)]:
-        print(f"- {line}")
+    _print_tables([[rr.weak_table(run), rr.informed_table(run)] for run in runs])
+    for seed, run in enumerate(runs):
+        tag = f" (seed {run.get('seed', seed)})" if len(runs) > 1 else ""
+        weak = run.get("weak_adversary") or {}
+        if weak.get("tau") is not None:
+            print(f"- τ = {weak['tau']:.4f} (from: {weak.get('tau_from')}){tag}")
+        for line in [*rr.defended_lines(run), *rr.theorem1_lines(run)]:
+            print(f"- {line}{tag}")
+    report = runs[-1]
     FIGURES.mkdir(parents=True, exist_ok=True)
     figures = {
         "roc": (rr.weak_roc_figure, rr.weak_variants(report)),
@@ -87,15 +131,18 @@ def reconstruction_summary(name: str, report: dict) -> None:
     print()
 
 
-def gradient_inversion_summary(name: str, report: dict) -> None:
-    """Per-point table, the matched comparison and the Fig. 2 / 3 / 4 figures."""
+def gradient_inversion_summary(name: str, runs: list[dict]) -> None:
+    """Per-point table and the matched comparison (mean ± std over the seeds), the summary
+    lines per seed, and the Fig. 2 / 3 / 4 figures of the last seed."""
     from privlab.studies.gradient_inversion import report as gr
 
-    for header, rows in (gr.points_table(report), gr.matched_table(report)):
-        if rows:
-            print(markdown_table(header, rows) + "\n")
-    for line in gr.summary_lines(report):
-        print(f"- {line}")
+    reports = [{"gradient_inversion": run} for run in runs]
+    _print_tables([[gr.points_table(r), gr.matched_table(r)] for r in reports])
+    for seed, r in enumerate(reports):
+        tag = f" (seed {runs[seed].get('seed', seed)})" if len(runs) > 1 else ""
+        for line in gr.summary_lines(r):
+            print(f"- {line}{tag}")
+    report = reports[-1]
     sec = gr.section_of(report)
     FIGURES.mkdir(parents=True, exist_ok=True)
     figures = {"tradeoff": gr.tradeoff_figure, "attacks": gr.attacks_figure}
@@ -132,10 +179,10 @@ def main(root: Path = Path("results/paper")) -> None:
         name = path.parent.name
         print(f"## {name}\n")
         studies = report["studies"]
-        for run in runs_of(studies.get("reconstruction") or {}):
-            reconstruction_summary(name, run)
-        for run in runs_of(studies.get("gradient_inversion") or {}):
-            gradient_inversion_summary(name, {"gradient_inversion": run})
+        if runs := runs_of(studies.get("reconstruction") or {}):
+            reconstruction_summary(name, runs)
+        if runs := runs_of(studies.get("gradient_inversion") or {}):
+            gradient_inversion_summary(name, runs)
         if "targets" in studies:
             targets_summary(name, flat_view(report, studies["targets"]))
 
