@@ -69,17 +69,6 @@ def test_run_then_report_and_compare(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "±" in result.output and (tmp_path / "c.html").is_file()
-    # one run of several seeds: its markdown ends with the mean ± std over them
-    two = tmp_path / "two"
-    two.mkdir()
-    (run,) = report["studies"]["targets"]["runs"]
-    report["seeds"], report["studies"]["targets"]["runs"] = [3, 4], [run, {**run, "seed": 4}]
-    (two / "report.json").write_text(json.dumps(report))
-    result = runner.invoke(app, ["report", str(two), "--markdown"])
-    assert result.exit_code == 0, result.output
-    assert "Mean ± sample std over each run's seeds" in result.output
-    result = runner.invoke(app, ["report", str(out), "--markdown"])
-    assert result.exit_code == 0 and "Mean ± sample std" not in result.output
 
 
 def test_config_typo_exits_2_and_names_the_key(tmp_path):

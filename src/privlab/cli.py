@@ -354,8 +354,8 @@ def report(
     if markdown:
         for label, rep in loaded:
             typer.echo(f"## {label}\n\n{markdown_report(rep)}")  # raw: no rich wrapping
-        if len(loaded) > 1 or len(loaded[0][1].get("seeds") or []) > 1:
-            typer.echo(comparison_markdown(loaded))  # mean ± std over the seeds
+        if len(loaded) > 1:
+            typer.echo(comparison_markdown(loaded))
     else:
         for _, rep in loaded:
             print_report(rep, out_console)

@@ -13,8 +13,8 @@ from privlab.registry import STUDIES
 from privlab.report.console import study_tables
 from privlab.report.html_format import esc, page
 from privlab.report.schema import upgrade
-from privlab.report.stats import Stat, markdown_table, mean_std
-from privlab.studies.base import runs_of
+from privlab.report.seeds import format_stat, metrics_of, study_stats
+from privlab.report.stats import markdown_table
 
 Reports = Sequence[tuple[str, Mapping[str, Any]]]
 
@@ -28,28 +28,6 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def study_stats(report: Mapping[str, Any], study: str) -> dict[str, dict[str, Any]]:
-    """``{row: {"n": seeds, metric: (mean, std)}}`` of one study over the run's seeds."""
-    section = (upgrade(dict(report)).get("studies") or {}).get(study) or {}
-    per_row: dict[str, dict[str, list[Any]]] = {}
-    for run in runs_of(section):
-        for row, metrics in STUDIES.get(study)().scalars(run).items():
-            for metric, value in metrics.items():
-                per_row.setdefault(row, {}).setdefault(metric, []).append(value)
-    out: dict[str, dict[str, Any]] = {}
-    for row, metrics in per_row.items():
-        out[row] = {"n": max(len(v) for v in metrics.values())}
-        out[row] |= {metric: mean_std(values) for metric, values in metrics.items()}
-    return out
-
-
-def _fmt(stat: Stat | None) -> str:
-    mean, std = stat or (None, None)
-    if mean is None:
-        return "—"
-    return f"{mean:.4g}" if not std else f"{mean:.4g} ± {std:.2g}"
-
-
 def comparison_tables(reports: Reports) -> list[tuple[str, list[str], list[list[str]]]]:
     """One (study title, header, rows) per study present in any of ``reports``."""
     reports = [(label, upgrade(dict(r))) for label, r in reports]  # once per report
@@ -59,11 +37,9 @@ def comparison_tables(reports: Reports) -> list[tuple[str, list[str], list[list[
     tables = []
     for name in studies:
         stats = [(label, study_stats(r, name)) for label, r in reports]
-        metrics = list(
-            dict.fromkeys(m for _, s in stats for row in s.values() for m in row if m != "n")
-        )
+        metrics = list(dict.fromkeys(m for _, s in stats for m in metrics_of(s)))
         rows = [
-            [label, row, str(values["n"]), *(_fmt(values.get(m)) for m in metrics)]
+            [label, row, str(values["n"]), *(format_stat(values.get(m)) for m in metrics)]
             for label, s in stats
             for row, values in s.items()
         ]

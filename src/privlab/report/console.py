@@ -16,6 +16,7 @@ from rich.text import Text
 from privlab.registry import STUDIES
 from privlab.report.headline import headlines
 from privlab.report.schema import upgrade
+from privlab.report.seeds import seeds_table
 from privlab.studies.base import TextTable
 
 
@@ -27,7 +28,8 @@ def study_tables(report: Mapping[str, Any]) -> list[TextTable]:
     for study_name, section in (report.get("studies") or {}).items():
         if study_name not in STUDIES or not isinstance(section, Mapping):
             continue
-        for table in STUDIES.get(study_name)().tables(report, section):
+        own = STUDIES.get(study_name)().tables(report, section)
+        for table in [*own, *filter(None, [seeds_table(report, study_name)])]:
             tables.append(
                 TextTable(f"{name}: {table.title}", table.header, table.rows, table.notes)
             )

@@ -14,8 +14,9 @@ from typing import Any
 
 from privlab.registry import STUDIES
 from privlab.report.headline import headlines
-from privlab.report.html_format import DASH, esc, num, page
+from privlab.report.html_format import DASH, esc, num, page, text_table
 from privlab.report.schema import upgrade
+from privlab.report.seeds import seeds_table
 from privlab.run.store import atomic_write_bytes
 
 __all__ = ["render_html", "run_info", "write_html"]
@@ -42,6 +43,8 @@ def study_section(report: Mapping[str, Any], name: str, section: Mapping[str, An
         return f"<h2>{esc(name)}</h2><p class=muted>unknown study: not rendered</p>"
     study = STUDIES.get(name)()
     body = study.html(report, section)
+    if (over := seeds_table(report, name)) is not None:
+        body += f"<h3>{esc(over.title)}</h3>{text_table(over.header, over.rows)}"
     return f'<section id="{esc(name)}"><h2>{esc(study.title)}</h2>{body}</section>'
 
 

@@ -81,6 +81,9 @@ class StudyBase:
     the whole section as the one part of a seed."""
 
     order: ClassVar[int] = 100
+    #: the study's own tables already summarise a run's seeds; else the report adds a table
+    #: of its scalars as mean ± std over the seeds (privlab.report.seeds)
+    summarises_seeds: ClassVar[bool] = False
 
     def check(self, cfg: Any, ctx: RunContext) -> None:
         return None

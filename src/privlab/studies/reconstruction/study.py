@@ -115,6 +115,13 @@ class ReconstructionStudy(StudyBase):
                 "MSE": r.get("mse"),
                 "NN-oracle success": r.get("nn_oracle_success"),
             }
+        for r in (run.get("informed_adversary") or {}).get("dp") or []:
+            if r.get("epsilon") is not None:  # the no-DP row is RecoNN's, above
+                out[f"informed DP-SGD, ε = {r['epsilon']:g}"] = {
+                    "MSE": r.get("mse"),
+                    "NN-oracle success": r.get("nn_oracle_success"),
+                    "ReRo γ": r.get("gamma"),
+                }
         closed = (run.get("released_model") or {}).get("closed_form") or {}
         if closed.get("applicable"):
             out["released model, closed form"] = {

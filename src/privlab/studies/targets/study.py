@@ -125,6 +125,7 @@ class TargetsStudy(StudyBase):
     title = "Trained targets: membership inference, model inversion, sensitivity"
     section = TargetsConfig
     order = 0
+    summarises_seeds = True  # "Summary over seeds" per target and attack
 
     def check(self, cfg: TargetsConfig, ctx: RunContext) -> None:
         check_access(cfg)
