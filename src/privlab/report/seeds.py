@@ -17,12 +17,17 @@ from privlab.report.stats import Stat, mean_std
 from privlab.studies.base import TextTable, runs_of
 
 
+def _runs(report: Mapping[str, Any], study: str) -> list[Mapping[str, Any]]:
+    """The seeds' runs of one study in ``report`` (none when the study is absent)."""
+    return runs_of((upgrade(dict(report)).get("studies") or {}).get(study) or {})
+
+
 def study_stats(report: Mapping[str, Any], study: str) -> dict[str, dict[str, Any]]:
     """``{row: {"n": seeds, metric: (mean, std)}}`` of one study over the run's seeds."""
-    section = (upgrade(dict(report)).get("studies") or {}).get(study) or {}
+    scalars = STUDIES.build(study).scalars
     per_row: dict[str, dict[str, list[Any]]] = {}
-    for run in runs_of(section):
-        for row, metrics in STUDIES.get(study)().scalars(run).items():
+    for run in _runs(report, study):
+        for row, metrics in scalars(run).items():
             for metric, value in metrics.items():
                 per_row.setdefault(row, {}).setdefault(metric, []).append(value)
     out: dict[str, dict[str, Any]] = {}
@@ -50,8 +55,7 @@ def metrics_of(stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def seeds_table(report: Mapping[str, Any], study: str) -> TextTable | None:
     """The study's scalars as mean ± std over the run's seeds; None for one seed, or for a
     study that summarises its seeds itself."""
-    section = (upgrade(dict(report)).get("studies") or {}).get(study) or {}
-    runs = runs_of(section)
+    runs = _runs(report, study)
     study_obj = STUDIES.build(study)
     # a study registered without StudyBase may lack the flag: it gets the table
     if len(runs) < 2 or getattr(study_obj, "summarises_seeds", False):

@@ -274,12 +274,14 @@ class TargetsRun:
         """The white-box audit of a DP-SGD target's step, the gradient canary inside its
         recipe's training and the black-box canary runs (for a given model: trained with the
         recipe it came with, from fresh weights of its architecture)."""
-        out = {"white_box": white_box_audit(cfg, trained.summary, seed), "in_training": None}
         recipe = self._recipe(tcfg)  # a given model's: the recipe it says it was trained with
-        out["in_training"] = in_training_audit(
-            cfg, bundle=bundle, seed=seed, device=self.device,
-            **{k: recipe[k] for k in ("model_cfg", "regime_cfg", "train_cfg")},
-        )  # fmt: skip
+        out = {
+            "white_box": white_box_audit(cfg, trained.summary, seed),
+            "in_training": in_training_audit(
+                cfg, bundle=bundle, seed=seed, device=self.device,
+                **{k: recipe[k] for k in ("model_cfg", "regime_cfg", "train_cfg")},
+            ),
+        }  # fmt: skip
         if cfg.canaries == 0:
             return out | {"skipped": "black-box canary runs: no canaries asked for"}
         audit = run_canary_audit(
