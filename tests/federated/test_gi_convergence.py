@@ -4,11 +4,12 @@ training loss, which presumes converged training): the patience rule and federat
 import math
 
 import pytest
+import torch
 from torch import nn
 
 from privlab.federated.convergence import Convergence
 from privlab.federated.defences import Pruning
-from privlab.federated.training import federated_train
+from privlab.federated.training import evaluate, federated_train, monitor_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,3 +100,40 @@ def test_fixed_rounds_keep_their_meaning(digits):
         defence=Pruning(p=0.9),
     )
     assert r["rounds"] == 3 and len(r["accuracy"]) == 3 and r["convergence"] is None
+
+
+def test_the_curves_are_measured_on_a_fixed_sample_and_leave_the_training_alone(digits):
+    """On splits larger than ``monitor_size`` the per-round curves use a fixed seeded sample
+    (a round costs the same on 60,000 examples as on 2,000); the clients' training, and so the
+    final model and its whole-split utility, is the same run."""
+    common = {"clients": 4, "batch_size": 8, "lr": 0.5, "seed": 3}
+    whole = federated_train(_mlp, digits.members, digits.nonmembers, rounds=30, **common)
+    sampled = federated_train(
+        _mlp, digits.members, digits.nonmembers, rounds=30, monitor_size=100, **common
+    )
+    assert whole["monitored_examples"] == {"train": 599, "test": 599}
+    assert sampled["monitored_examples"] == {"train": 100, "test": 100}
+    for a, b in zip(whole["model"].parameters(), sampled["model"].parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert sampled["final_train_loss"] == whole["final_train_loss"]
+    # the last curve point is the final model on the sample, not on the whole split
+    sample = monitor_sample(digits.nonmembers, 100, 3 + 1)
+    assert sampled["accuracy"][-1] == evaluate(sampled["model"], sample)[1]
+    assert sampled["accuracy"] != whole["accuracy"]
+    # the convergence rule watches the training sample
+    rule = Convergence(max_rounds=30, patience=30, tolerance=0.0)
+    watched = federated_train(
+        _mlp, digits.members, digits.nonmembers, rounds=rule, monitor_size=100, **common
+    )
+    train_sample = monitor_sample(digits.members, 100, 3)
+    curve = watched["convergence"]["train_loss_curve"]
+    assert curve[-1] == pytest.approx(evaluate(watched["model"], train_sample)[0])
+
+
+def test_the_monitoring_sample_is_fixed_by_its_seed(digits):
+    a, b = (monitor_sample(digits.members, 50, 7) for _ in range(2))
+    assert torch.equal(a.x, b.x) and len(a) == 50
+    assert not torch.equal(a.x, monitor_sample(digits.members, 50, 8).x)
+    assert monitor_sample(digits.members, 10_000, 7) is digits.members
+    with pytest.raises(ValueError, match="monitor_size"):
+        monitor_sample(digits.members, 0, 7)

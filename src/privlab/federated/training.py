@@ -11,8 +11,11 @@ The server averages the m observed updates (each a pseudo-gradient (θ₀ − θ
                                      average of the clients' end weights when undefended).
 
 Utility: test accuracy after every round, and the final training loss (the paper's utility
-measure) and accuracy. Utility loss of a defence = undefended minus defended accuracy (or
-defended minus undefended loss) at the same seed and settings.
+measure) and accuracy. The per-round curves (test accuracy, and the training loss the
+convergence rule watches) are measured on at most ``monitor_size`` examples of each split, a
+fixed seeded sample, so a round costs the same on 2,000 or 60,000 examples; the final losses
+and accuracies are over the whole splits. Utility loss of a defence = undefended minus
+defended accuracy (or defended minus undefended loss) at the same seed and settings.
 
 ``rounds`` is a fixed number of rounds, or a :class:`~privlab.federated.convergence.Convergence`
 rule: then the training loss is evaluated after every round and training stops once it has
@@ -56,6 +59,21 @@ def shard_indices(n: int, clients: int, generator: torch.Generator) -> list[torc
     if not 1 <= clients <= n:
         raise ValueError(f"clients must be in 1..{n} (one example each at least), got {clients}")
     return list(torch.tensor_split(torch.randperm(n, generator=generator), clients))
+
+
+#: examples of each split the per-round curves are measured on (mnist5k's splits fit whole)
+MONITOR_SIZE = 2000
+
+
+def monitor_sample(split: Split, size: int, seed: int) -> Split:
+    """``split`` itself when it has at most ``size`` examples, else a fixed sample of ``size``
+    drawn with its own seeded generator (the clients' random streams are left as they are)."""
+    if size < 1:
+        raise ValueError(f"monitor_size must be ≥ 1, got {size}")
+    if len(split) <= size:
+        return split
+    gen = torch.Generator().manual_seed(seed)
+    return split.subset(torch.randperm(len(split), generator=gen)[:size].sort().values)
 
 
 def evaluate(model: nn.Module, split: Split, batch: int = 1024) -> tuple[float, float]:
@@ -175,6 +193,7 @@ def federated_train(
     server_lr: float | None = None,
     local_batch: int | None = None,
     delta: float | None = None,
+    monitor_size: int = MONITOR_SIZE,
 ) -> dict[str, Any]:
     """FedAvg simulation under ``defence`` (None: undefended); see the module docstring.
     ``model_fn`` is called under ``torch.manual_seed(seed)`` in a forked RNG state. Returns
@@ -201,10 +220,15 @@ def federated_train(
         "seed": seed,
     }
     clients_data = (train_split, shards, chosen.training_defence(), gen, local_batch)
-    accuracy, convergence = _train_rounds(model, clients_data, settings, test_split, rounds)
+    watched = (
+        monitor_sample(train_split, monitor_size, seed),
+        monitor_sample(test_split, monitor_size, seed + 1),
+    )
+    accuracy, convergence = _train_rounds(model, clients_data, settings, watched, rounds)
     settings["rounds"] = len(accuracy)
     result = _outcome(model, chosen, accuracy, train_split, test_split, settings)
     result["convergence"] = convergence
+    result["monitored_examples"] = {"train": len(watched[0]), "test": len(watched[1])}
     if isinstance(chosen, DPSGD):
         delta = float(len(train_split)) ** -1.1 if delta is None else delta
         result |= dp_accounting(
@@ -228,19 +252,21 @@ def _train_rounds(
     model: nn.Module,
     clients_data: ClientsData,
     settings: dict[str, Any],
-    test_split: Split,
+    watched: tuple[Split, Split],
     rounds: int | Convergence,
 ) -> tuple[list[float], dict[str, Any] | None]:
     """The test accuracy after every round, for a fixed number of rounds or until the rule
-    says the training loss has converged (then also the rule's summary)."""
+    says the training loss has converged (then also the rule's summary); ``watched``: the
+    (training, test) samples the curves are measured on."""
+    train_sample, test_sample = watched
     if not isinstance(rounds, Convergence):
-        fixed = [_fedavg_round(model, clients_data, settings, test_split) for _ in range(rounds)]
+        fixed = [_fedavg_round(model, clients_data, settings, test_sample) for _ in range(rounds)]
         return fixed, None
     monitor = rounds.monitor()
     accuracy: list[float] = []
     while True:
-        accuracy.append(_fedavg_round(model, clients_data, settings, test_split))
-        if monitor.update(evaluate(model, clients_data[0])[0]):
+        accuracy.append(_fedavg_round(model, clients_data, settings, test_sample))
+        if monitor.update(evaluate(model, train_sample)[0]):
             return accuracy, monitor.summary()
 
 
