@@ -230,19 +230,28 @@ def federated_train(
     result["convergence"] = convergence
     result["monitored_examples"] = {"train": len(watched[0]), "test": len(watched[1])}
     if isinstance(chosen, DPSGD):
-        delta = float(len(train_split)) ** -1.1 if delta is None else delta
-        result |= dp_accounting(
-            chosen,
-            shard_sizes=[len(s) for s in shards],
-            local_batch=local_batch,
-            delta=delta,
-            **{
-                k: settings[k] for k in ("clients_per_round", "rounds", "batch_size", "local_steps")
-            },
-        )
+        result |= _dp_result(chosen, shards, local_batch, delta, settings)
     result["seconds"] = time.perf_counter() - start
     result["model"] = copy.deepcopy(model)
     return result
+
+
+def _dp_result(
+    dp: DPSGD,
+    shards: list[torch.Tensor],
+    local_batch: int | None,
+    delta: float | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's DP accounting, δ = N^−1.1 (N examples over the shards) unless given."""
+    n = sum(len(s) for s in shards)
+    return dp_accounting(
+        dp,
+        shard_sizes=[len(s) for s in shards],
+        local_batch=local_batch,
+        delta=float(n) ** -1.1 if delta is None else delta,
+        **{k: settings[k] for k in ("clients_per_round", "rounds", "batch_size", "local_steps")},
+    )
 
 
 ClientsData = tuple[Split, list[torch.Tensor], Defence, torch.Generator, int | None]
