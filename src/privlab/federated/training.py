@@ -244,12 +244,12 @@ def _dp_result(
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     """The run's DP accounting, δ = N^−1.1 (N examples over the shards) unless given."""
-    n = sum(len(s) for s in shards)
+    sizes = [len(s) for s in shards]
     return dp_accounting(
         dp,
-        shard_sizes=[len(s) for s in shards],
+        shard_sizes=sizes,
         local_batch=local_batch,
-        delta=float(n) ** -1.1 if delta is None else delta,
+        delta=float(sum(sizes)) ** -1.1 if delta is None else delta,
         **{k: settings[k] for k in ("clients_per_round", "rounds", "batch_size", "local_steps")},
     )
 

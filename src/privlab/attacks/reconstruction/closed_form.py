@@ -88,17 +88,19 @@ def _newton_polish(
     """Newton steps on a strictly convex ``objective`` near its optimum: each solves H·d = −g
     by conjugate gradients on exact Hessian-vector products. Stops once max |g| ≤ tol, or
     when a step no longer lowers it (float64's floor), keeping the best point."""
-    best = float("inf")
-    kept = [p.detach().clone() for p in params]
-    for _ in range(steps):
+    best, kept = float("inf"), list[torch.Tensor]()  # the first point is always kept
+    for taken in range(steps + 1):
         grads = torch.autograd.grad(objective(), params, create_graph=True)
         g = torch.cat([v.reshape(-1) for v in grads])
         size = float(g.detach().abs().max())
-        if size >= best:
-            break
-        best, kept = size, [p.detach().clone() for p in params]
-        if size <= tol:
+        if size >= best:  # float64's floor: back to the best point
+            with torch.no_grad():
+                for p, k in zip(params, kept, strict=True):
+                    p.copy_(k)
             return
+        if size <= tol or taken == steps:
+            return
+        best, kept = size, [p.detach().clone() for p in params]
 
         def hvp(v: torch.Tensor, g: torch.Tensor = g) -> torch.Tensor:
             hv = torch.autograd.grad(g, params, v, retain_graph=True)
@@ -110,9 +112,6 @@ def _newton_polish(
             for p in params:
                 p += step[offset : offset + p.numel()].view_as(p)
                 offset += p.numel()
-    with torch.no_grad():
-        for p, k in zip(params, kept, strict=True):
-            p.copy_(k)
 
 
 def _conjugate_gradients(
