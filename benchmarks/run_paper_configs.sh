@@ -7,6 +7,10 @@
 # the ones after it; the script exits 1 if any failed. A config whose report.json is newer
 # than its YAML is done and skipped (its report keeps the wall times of the run that made
 # it); PRIVLAB_RERUN=1 runs it again. An interrupted config (Ctrl-C) stops the whole queue.
+# Several queues may run at once (on 2 cores, two: most configs keep one core busy): each
+# config holds a lock (results/paper/.locks/NAME.lock) while it runs, and a queue skips a
+# config another queue holds; the wall-time log records the configs found running beside it
+# (at its start and end) and OMP_NUM_THREADS.
 # Usage: benchmarks/run_paper_configs.sh [names...]
 #        benchmarks/run_paper_configs.sh --queue FILE   (names from FILE, one per line, '#'
 #        comments; the file is read again before each config, so it can be edited, reordered
@@ -51,17 +55,35 @@ done_already() {  # the config's report is newer than its YAML (and no re-run is
   [ -z "${PRIVLAB_RERUN:-}" ] && [ "results/paper/$1/report.json" -nt "configs/paper/$1.yaml" ]
 }
 
-run_one() {
-  local name=$1 resumed=false status=0 start seconds
+LOCKS=results/paper/.locks
+mkdir -p "$LOCKS"
+
+running_beside() {  # the configs other queues hold now, one per line
+  local lock
+  for lock in "$LOCKS"/*.lock; do
+    [ -e "$lock" ] && [ "$lock" != "$LOCKS/$1.lock" ] || continue
+    flock -n "$lock" true || basename "$lock" .lock
+  done
+}
+
+run_one() {  # returns 2 without running when another queue holds the config
+  local name=$1 resumed=false status=0 start seconds lock beside
+  exec {lock}>"$LOCKS/$name.lock"
+  flock -n "$lock" || { exec {lock}>&-; echo "== $name: running in another queue"; return 2; }
+  beside=$(running_beside "$name")
   echo "== $name $(date +%T)"
   [ -d "results/paper/$name/state" ] && [ -n "$(ls -A "results/paper/$name/state")" ] && resumed=true
   start=$(date +%s)
   "$PRIVLAB" run "configs/paper/$name.yaml" --out "results/paper/$name" || status=$?
   seconds=$(( $(date +%s) - start ))
+  exec {lock}>&-
+  beside=$(printf '%s\n' "$beside" "$(running_beside "$name")" | sort -u | { grep -v '^$' || true; } \
+    | sed 's/.*/"&"/' | paste -sd, - | sed 's/,/, /g')
   echo "$name: $seconds s (exit $status)"
-  printf '{"config": "%s", "seconds": %d, "exit": %d, "resumed": %s, "finished": "%s", "commit": "%s", "nproc": %d}\n' \
+  printf '{"config": "%s", "seconds": %d, "exit": %d, "resumed": %s, "finished": "%s", "commit": "%s", "nproc": %d, "threads": "%s", "beside": [%s]}\n' \
     "$name" "$seconds" "$status" "$resumed" "$(date -u +%FT%TZ)" \
-    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc)" >> "$LOG"
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(nproc --all)" \
+    "${OMP_NUM_THREADS:-default}" "$beside" >> "$LOG"
   [ "$status" -ne 130 ] || { echo "interrupted: the queue stops here"; exit 130; }
   [ "$status" -eq 0 ] || failed=1
 }
@@ -81,7 +103,7 @@ if [ -n "$queue" ]; then
   tried=""
   while next=$(next_in_queue) && [ -n "$next" ]; do
     tried="$tried $next"
-    run_one "$next"
+    run_one "$next" || true
   done
 else
   for name in "${names[@]}"; do
@@ -89,7 +111,7 @@ else
       echo "== $name: done (results/paper/$name/report.json is newer than its config)"
       continue
     fi
-    run_one "$name"
+    run_one "$name" || true
   done
 fi
 exit "$failed"
