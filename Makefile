@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.privlab-installed
 
-.PHONY: demo test lint bench paper paper-data ray clean
+.PHONY: demo test lint bench paper paper-queue paper-data ray clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ ray: $(STAMP)  ## install Ray (the optional extra) for backend: ray and its test
 
 paper: $(STAMP)  ## re-run every paper-claim config into results/paper/
 	benchmarks/run_paper_configs.sh
+
+# one queue per core through benchmarks/paper_queue.txt, in the background, each single-threaded
+# (most claim configs keep one core busy); logs: results/paper/run_queue.log, run_queue_2.log, …
+paper-queue: $(STAMP)  ## run the paper queue in the background, one queue per core
+	for i in $$(seq $$(nproc --all)); do \
+	  log=results/paper/run_queue$$( [ $$i = 1 ] || echo _$$i ).log; \
+	  OMP_NUM_THREADS=1 nohup setsid nice -n 10 benchmarks/run_paper_configs.sh \
+	    --queue benchmarks/paper_queue.txt >> $$log 2>&1 & sleep 5; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
