@@ -257,6 +257,23 @@ def test_log_lines_are_not_padded_to_the_console_width() -> None:
     assert line.endswith(f"] {LONG_TARGET}: loaded from cache")  # "[12:00:00] ..."
 
 
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_piped_log_shows_long_tasks_moving(terminal: bool) -> None:
+    """No terminal: rich draws the bars only at the end, so a task writes a plain line when
+    it advances at least ``every`` seconds after its last one; a terminal gets none."""
+    now = [0.0]
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=10_000, force_terminal=terminal)
+    with RichProgressReporter(console, every=60.0, clock=lambda: now[0]) as progress:
+        handle = progress.task("training x/seed1", 30)
+        for now[0] in (10.0, 70.0, 100.0, 140.0):  # due at 70 and at 140 (70 after 70)
+            handle.advance()
+    lines = [line for line in buffer.getvalue().splitlines() if "/30, " in line]
+    steps = [line.split("] ", 1)[1].rsplit(",", 1)[0] for line in lines]
+    assert steps == ([] if terminal else ["training x/seed1: 2/30", "training x/seed1: 4/30"])
+    assert all(line.startswith("[") for line in lines)
+
+
 def test_warnings_once_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
 ) -> None:
