@@ -23,6 +23,15 @@ from privlab.studies.targets.study import flat_view
 
 NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 RESULTS = Path("results/paper")
+#: the metrics that are accuracies of the model, not of an attack
+UTILITY = (
+    "train_acc",
+    "test_acc",
+    "adv_train_acc",
+    "adv_test_acc",
+    "ver_train_acc",
+    "ver_test_acc",
+)
 
 
 def _view(config: str) -> dict[str, Any] | None:
@@ -76,7 +85,7 @@ def comparison(spec: dict[str, Any]) -> str:
     ]
     for target, paper in spec["paper"].items():
         for metric in spec["metrics"]:
-            is_attack = metric not in ("train_acc", "test_acc", "adv_train_acc", "adv_test_acc")
+            is_attack = metric not in UTILITY
             lines.append(
                 f"| {target} | {metric} | {paper.get(metric, '—')} | "
                 f"{_cell(rows['small'].get(renamed.get(target, target)), metric)} | "
