@@ -174,7 +174,12 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_reconstructo
     attack = ATTACKS.build(
         "weak_adversary", kind="residual", width=4, blocks=1, lr=3e-3, epochs=1, eval_every=25
     )
-    whole = attack.fit(heads["train"], heads["val"], ti, vi, seed=3)
+    told: list[int] = []  # the progress callback: training steps done, at every check
+    whole = attack.fit(heads["train"], heads["val"], ti, vi, seed=3, on_steps=told.append)
+    last = int(whole.history[-1]["step"])
+    assert "train" not in whole.history[-1]  # no early stop: the fit took all its steps
+    assert last == attack.steps([len(shard["indices"]) for shard in heads["train"]])
+    assert told[0] == 0 and set(told[1:]) == {25} and sum(told) == last // 25 * 25
 
     checks = {"n": 0}
     val_loss = WeakAdversary._val_loss
@@ -192,7 +197,11 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_reconstructo
     monkeypatch.undo()
     saved = ckpt.load()
     assert saved is not None and saved["step"] == 50  # two checks were saved
-    resumed = attack.fit(heads["train"], heads["val"], ti, vi, seed=3, checkpoint=ckpt)
+    told.clear()
+    resumed = attack.fit(
+        heads["train"], heads["val"], ti, vi, seed=3, checkpoint=ckpt, on_steps=told.append
+    )
+    assert told[0] == 50 and sum(told) == last // 25 * 25  # the resumed steps count at once
     assert resumed.history == whole.history
     for name, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name

@@ -47,8 +47,10 @@ def test_balanced_sets_hold_distinct_examples_of_every_class(pool):
 def test_shards_are_written_resumed_and_reproducible(pool, tmp_path):
     features, labels = pool
     job = _job(pool)
-    paths = generate_shadow_heads(job, features, labels, tmp_path / "a")
+    told: list[int] = []  # the progress callback: shards done, as they are written
+    paths = generate_shadow_heads(job, features, labels, tmp_path / "a", on_shards=told.append)
     assert len(paths) == 4 and all(p.is_file() for p in paths)  # 16 + 16 + 16 + 2
+    assert told == [0, 1, 1, 1, 1]
     shards = list(iter_shards(job, tmp_path / "a"))
     assert [len(s["indices"]) for s in shards] == [16, 16, 16, 2]
     # a shard depends only on (job, i): regenerating one in isolation gives the same heads
@@ -65,8 +67,10 @@ def test_shards_are_written_resumed_and_reproducible(pool, tmp_path):
     # resume: a deleted shard is regenerated, the others are kept as they are
     mtime = paths[0].stat().st_mtime_ns
     paths[3].unlink()
-    generate_shadow_heads(job, features, labels, tmp_path / "a")
+    told.clear()
+    generate_shadow_heads(job, features, labels, tmp_path / "a", on_shards=told.append)
     assert paths[3].is_file() and paths[0].stat().st_mtime_ns == mtime
+    assert told == [3, 1]  # the three kept count as done from the start
 
 
 def test_foreign_and_corrupt_shards_are_named(pool, tmp_path):

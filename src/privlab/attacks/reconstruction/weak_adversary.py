@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -109,9 +109,12 @@ def _fit_state(
 
 
 def _resume(
-    recon: Reconstructor, opt: torch.optim.Optimizer, saved: dict[str, Any]
+    recon: Reconstructor, opt: torch.optim.Optimizer, saved: dict[str, Any] | None
 ) -> tuple[float, dict[str, torch.Tensor], int, int]:
-    """Put a :func:`_fit_state` back; (best, best_state, since, step)."""
+    """Put a :func:`_fit_state` back; (best, best_state, since, step), those of a fresh fit
+    where nothing was saved."""
+    if saved is None:
+        return float("inf"), copy.deepcopy(recon.model.state_dict()), 0, 0
     recon.model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     recon.history = list(saved["history"])
@@ -190,28 +193,29 @@ class WeakAdversary:
         seed: int = 0,
         normaliser: WeightNormaliser | None = None,
         checkpoint: Checkpoint | None = None,
+        on_steps: Callable[[int], object] = lambda done: None,
     ) -> Reconstructor:
         """Train on ``heads`` (their pool ``images`` in [−1, 1]); early stopping on the soft-min
         loss of ``val`` (pool ``val_images``). Memory: one shard and the model.
         ``normaliser``: the shadows' statistics when the caller already has them (else one
         pass over the shards). ``checkpoint``: the state is saved there at every validation
         check, and a fit that finds one resumes from it (the batches before it are drawn again
-        and skipped), with the same result as a fit never interrupted."""
+        and skipped), with the same result as a fit never interrupted. ``on_steps(k)``: told
+        of k more training steps done, at the start (those resumed) and at every check (for
+        a progress bar of :meth:`steps` steps)."""
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        if normaliser is None:
-            normaliser = fit_normaliser(heads)
+        normaliser = normaliser or fit_normaliser(heads)
         net = self._network(normaliser, heads.classes, tuple(images.shape[1:]))
         targets = list(heads.target_classes)
         recon = Reconstructor(net, normaliser, heads.classes, self.conditional, [], targets)
         opt = torch.optim.Adam(recon.model.parameters(), lr=self.lr)
-        best, best_state, since, step = float("inf"), copy.deepcopy(recon.model.state_dict()), 0, 0
         saved = checkpoint.load() if checkpoint is not None else None
-        if saved is not None:
-            best, best_state, since, step = _resume(recon, opt, saved)
+        best, best_state, since, step = _resume(recon, opt, saved)
         batches = self._training_batches(heads, images, recon.targets, gen)
         for _ in range(step):  # the batches the checkpoint already trained on
             next(batches, None)
+        on_steps(step)
         recon.model.train()
         for theta, c, cands in batches:
             out = recon.model(recon.inputs(theta, c))
@@ -222,6 +226,7 @@ class WeakAdversary:
             step += 1
             if step % self.eval_every:
                 continue
+            on_steps(self.eval_every)
             v = self._val_loss(recon, val, val_images, seed + 1)
             recon.history.append({"step": float(step), "train": loss.item(), "val": v})
             if v < best:
@@ -238,6 +243,10 @@ class WeakAdversary:
         if v > best:
             recon.model.load_state_dict(best_state)
         return recon
+
+    def steps(self, shard_sizes: Sequence[int]) -> int:
+        """The training steps of a fit that does not stop early, on shards of these sizes."""
+        return self.epochs * sum(-(-size // self.batch_size) for size in shard_sizes)
 
     def _network(
         self, normaliser: WeightNormaliser, classes: int, shape: tuple[int, ...]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -218,21 +218,26 @@ def generate_shadow_heads(
     out_dir: str | Path,
     *,
     backend: Backend | str = "local",
+    on_shards: Callable[[int], object] = lambda done: None,
 ) -> list[Path]:
     """Train every missing shard of ``job`` and write it to ``out_dir``; returns all shard paths.
 
     ``backend``: where the shards train (:mod:`privlab.run.backend`; a name, or a backend
     already made). Workers return shards and this process writes each as it arrives (no
-    shared filesystem needed; an interrupted job resumes from the shards written)."""
+    shared filesystem needed; an interrupted job resumes from the shards written).
+    ``on_shards(k)``: told of k more shards done (first those already on disk, then each one
+    written), for a progress bar of ``job.shards`` steps."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "job.json").write_text(json.dumps({"key": job.key(), **job.as_dict()}, default=str))
     features, labels = features.float().contiguous(), labels.long()
     todo = _missing(job, out)
+    on_shards(job.shards - len(todo))
     runner = make_backend(backend) if isinstance(backend, str) else backend
     shared = {"job": job, "features": features, "labels": labels}
     for k, shard in runner.map(_shard, todo, shared=shared):
         write_shard(shard_path(out, todo[k]), job, todo[k], shard)
+        on_shards(1)
     return [shard_path(out, i) for i in range(job.shards)]
 
 

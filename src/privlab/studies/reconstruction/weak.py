@@ -50,7 +50,7 @@ from privlab.metrics.reconstruction import (
 from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
 from privlab.run.backend import Backend, LocalBackend
-from privlab.run.progress import Progress, SilentProgress, step
+from privlab.run.progress import Progress, SilentProgress
 from privlab.run.store import FileCheckpoint, StateDir, stable_hash
 from privlab.studies.reconstruction.config import (
     WeakAdversaryConfig,
@@ -259,8 +259,11 @@ def _shadows(
     start = time.perf_counter()
     for part, job in jobs.items():
         feats, labels, _ = priors.part(part)
-        with step(progress, f"{variant.name}: {job.count} {part} shadow heads"):
-            generate_shadow_heads(job, feats, labels, dirs[part], backend=backend)
+        shards = progress.task(f"{variant.name}: {job.count} {part} shadow heads", job.shards)
+        generate_shadow_heads(
+            job, feats, labels, dirs[part], backend=backend, on_shards=shards.advance
+        )
+        shards.done()
     heads = {part: shadow_heads(job, dirs[part]) for part, job in jobs.items()}
     return jobs, heads, time.perf_counter() - start
 
@@ -334,11 +337,19 @@ def _fit(
     null: WeightNormaliser,
     seed: int,
     cache: Path,
-    job_keys: dict[str, str],
+    jobs: dict[str, ShadowJob],
+    progress: Progress,
+    name: str,
 ) -> tuple[Reconstructor, float]:
-    """The reconstructor fitted and the seconds it took. Its progress is checkpointed in the
-    cache, named by what the fit depends on, so that an interrupted run resumes it (a long fit
-    on a million heads); the checkpoint goes once the fit is done."""
+    """The reconstructor fitted and the seconds it took, shown as a task of ``name``'s
+    training steps. Its progress is checkpointed in the cache, named by what the fit depends
+    on, so that an interrupted run resumes it (a long fit on a million heads); the
+    checkpoint goes once the fit is done."""
+    job_keys = {part: job.key() for part, job in jobs.items()}
+    train = jobs["train"]
+    steps = progress.task(
+        f"{name}: reconstructor", attack.steps([train.shard_count(i) for i in range(train.shards)])
+    )
     fit_key = {"jobs": job_keys, "reconstructor": attack.params(), "seed": seed}
     checkpoint = FileCheckpoint(
         cache / "reconstructors" / f"{stable_hash(fit_key)[:16]}.safetensors",
@@ -348,9 +359,10 @@ def _fit(
     train_images, val_images = priors.part("train")[2], priors.part("val")[2]
     recon = attack.fit(
         heads["train"], heads["val"], train_images, val_images,
-        seed=seed, normaliser=null, checkpoint=checkpoint,
+        seed=seed, normaliser=null, checkpoint=checkpoint, on_steps=steps.advance,
     )  # fmt: skip
     checkpoint.clear()
+    steps.done()
     return recon, time.perf_counter() - start
 
 
@@ -380,9 +392,9 @@ def run_weak_variant(
     # one pass over the training shards: the full covariance (the null weights' law) also
     # gives the per-coordinate mean and std that normalise the reconstructor's input
     null = fit_normaliser(heads["train"], covariance=True)
-    job_keys = {part: job.key() for part, job in jobs.items()}
-    with step(progress, f"{variant.name}: reconstructor"):
-        recon, train_seconds = _fit(attack, heads, priors, null, seed, cache, job_keys)
+    recon, train_seconds = _fit(
+        attack, heads, priors, null, seed, cache, jobs, progress, variant.name
+    )
     result = evaluate_reconstructor(
         recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
     )
@@ -402,7 +414,7 @@ def run_weak_variant(
         **_test_results(result),
         "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
         "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
-        "job_keys": job_keys,
+        "job_keys": {part: job.key() for part, job in jobs.items()},
         "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
     }
     if s["dp"] is not None:
