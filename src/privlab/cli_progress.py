@@ -7,6 +7,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TextIO
 
 from rich.console import Console
@@ -34,7 +35,7 @@ class RichProgressReporter:
 
     Where the console is no terminal (a run piped to a log file), rich draws the bars once,
     at the end; so that such a log shows a long task moving, each task also writes a plain
-    line (``[HH:MM:SS] training pgd_at/seed1: 9/30, 5:07``) when it advances and its last
+    line (``[HH:MM:SS] training pgd_at/seed1: 9/30, 0:05:07``) when it advances and its last
     line is ``every`` seconds old."""
 
     def __init__(
@@ -71,20 +72,14 @@ class RichProgressReporter:
         handle.last_line = now
         task = self.bars.tasks[handle.task_id]  # type: ignore[index]
         total = "?" if task.total is None else f"{task.total:g}"
-        self.log(f"{task.description}: {task.completed:g}/{total}, {_duration(task.elapsed)}")
+        elapsed = timedelta(seconds=int(task.elapsed or 0))
+        self.log(f"{task.description}: {task.completed:g}/{total}, {elapsed}")
 
     def log(self, message: str) -> None:
         """One line, ``[HH:MM:SS] message``: no source path padded to the console's width
         (in a log file that console is 10,000 columns wide)."""
         stamp = time.strftime("[%X]")
         self.console.print(Text.assemble((stamp, "log.time"), " ", message), soft_wrap=True)
-
-
-def _duration(seconds: float | None) -> str:
-    """``m:ss``, or ``h:mm:ss`` from an hour on (as rich's elapsed column)."""
-    minutes, secs = divmod(int(seconds or 0), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @contextmanager

@@ -340,11 +340,11 @@ def _fit(
     jobs: dict[str, ShadowJob],
     progress: Progress,
     name: str,
-) -> tuple[Reconstructor, float]:
-    """The reconstructor fitted and the seconds it took, shown as a task of ``name``'s
-    training steps. Its progress is checkpointed in the cache, named by what the fit depends
-    on, so that an interrupted run resumes it (a long fit on a million heads); the
-    checkpoint goes once the fit is done."""
+) -> tuple[Reconstructor, float, dict[str, str]]:
+    """The reconstructor fitted, the seconds it took and the jobs' keys; shown as a task of
+    ``name``'s training steps. Its progress is checkpointed in the cache, named by what the
+    fit depends on, so that an interrupted run resumes it (a long fit on a million heads);
+    the checkpoint goes once the fit is done."""
     job_keys = {part: job.key() for part, job in jobs.items()}
     train = jobs["train"]
     steps = progress.task(
@@ -363,7 +363,7 @@ def _fit(
     )  # fmt: skip
     checkpoint.clear()
     steps.done()
-    return recon, time.perf_counter() - start
+    return recon, time.perf_counter() - start, job_keys
 
 
 def run_weak_variant(
@@ -392,7 +392,7 @@ def run_weak_variant(
     # one pass over the training shards: the full covariance (the null weights' law) also
     # gives the per-coordinate mean and std that normalise the reconstructor's input
     null = fit_normaliser(heads["train"], covariance=True)
-    recon, train_seconds = _fit(
+    recon, train_seconds, job_keys = _fit(
         attack, heads, priors, null, seed, cache, jobs, progress, variant.name
     )
     result = evaluate_reconstructor(
@@ -414,7 +414,7 @@ def run_weak_variant(
         **_test_results(result),
         "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
         "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
-        "job_keys": {part: job.key() for part, job in jobs.items()},
+        "job_keys": job_keys,
         "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
     }
     if s["dp"] is not None:
