@@ -5,7 +5,7 @@ the reconstructor (the registered ``weak_adversary`` attack, fitted on them), th
 hypothesis test on the validation heads: TPR*/FPR* at the nearest-neighbour τ, TPR at FPR =
 0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out heads and the random-draw
 baseline, head test accuracy (utility) and, for DP-SGD heads, ε and the ReRo bound on the
-success. Informed adversary (Balle et al.): closed-form exact recovery,
+success (those measures are in :mod:`privlab.studies.reconstruction.weak_measures`). Informed adversary (Balle et al.): closed-form exact recovery,
 RecoNN with and without the initialisation, DP-SGD mitigation against the bound.
 
 Every finished unit (a variant, an informed study) is written atomically to ``state/`` under a
@@ -21,12 +21,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from privlab import __version__
 from privlab.attacks.reconstruction.reconstructor import WeightNormaliser
-from privlab.attacks.reconstruction.shadow_shards import ShadowHeads, shard_weights
+from privlab.attacks.reconstruction.shadow_shards import ShadowHeads
 from privlab.attacks.reconstruction.weak_adversary import (
     Reconstructor,
     WeakAdversary,
@@ -34,21 +33,12 @@ from privlab.attacks.reconstruction.weak_adversary import (
     fit_normaliser,
 )
 from privlab.data.bundle import Split, stratified_split
-from privlab.metrics.bounds import (
-    dp_epsilon_gamma,
-    empirical_kappa,
-)
 from privlab.metrics.reconstruction import (
     largest_defended_epsilon,
-    likelihood_ratio_roc,
     nn_mse_threshold,
-    pairwise_mse,
-    reconstruction_roc,
-    theorem1_check,
     to_symmetric,
 )
 from privlab.registry import ATTACKS
-from privlab.report.image_codec import image_hex
 from privlab.run.backend import Backend, LocalBackend
 from privlab.run.progress import Progress, SilentProgress
 from privlab.run.store import FileCheckpoint, StateDir, stable_hash
@@ -62,18 +52,13 @@ from privlab.studies.reconstruction.shadow_heads import (
     shadow_heads,
 )
 from privlab.studies.reconstruction.transfer import TransferData, paper_tau, transfer_setting
-from privlab.training.dp_canaries import audit_dp_sgd
-from privlab.training.heads import HeadDP, HeadSpec, head_logits
-
-SCHEMA_VERSION = 1
-ROC_POINTS = 200
-
-
-def _thin(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
-    """At most ROC_POINTS points of a curve (its ends kept), rounded for the report."""
-    keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), ROC_POINTS)).round().astype(int))
-    return [round(float(v), 6) for v in x[keep]], [round(float(v), 6) for v in y[keep]]
-
+from privlab.studies.reconstruction.weak_measures import (
+    dp_privacy,
+    examples,
+    head_utility,
+    hypothesis_results,
+)
+from privlab.training.heads import HeadDP, HeadSpec
 
 # ---------------------------------------------------------------- weak adversary
 
@@ -164,71 +149,6 @@ def variant_settings(cfg: WeakAdversaryConfig, v: WeakVariant) -> dict[str, Any]
     }
 
 
-def _head_utility(
-    job: ShadowJob,
-    shard: dict[str, torch.Tensor],
-    feats: torch.Tensor,
-    labels: torch.Tensor,
-    positives: torch.Tensor | None = None,
-) -> dict[str, float]:
-    """Test accuracy of (up to 500) validation heads on the attacker's training prior (never in
-    their pool). Binary heads (``positives``: each head's positive identity): the rates on the
-    positive and the negative class, and their mean (balanced accuracy)."""
-    k = min(500, len(shard["indices"]))
-    params = {name[6:]: v[:k].float() for name, v in shard.items() if name.startswith("param.")}
-    logits = head_logits(job.spec, params, feats.float())
-    if positives is None:
-        acc = (logits.argmax(2) == labels[None, :]).double().mean(1)
-        return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std())}
-    said, truth = logits[..., 0] > 0, labels[None, :] == positives[:k, None]
-    tpr = (said & truth).sum(1).double() / truth.sum(1).clamp_min(1)
-    tnr = (~said & ~truth).sum(1).double() / (~truth).sum(1).clamp_min(1)
-    acc = (tpr + tnr) / 2
-    return {
-        "accuracy": float(acc.mean()),
-        "accuracy_std": float(acc.std()),
-        "positive_rate": float(tpr.mean()),
-        "negative_rate": float(tnr.mean()),
-    }
-
-
-def _examples(
-    recon: Reconstructor,
-    shard: dict[str, torch.Tensor],
-    images: torch.Tensor,
-    tau: float,
-    count: int,
-) -> list[dict[str, Any]]:
-    """The first heads' reconstructions beside the nearest training image of their class."""
-    out: list[dict[str, Any]] = []
-    theta, idx, taught = shard_weights(shard), shard["indices"].long(), shard["labels"].long()
-    for k in range(min(count, len(theta))):
-        c = recon.targets[k % len(recon.targets)]
-        image = recon(theta[k : k + 1], torch.tensor([c]))[0]
-        members = idx[k][taught[k] == c]
-        mse = pairwise_mse(image[None], images[members])[0]
-        best = int(mse.argmin())
-        out.append(
-            {
-                "class": c,
-                "mse": float(mse[best]),
-                "success": bool(mse[best] <= tau),
-                "image": image_hex(image, (-1.0, 1.0)),
-                "nearest": image_hex(images[members[best]], (-1.0, 1.0)),
-            }
-        )
-    return out
-
-
-def _roc_block(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
-    _, tpr, fpr = reconstruction_roc(pos, neg)
-    np_tpr, np_fpr = likelihood_ratio_roc(pos, neg)
-    f, t = _thin(np.asarray(fpr), np.asarray(tpr))
-    nf, nt = _thin(np.asarray(np_fpr), np.asarray(np_tpr))
-    # Neyman–Pearson on the paper's logit of the min-MSE; Theorem 1: the three ROCs coincide
-    return {"fpr": f, "tpr": t, "np_fpr": nf, "np_tpr": nt, "theorem1": theorem1_check(pos, neg)}
-
-
 def _shadows(
     cfg: WeakAdversaryConfig,
     variant: WeakVariant,
@@ -271,63 +191,6 @@ def _shadows(
 def shadow_dir(cache: Path, job_key: str) -> Path:
     """Where a job's shards live in the cache (by its configuration hash)."""
     return cache / "shadow_heads" / job_key[:16]
-
-
-def _privacy(
-    cfg: WeakAdversaryConfig,
-    s: dict[str, Any],
-    recon: Reconstructor,
-    val: ShadowJob,
-    val_images: torch.Tensor,
-    val_labels: torch.Tensor,
-    tau: float,
-) -> dict[str, Any]:
-    """DP-SGD heads: ε at δ = N^−1.1 and the ReRo bound on the success (TPR)."""
-    spec: HeadSpec = s["spec"]
-    dp: HeadDP = s["dp"]
-    epochs = spec.epochs_for(s["n"])
-    members = s["n"] // val.classes if cfg.task == "balanced" else s["n"] // 10
-    # κ of the prior a training image of the class is drawn from (the whole pool for
-    # one_vs_rest, where the identity is unknown); the largest over the classes
-    pools = (
-        [val_images[val_labels == c] for c in recon.targets]
-        if cfg.task == "balanced"
-        else [val_images]
-    )
-    kappa = max(empirical_kappa(pool, tau) for pool in pools)
-    # one RDP curve gives ε and the ReRo γ for one given training point (Thm 2); TPR*
-    # compares with every class member, hence the union bound over them
-    eps, gamma = dp_epsilon_gamma(dp, s["n"], epochs, kappa)
-    privacy = {
-        "epsilon": eps,
-        "delta": HeadDP.delta(s["n"]),
-        "noise_multiplier": dp.noise_multiplier,
-        "clip": dp.clip,
-        "accountant": "rdp (opacus)",
-    }
-    # the heads' DP step audited white-box at the same σ, C, q, steps and δ: its lower bound
-    # beside the accountant's ε (a bound above it would mean the DP code is broken)
-    steps = epochs * HeadDP.batches_per_epoch(s["n"])
-    step = {"max_grad_norm": dp.clip, "sample_rate": HeadDP.sample_rate(s["n"]), "steps": steps}
-    return {
-        "privacy": privacy,
-        "dp_audit": audit_dp_sgd(privacy | step, runs=1_000, seed=s["n"]),
-        "bound": {"kappa": kappa, "gamma": gamma, "tpr_bound": min(1.0, members * gamma)},
-    }
-
-
-def _test_results(result: dict[str, Any]) -> dict[str, Any]:
-    """The hypothesis test's rates and ROC curves (against null weights and held-out heads)."""
-    pos = np.asarray(result["min_mse"]["trained_on"])
-    return {
-        "tpr": result["tpr"],
-        "fpr": result["fpr"],
-        "tpr_at_fpr_0.01": result["tpr_at_fpr_0.01"],
-        "held_out": result["held_out"],
-        "prior_draw_tpr": result["prior_draw_tpr"],
-        "roc": _roc_block(pos, np.asarray(result["min_mse"]["null"])),
-        "roc_held_out": _roc_block(pos, np.asarray(result["min_mse"]["held_out"])),
-    }
 
 
 def _fit(
@@ -411,14 +274,14 @@ def run_weak_variant(
         "steps": recon.history[-1]["step"] if recon.history else 0,
         "history": recon.history,
         "tau": priors.tau,
-        **_test_results(result),
-        "utility": _head_utility(jobs["val"], first, train_feats, train_labels, positives),
-        "examples": _examples(recon, first, val_images, priors.tau, cfg.examples),
+        **hypothesis_results(result),
+        "utility": head_utility(jobs["val"], first, train_feats, train_labels, positives),
+        "examples": examples(recon, first, val_images, priors.tau, cfg.examples),
         "job_keys": job_keys,
         "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
     }
     if s["dp"] is not None:
-        out |= _privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
+        out |= dp_privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
     if released is not None:
         out["released"] = released(recon)
     return out
