@@ -10,6 +10,7 @@ from privlab.federated.convergence import Convergence
 from privlab.run.progress import SilentProgress
 from privlab.run.store import StateDir
 from privlab.studies.gradient_inversion import run as gi
+from privlab.studies.gradient_inversion import task as gi_task
 from privlab.studies.gradient_inversion.config import FederatedUtilityConfig
 from privlab.studies.gradient_inversion.report import training_lines
 
@@ -44,7 +45,7 @@ def _section(**utility):
 def converged(tmp_path_factory):
     """One tiny study run, with every FedAvg call's length recorded."""
     calls = []
-    real = gi.federated_train
+    real = gi_task.federated_train
 
     def spy(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -56,7 +57,7 @@ def converged(tmp_path_factory):
     out = tmp_path_factory.mktemp("converged")
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(gi, "federated_train", spy)
+            mp.setattr(gi_task, "federated_train", spy)
             run = gi.run_gradient_inversion_study(
                 _section(), 0, state=StateDir(out), cache=out / "cache", progress=SilentProgress()
             )

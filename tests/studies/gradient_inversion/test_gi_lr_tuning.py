@@ -12,6 +12,7 @@ from privlab.registry import DATASETS
 from privlab.run.progress import SilentProgress
 from privlab.run.store import StateDir
 from privlab.studies.gradient_inversion import run as gi
+from privlab.studies.gradient_inversion import task as gi_task
 from privlab.studies.gradient_inversion.lr_tuning import candidate_rates, choose_rate
 from privlab.studies.gradient_inversion.report import points_table
 
@@ -43,7 +44,7 @@ TINY = {
 def tuned(tmp_path_factory):
     """One tiny study run with every FedAvg call's training data and server rate recorded."""
     calls = []
-    real = gi.federated_train
+    real = gi_task.federated_train
 
     def spy(model_fn, train, test, **kwargs):
         calls.append((kwargs["defence"].name, train, kwargs["server_lr"]))
@@ -55,7 +56,7 @@ def tuned(tmp_path_factory):
     cfg = load_config_dict({"name": "tiny", "gradient_inversion": TINY}).gradient_inversion
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(gi, "federated_train", spy)
+            mp.setattr(gi_task, "federated_train", spy)
             run = gi.run_gradient_inversion_study(
                 cfg, 0, state=StateDir(out), cache=out / "cache", progress=SilentProgress()
             )

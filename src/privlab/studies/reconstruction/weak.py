@@ -5,8 +5,7 @@ the reconstructor (the registered ``weak_adversary`` attack, fitted on them), th
 hypothesis test on the validation heads: TPR*/FPR* at the nearest-neighbour τ, TPR at FPR =
 0.01, the cumulative and Neyman–Pearson ROC, FPR from held-out heads and the random-draw
 baseline, head test accuracy (utility) and, for DP-SGD heads, ε and the ReRo bound on the
-success (those measures are in :mod:`privlab.studies.reconstruction.weak_measures`). Informed adversary (Balle et al.): closed-form exact recovery,
-RecoNN with and without the initialisation, DP-SGD mitigation against the bound.
+success (those measures are in :mod:`privlab.studies.reconstruction.weak_measures`).
 
 Every finished unit (a variant, an informed study) is written atomically to ``state/`` under a
 key of everything it depends on; re-running an interrupted experiment resumes from there.
