@@ -2,9 +2,11 @@
 
 from privlab.metrics.dp_audit import (
     EpsilonLowerBound,
-    OneRunBound,
     epsilon_lower_bound,
     many_run_epsilon_lower_bound,
+)
+from privlab.metrics.dp_audit_one_run import (
+    OneRunBound,
     one_run_epsilon_from_counts,
     one_run_epsilon_lower_bound,
     one_run_epsilon_lower_bound_grid,

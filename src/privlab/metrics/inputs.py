@@ -96,3 +96,28 @@ def check_threshold(threshold: float) -> float:
     if math.isnan(t):
         raise ValueError("threshold is NaN; use a real number or +/-inf")
     return t
+
+
+def check_confidence(confidence: float) -> float:
+    """``confidence`` as a float in (0, 1), else a ValueError."""
+    c = float(confidence)
+    if not 0.0 < c < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return c
+
+
+def check_delta(delta: float) -> float:
+    """``delta`` as a float in [0, 1), else a ValueError."""
+    d = float(delta)
+    if not 0.0 <= d < 1.0:
+        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
+    return d
+
+
+def as_count(value: int, name: str) -> int:
+    """``value`` as a non-negative int (no bool, no fraction), else a ValueError naming it."""
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)

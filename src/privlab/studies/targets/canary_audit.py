@@ -25,7 +25,7 @@ import torch
 
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
-from privlab.metrics import dp_audit
+from privlab.metrics import dp_audit, dp_audit_one_run
 from privlab.run.backend import Backend
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
@@ -90,7 +90,7 @@ def audit_bound(cfg: CanaryAuditConfig, scores: np.ndarray, included: np.ndarray
         )
         return many_run_result("many-run threshold (Jagielski et al. 2020)", many)
     k = cfg.guesses_for(scores.size)
-    one = dp_audit.one_run_epsilon_lower_bound(
+    one = dp_audit_one_run.one_run_epsilon_lower_bound(
         included.ravel(), scores.ravel(), k_pos=k, k_neg=k, delta=delta,
         confidence=cfg.confidence, seed=cfg.canaries,
     )  # fmt: skip
