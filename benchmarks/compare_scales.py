@@ -3,7 +3,9 @@
 
 Utility in %, A_inf in % (mean ± sample std over seeds); "clears the null" says for how many
 of the full run's seeds the A_inf is above its no-signal level (the permutation null's 95th
-percentile). A run not finished yet shows "—".
+percentile). Comparisons of ``kind: weak_adversary`` put Maciazek & Allison's rates (head
+accuracy, TPR*, FPR*, TPR at FPR = 0.01, the held-out and prior-draw baselines) of each
+variant side by side instead. A run not finished yet shows "—".
 
 Usage: .venv/bin/python benchmarks/compare_scales.py [NAME ...]
 """
@@ -17,7 +19,7 @@ from typing import Any
 import yaml
 
 from privlab.report.schema import ReportError, load_report
-from privlab.report.stats import format_pm
+from privlab.report.stats import format_pm, mean_std
 from privlab.studies.targets.aggregate import aggregate_targets, attack_label, attacks_of
 from privlab.studies.targets.study import flat_view
 
@@ -95,10 +97,61 @@ def comparison(spec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the weak adversary's rates, each read from one variant of one seed's report
+WEAK_METRICS: dict[str, Any] = {
+    "head acc": lambda v: v["utility"]["accuracy"],
+    "TPR*": lambda v: v["tpr"],
+    "FPR*": lambda v: v["fpr"],
+    "TPR@FPR=0.01": lambda v: v["tpr_at_fpr_0.01"],
+    "held-out FPR*": lambda v: v["held_out"]["fpr"],
+    "prior-draw TPR*": lambda v: v["prior_draw_tpr"],
+}
+
+
+def _weak_variants(config: str) -> dict[str, list[dict[str, Any]]]:
+    """Each weak-adversary variant's results, one per seed, by variant name ({} if no report)."""
+    try:
+        report = load_report(RESULTS / config / "report.json")
+    except (OSError, ReportError):
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for run in report["studies"]["reconstruction"]["runs"]:
+        for v in run["weak_adversary"]["variants"]:
+            out.setdefault(v["name"], []).append(v)
+    return out
+
+
+def _weak_cell(variants: list[dict[str, Any]], metric: str) -> str:
+    if not variants:
+        return "—"
+    cell = format_pm(mean_std(WEAK_METRICS[metric](v) for v in variants))
+    return cell if len(variants) > 1 else f"{cell.split(' ± ')[0]} (1 seed)"
+
+
+def weak_comparison(spec: dict[str, Any]) -> str:
+    small, full = _weak_variants(spec["small"]), _weak_variants(spec["full"])
+    lines = [
+        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
+        "",
+        *([spec["note"], ""] if spec.get("note") else []),
+        "| variant | metric | paper | small scale | full data |",
+        "|---|---|--:|--:|--:|",
+    ]
+    for variant, paper in spec["paper"].items():
+        for metric in WEAK_METRICS:
+            lines.append(
+                f"| {variant} | {metric} | {paper.get(metric, '—')} | "
+                f"{_weak_cell(small.get(variant, []), metric)} | "
+                f"{_weak_cell(full.get(variant, []), metric)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(names: list[str]) -> None:
     specs = yaml.safe_load(NUMBERS.read_text())
     for name in names or list(specs):
-        print(comparison(specs[name]))
+        spec = specs[name]
+        print(weak_comparison(spec) if spec.get("kind") == "weak_adversary" else comparison(spec))
 
 
 if __name__ == "__main__":
