@@ -295,3 +295,33 @@ def test_warnings_once_per_run(
     assert shown.count("Secure RNG turned off (fake)") == 1 and "another warning" in shown
     result = runner.invoke(app, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "o")])
     assert [str(w.message) for w in recwarn].count("Secure RNG turned off (fake)") == 2  # per run
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """``privlab list | head -1``: the reader closes the pipe while the command still writes
+    (here the write fails at once, whatever the timing); no ``error:`` line, no traceback,
+    exit 1 (click's convention)."""
+    code = (
+        "import sys; import privlab.cli as cli\n"
+        "def gone(*a, **k): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "cli.out_console.print = gone\n"
+        "sys.exit(cli.app())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "list"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_every_command_has_a_one_line_summary_in_the_main_help() -> None:
+    """The command table of ``privlab --help`` shows each command's first paragraph without
+    the docstring's line breaks (typer keeps them there)."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert len(commands) >= 7
+    for name, command in commands.items():
+        summary = command.short_help
+        assert summary and "\n" not in summary, name
+        assert summary == " ".join(command.help.split("\n\n")[0].split()), name

@@ -9,6 +9,7 @@ exception types that count are :data:`USER_ERRORS`, handled in one place
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 from importlib import resources
@@ -84,6 +85,11 @@ class _ErrorHandlingGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's (vendored) click Context
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # the reader went away (``privlab ... | head``): stop quietly, as click does, and
+            # point stdout at nothing so that the interpreter's last flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             resume = ctx.invoked_subcommand in RESUMABLE
             console.print(
@@ -407,6 +413,18 @@ def _replace_text(path: Path, text: str) -> None:
     mode = target.stat().st_mode & 0o7777
     atomic_write_bytes(target, text.encode())
     os.chmod(target, mode)
+
+
+def _one_line_summaries() -> None:
+    """Each command's summary in ``privlab --help``: its docstring's first paragraph on one
+    line (typer's command table keeps the docstring's line breaks, its own help page does not)."""
+    for info in app.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            first = inspect.cleandoc(info.callback.__doc__).split("\n\n")[0]
+            info.short_help = " ".join(first.split())
+
+
+_one_line_summaries()
 
 
 def main() -> None:  # pragma: no cover - entry point
