@@ -48,6 +48,8 @@ paper: $(STAMP)  ## re-run every paper-claim config into results/paper/
 # one queue per core through benchmarks/paper_queue.txt, in the background, each single-threaded
 # (most claim configs keep one core busy); logs: results/paper/run_queue.log, run_queue_2.log, …
 paper-queue: $(STAMP)  ## run the paper queue in the background, one queue per core
+	@if pgrep -f "run_paper_configs[.]sh --queue" > /dev/null; then \
+	  echo "the paper queues are already running (pgrep -af run_paper_configs.sh)"; exit 1; fi
 	for i in $$(seq $$(nproc --all)); do \
 	  log=results/paper/run_queue$$( [ $$i = 1 ] || echo _$$i ).log; \
 	  OMP_NUM_THREADS=1 nohup setsid nice -n 10 benchmarks/run_paper_configs.sh \
