@@ -208,3 +208,24 @@ def test_a_gradient_inversion_section_joins_a_targets_study(tmp_path, monkeypatc
     assert targets_of(report) and gi_run(report)["settings"][0]["points"]
     html = (tmp_path / "report.html").read_text()
     assert "Gradient inversion in federated learning" in html and "Membership inference" in html
+
+
+def test_a_diverged_fedavg_run_shows_its_loss_in_exponent_form():
+    """A defence that makes FedAvg diverge (training loss 4e18) is printed as 3.97e+18, not as
+    a 22-digit fixed-point number; ordinary losses keep 3 decimals."""
+    point = {"label": "noise std=0.1", "attacks": {}, "best": {}}
+    settings = [
+        {
+            "client": {"label": "B=4"},
+            "points": [
+                point | {"utility": {"utility_loss": 3.974e18}},
+                point | {"label": "noise std=0.03", "utility": {"utility_loss": -0.0161}},
+            ],
+            "matched": {"rmse": {"rows": [{"utility_loss": 3.974e18, "noise": 0.38}]}},
+        }
+    ]
+    report = {"gradient_inversion": {"attacks": [], "settings": settings}}
+    header, rows = points_table(report)
+    column = header.index("utility loss")
+    assert [r[column] for r in rows] == ["3.97e+18", "-0.016"]
+    assert matched_table(report)[1][0][1] == "3.97e+18"

@@ -22,6 +22,12 @@ def _f(x: Any, spec: str = ".2f") -> str:
     return "—" if x is None else format(float(x), spec)
 
 
+def loss_text(x: Any, decimals: int = 3) -> str:
+    """A utility loss in nats: ``decimals`` decimals, or 3 significant digits once it is
+    large (a diverged FedAvg run ends at a training loss of 10^4 or more)."""
+    return _f(x, f".{decimals}f" if x is None or abs(float(x)) < 1000 else ".3g")
+
+
 def _pct(x: Any) -> str:
     return "—" if x is None else f"{100 * float(x):.0f}"
 
@@ -76,7 +82,7 @@ def points_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
                     _f(best.get("ssim"), ".3f"),
                     _pct(best.get("identified")),
                     _pct(best.get("label_set_accuracy")),
-                    _f(util.get("utility_loss"), ".3f"),
+                    loss_text(util.get("utility_loss")),
                     _pct(util.get("accuracy_loss")),
                     _f(util.get("epsilon"), ".3g"),
                     _f(util.get("audited_epsilon"), ".3g"),
@@ -105,7 +111,7 @@ def matched_table(
             rows.append(
                 [
                     s["client"]["label"],
-                    _f(row["utility_loss"], ".3f"),
+                    loss_text(row["utility_loss"]),
                     *("—" if c is None or c != c else _f(c, ".3f") for c in cells),
                     str(row.get("best_defence") or "—"),
                 ]
@@ -113,9 +119,15 @@ def matched_table(
     return header, rows
 
 
+#: a utility loss beyond this many nats is a FedAvg run that diverged (a 10-class model starts
+#: at ln 10 ≈ 2.3); the trade-off figure puts such points at this value
+DIVERGED = 10.0
+
+
 def tradeoff_figure(section: Mapping[str, Any]) -> str:
-    """Fig. 3 analogue: the strongest attack's RMSE against each defence point's utility loss,
-    one colour per defence, one marker per client setting (the undefended point in black)."""
+    """Fig. 3 analogue: the strongest attack's RMSE against each defence point's utility loss
+    (on a symmetric-log axis), one colour per defence, one marker per client setting (the
+    undefended point in black)."""
     settings = section.get("settings") or []
     pts = [
         (i, p)
@@ -138,14 +150,22 @@ def tradeoff_figure(section: Mapping[str, Any]) -> str:
             mine.sort(key=lambda p: p["rank"])
             label = name if len(settings) == 1 else f"{name}, {s['client']['label']}"
             ax.plot(
-                [max(0.0, p["utility"]["utility_loss"]) for p in mine],
+                [min(DIVERGED, max(0.0, p["utility"]["utility_loss"])) for p in mine],
                 [p["best"]["rmse"] for p in mine],
                 marker=MARKERS[i % len(MARKERS)],
                 color="k" if mine[0]["defence"] == "none" else colours[name],
                 ls="-" if len(mine) > 1 else "none",
                 label=label,
             )
-    ax.set_xlabel("utility loss (final training loss − undefended)")
+    # symmetric-log: linear up to 0.01 nats (about the run-to-run noise floor), logarithmic
+    # beyond; a diverged run (10^4 nats and more) stands at the right edge
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(-0.002, 1.5 * DIVERGED)
+    if any(p["utility"]["utility_loss"] > DIVERGED for _, p in pts):
+        ax.axvline(DIVERGED, color="0.6", lw=0.8, ls=":")
+        ax.text(DIVERGED, 0.02, " diverged", fontsize=7, color="0.4", rotation=90,
+                transform=ax.get_xaxis_transform(), ha="right", va="bottom")  # fmt: skip
+    ax.set_xlabel("utility loss (final training loss − undefended; symlog)")
     ax.set_ylabel("best RMSE of the attacks (higher: better defence)")
     ax.set_title("defence strength against utility loss", fontsize=9)
     ax.legend(fontsize=6, ncol=2)

@@ -13,6 +13,7 @@ from privlab.studies.base import StudyBase, StudyReport, TextTable, runs_of
 from privlab.studies.gradient_inversion.config import GradientInversionConfig
 from privlab.studies.gradient_inversion.report import (
     html_section,
+    loss_text,
     matched_table,
     points_table,
     summary_lines,
@@ -56,7 +57,7 @@ def _point_text(point: Mapping[str, Any], level: Level, images: int | None) -> s
     elif best.get("identified") is not None:
         text += f", {100 * best['identified']:.0f} % identified"
     if util.get("utility_loss") is not None:
-        text += f", utility loss {util['utility_loss']:.2f}"
+        text += f", utility loss {loss_text(util['utility_loss'], 2)}"
     return f"{text} ({WORDS[level]})"
 
 
