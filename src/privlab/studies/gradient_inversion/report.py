@@ -163,8 +163,8 @@ def tradeoff_figure(section: Mapping[str, Any]) -> str:
     ax.set_xlim(-0.002, 1.5 * DIVERGED)
     if any(p["utility"]["utility_loss"] > DIVERGED for _, p in pts):
         ax.axvline(DIVERGED, color="0.6", lw=0.8, ls=":")
-        ax.text(DIVERGED, 0.02, " diverged", fontsize=7, color="0.4", rotation=90,
-                transform=ax.get_xaxis_transform(), ha="right", va="bottom")  # fmt: skip
+        on_axis = ax.get_xaxis_transform()  # x in data, y in axes units
+        ax.text(DIVERGED, 0.02, "diverged ", transform=on_axis, rotation=90, ha="right")
     ax.set_xlabel("utility loss (final training loss − undefended; symlog)")
     ax.set_ylabel("best RMSE of the attacks (higher: better defence)")
     ax.set_title("defence strength against utility loss", fontsize=9)
