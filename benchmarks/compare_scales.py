@@ -71,6 +71,18 @@ def _clears_null(view: dict[str, Any] | None, target: str, label: str) -> str:
     return f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "—"
 
 
+def _heading(spec: dict[str, Any], columns: list[str]) -> list[str]:
+    """A comparison's title, its note and its table's header (the first two columns left,
+    the numbers right-aligned)."""
+    return [
+        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
+        "",
+        *([spec["note"], ""] if spec.get("note") else []),
+        "| " + " | ".join(columns) + " |",
+        "|---|---|" + "--:|" * (len(columns) - 2),
+    ]
+
+
 def comparison(spec: dict[str, Any]) -> str:
     small, full = _view(spec["small"]), _view(spec["full"])
     rows = {
@@ -78,13 +90,8 @@ def comparison(spec: dict[str, Any]) -> str:
         for name, v in (("small", small), ("full", full))
     }
     renamed = spec.get("targets", {})
-    lines = [
-        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
-        "",
-        *([spec["note"], ""] if spec.get("note") else []),
-        "| target | metric | paper | small scale | full data | full: seeds clearing the null |",
-        "|---|---|--:|--:|--:|--:|",
-    ]
+    columns = ["target", "metric", "paper", "small scale", "full data"]
+    lines = _heading(spec, [*columns, "full: seeds clearing the null"])
     for target, paper in spec["paper"].items():
         for metric in spec["metrics"]:
             is_attack = metric not in UTILITY
@@ -130,13 +137,7 @@ def _weak_cell(variants: list[dict[str, Any]], metric: str) -> str:
 
 def weak_comparison(spec: dict[str, Any]) -> str:
     small, full = _weak_variants(spec["small"]), _weak_variants(spec["full"])
-    lines = [
-        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
-        "",
-        *([spec["note"], ""] if spec.get("note") else []),
-        "| variant | metric | paper | small scale | full data |",
-        "|---|---|--:|--:|--:|",
-    ]
+    lines = _heading(spec, ["variant", "metric", "paper", "small scale", "full data"])
     for variant, paper in spec["paper"].items():
         for metric in WEAK_METRICS:
             lines.append(
