@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -269,9 +270,28 @@ def test_a_piped_log_shows_long_tasks_moving(terminal: bool) -> None:
         for now[0] in (10.0, 70.0, 100.0, 140.0):  # due at 70 and at 140 (70 after 70)
             handle.advance()
     lines = [line for line in buffer.getvalue().splitlines() if "/30, " in line]
-    steps = [line.split("] ", 1)[1].rsplit(",", 1)[0] for line in lines]
-    assert steps == ([] if terminal else ["training x/seed1: 2/30", "training x/seed1: 4/30"])
+    steps = [line.split("] ", 1)[1] for line in lines]
+    # the time left at the rate since the first advance (t = 10, 1 step): 28 steps at 1 per
+    # 60 s at t = 70, then 26 steps at 3 per 130 s at t = 140
+    expected = [
+        "training x/seed1: 2/30, 0:01:10, ~0:28:00 left",
+        "training x/seed1: 4/30, 0:02:20, ~0:18:47 left",
+    ]
+    assert steps == ([] if terminal else expected)
     assert all(line.startswith("[") for line in lines)
+
+
+def test_a_resumed_task_estimates_its_time_left_from_its_own_pace() -> None:
+    """A fit resumed at step 3,500 of 7,900 counts those steps at once; the time left comes
+    from the 500 steps it then took 540 s for, not from 4,000 steps in 540 s."""
+    now = [0.0]
+    console = Console(file=io.StringIO(), width=10_000, force_terminal=False)
+    with RichProgressReporter(console, every=60.0, clock=lambda: now[0]) as progress:
+        handle = progress.task("N=10: reconstructor", 7900)
+        handle.advance(3500)
+        now[0] = 540.0
+        handle.advance(500)
+        assert handle.left(now[0]) == timedelta(seconds=round(3900 * 540 / 500))
 
 
 def test_warnings_once_per_run(

@@ -11,7 +11,13 @@ from datetime import timedelta
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
@@ -20,10 +26,26 @@ class _Handle:
     def __init__(self, reporter: RichProgressReporter, task_id: int) -> None:
         self.reporter, self.task_id = reporter, task_id
         self.last_line = reporter.clock()
+        #: (time, steps done) at the first advance: the rate is measured from there, so that
+        #: the steps a resumed task counts at once at its start do not inflate it
+        self.since: tuple[float, float] | None = None
 
     def advance(self, steps: int = 1) -> None:
         self.reporter.bars.advance(self.task_id, steps)  # type: ignore[arg-type]
+        if self.since is None:
+            self.since = (self.reporter.clock(), self.reporter.bars.tasks[self.task_id].completed)
         self.reporter.line_if_due(self)
+
+    def left(self, now: float) -> timedelta | None:
+        """The time the rest of the task should take at its rate since its first advance."""
+        task = self.reporter.bars.tasks[self.task_id]
+        if self.since is None or task.total is None:
+            return None
+        start, done = self.since
+        if task.completed <= done or now <= start:
+            return None
+        rate = (task.completed - done) / (now - start)
+        return timedelta(seconds=round(max(0.0, task.total - task.completed) / rate))
 
     def done(self) -> None:
         task = self.reporter.bars.tasks[self.task_id]
@@ -35,8 +57,9 @@ class RichProgressReporter:
 
     Where the console is no terminal (a run piped to a log file), rich draws the bars once,
     at the end; so that such a log shows a long task moving, each task also writes a plain
-    line (``[HH:MM:SS] training pgd_at/seed1: 9/30, 0:05:07``) when it advances and its last
-    line is ``every`` seconds old."""
+    line (``[HH:MM:SS] training pgd_at/seed1: 9/30, 0:05:07, ~0:11:56 left``) when it advances
+    and its last line is ``every`` seconds old; the time left is at the task's rate since its
+    first advance (a resumed task counts the steps done before at once)."""
 
     def __init__(
         self, console: Console, every: float = 60.0, clock: Callable[[], float] = time.monotonic
@@ -47,7 +70,9 @@ class RichProgressReporter:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console,
+            get_time=clock,
             transient=False,
         )
 
@@ -73,7 +98,9 @@ class RichProgressReporter:
         task = self.bars.tasks[handle.task_id]  # type: ignore[index]
         total = "?" if task.total is None else f"{task.total:g}"
         elapsed = timedelta(seconds=int(task.elapsed or 0))
-        self.log(f"{task.description}: {task.completed:g}/{total}, {elapsed}")
+        left = handle.left(now)
+        eta = "" if left is None else f", ~{left} left"
+        self.log(f"{task.description}: {task.completed:g}/{total}, {elapsed}{eta}")
 
     def log(self, message: str) -> None:
         """One line, ``[HH:MM:SS] message``: no source path padded to the console's width
