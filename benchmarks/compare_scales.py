@@ -129,10 +129,10 @@ def _weak_variants(config: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def _weak_cell(variants: list[dict[str, Any]], metric: str) -> str:
-    if not variants:
-        return "—"
-    cell = format_pm(mean_std(WEAK_METRICS[metric](v) for v in variants))
-    return cell if len(variants) > 1 else f"{cell.split(' ± ')[0]} (1 seed)"
+    values = [WEAK_METRICS[metric](v) for v in variants]
+    if len(values) == 1:  # no spread to give
+        return f"{100 * values[0]:.1f} (1 seed)"
+    return format_pm(mean_std(values)) if values else "—"
 
 
 def weak_comparison(spec: dict[str, Any]) -> str:
