@@ -3,9 +3,10 @@
 
 Utility in %, A_inf in % (mean ± sample std over seeds); "clears the null" says for how many
 of the full run's seeds the A_inf is above its no-signal level (the permutation null's 95th
-percentile). Comparisons of ``kind: weak_adversary`` put Maciazek & Allison's rates (head
-accuracy, TPR*, FPR*, TPR at FPR = 0.01, the held-out and prior-draw baselines) of each
-variant side by side instead. A run not finished yet shows "—".
+percentile). A ``kind: sweep`` comparison gives one row per swept value (a capacity, say)
+and "small scale · full data" in each cell. Comparisons of ``kind: weak_adversary`` put
+Maciazek & Allison's rates (head accuracy, TPR*, FPR*, TPR at FPR = 0.01, the held-out and
+prior-draw baselines) of each variant side by side instead. A run not finished yet shows "—".
 
 Usage: .venv/bin/python benchmarks/compare_scales.py [NAME ...]
 """
@@ -71,24 +72,22 @@ def _clears_null(view: dict[str, Any] | None, target: str, label: str) -> str:
     return f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "—"
 
 
-def _heading(spec: dict[str, Any], columns: list[str]) -> list[str]:
-    """A comparison's title, its note and its table's header (the first two columns left,
+def _heading(spec: dict[str, Any], columns: list[str], left: int = 2) -> list[str]:
+    """A comparison's title, its note and its table's header (the first ``left`` columns left,
     the numbers right-aligned)."""
+    small = f"`{spec['small']}`" if spec.get("small") else "no small-scale run"
     return [
-        f"**{spec['title']}** (`{spec['small']}` → `{spec['full']}`)",
+        f"**{spec['title']}** ({small} → `{spec['full']}`)",
         "",
         *([spec["note"], ""] if spec.get("note") else []),
         "| " + " | ".join(columns) + " |",
-        "|---|---|" + "--:|" * (len(columns) - 2),
+        "|" + "---|" * left + "--:|" * (len(columns) - left),
     ]
 
 
 def comparison(spec: dict[str, Any]) -> str:
-    small, full = _view(spec["small"]), _view(spec["full"])
-    rows = {
-        name: {r["target"]: r for r in aggregate_targets(v)} if v else {}
-        for name, v in (("small", small), ("full", full))
-    }
+    full = _view(spec["full"])
+    rows = {"small": _rows_by_target(spec["small"]), "full": _rows_by_target(spec["full"])}
     renamed = spec.get("targets", {})
     columns = ["target", "metric", "paper", "small scale", "full data"]
     lines = _heading(spec, [*columns, "full: seeds clearing the null"])
@@ -148,11 +147,35 @@ def weak_comparison(spec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rows_by_target(config: str | None) -> dict[str, dict[str, Any]]:
+    """The aggregated row (mean ± std over seeds) of each target of ``config`` ({} if none)."""
+    view = _view(config) if config else None
+    return {r["target"]: r for r in aggregate_targets(view)} if view else {}
+
+
+def sweep_comparison(spec: dict[str, Any]) -> str:
+    """A sweep (e.g. Fig. 3's capacity): one row per swept value, each column one target
+    pattern's metric, each cell "small scale · full data" (the paper's values are a plot)."""
+    small, full = _rows_by_target(spec.get("small")), _rows_by_target(spec["full"])
+    columns = spec["columns"]
+    lines = _heading(spec, [spec["sweep"]["name"], *columns], left=1)
+    for value in spec["sweep"]["values"]:
+        cells = []
+        for pattern, metric in columns.values():
+            target = pattern.format(value)
+            cells.append(f"{_cell(small.get(target), metric)} · {_cell(full.get(target), metric)}")
+        lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+KINDS = {"weak_adversary": weak_comparison, "sweep": sweep_comparison}
+
+
 def main(names: list[str]) -> None:
     specs = yaml.safe_load(NUMBERS.read_text())
     for name in names or list(specs):
         spec = specs[name]
-        print(weak_comparison(spec) if spec.get("kind") == "weak_adversary" else comparison(spec))
+        print(KINDS.get(spec.get("kind", ""), comparison)(spec))
 
 
 if __name__ == "__main__":
