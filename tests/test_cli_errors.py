@@ -24,7 +24,7 @@ from privlab.cli import app, error_message
 from privlab.cli_progress import RichProgressReporter
 from privlab.config import load_config
 from privlab.registry import ATTACKS, MODELS, REGISTRIES
-from privlab.run.store import ModelFileError
+from privlab.run.weights import ModelFileError
 
 runner = CliRunner()
 

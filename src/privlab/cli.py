@@ -28,7 +28,7 @@ from privlab.data.bundle import DatasetError
 from privlab.registry import REGISTRIES, UnknownComponentError
 from privlab.report.console import output_console, print_report, print_table
 from privlab.run.backend import BackendError
-from privlab.run.store import ModelFileError
+from privlab.run.weights import ModelFileError
 from privlab.studies.base import TextTable
 from privlab.threat_model import AccessDenied
 
@@ -351,7 +351,7 @@ def report(
     )
     from privlab.report.html import write_html
     from privlab.report.schema import load_report
-    from privlab.run.store import atomic_write_bytes
+    from privlab.run.files import atomic_write_bytes
 
     loaded = [(str(run_dir), load_report(run_dir)) for run_dir in runs]  # ReportError: exit 2
     if len(loaded) == 1 and runs[0].is_dir():
@@ -407,7 +407,7 @@ def migrate_config(
 
 def _replace_text(path: Path, text: str) -> None:
     """Write ``text`` over ``path`` atomically (through a symlink), keeping its permissions."""
-    from privlab.run.store import atomic_write_bytes
+    from privlab.run.files import atomic_write_bytes
 
     target = path.resolve()
     mode = target.stat().st_mode & 0o7777

@@ -153,7 +153,7 @@ def test_write_html_leaves_no_temp_file_on_failure(
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("privlab.run.store.os.replace", boom)
+    monkeypatch.setattr("privlab.run.files.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_html(make_report(), path)
     assert path.read_text(encoding="utf-8") == "old"

@@ -12,7 +12,7 @@ from privlab.config import ConfigError, load_config_dict
 from privlab.config.schema import ExperimentConfig
 from privlab.run import model_cache as model_store
 from privlab.run.runner import run_experiment
-from privlab.run.store import ModelFileError, load_state, save_model
+from privlab.run.weights import ModelFileError, load_state, save_model
 
 STABLE_KEYS = {"schema_version", "config", "seeds", "versions", "device", "timings", "studies"}
 

@@ -27,17 +27,19 @@ from torch import nn
 
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
-from privlab.run import model_cache, store
-from privlab.run.progress import SilentProgress
-from privlab.run.store import (
-    ModelFileError,
-    StateDir,
+from privlab.run import files, model_cache, store, weights
+from privlab.run.files import (
     StoreError,
     atomic_write_json,
     cache_lock,
     cached_json,
-    load_state,
     read_checked_json,
+)
+from privlab.run.progress import SilentProgress
+from privlab.run.store import StateDir
+from privlab.run.weights import (
+    ModelFileError,
+    load_state,
     save_model,
     state_sha256,
     tensors_sha256,
@@ -172,7 +174,7 @@ def test_metadata_without_the_right_sha256_is_not_trusted(tmp_path, damage):
     damage(meta)
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match=re.escape(str(path))):
-        assert store.load_cached(nn.Linear(4, 2), path) is None
+        assert weights.load_cached(nn.Linear(4, 2), path) is None
 
 
 def test_corrupt_metadata_json_is_retrained_not_raised(tmp_path):
@@ -180,7 +182,7 @@ def test_corrupt_metadata_json_is_retrained_not_raised(tmp_path):
     save_model(nn.Linear(4, 2), path, {})
     path.with_suffix(".json").write_text('{"model_sha256": "ab')
     with pytest.warns(UserWarning, match="corrupt JSON"):
-        assert store.load_cached(nn.Linear(4, 2), path) is None
+        assert weights.load_cached(nn.Linear(4, 2), path) is None
 
 
 def test_an_intact_cache_entry_loads_without_a_warning(tmp_path):
@@ -190,7 +192,7 @@ def test_an_intact_cache_entry_loads_without_a_warning(tmp_path):
     fresh = nn.Linear(4, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        meta = store.load_cached(fresh, path)
+        meta = weights.load_cached(fresh, path)
     assert meta is not None and meta["model_sha256"] == digest == state_sha256(fresh)
 
 
@@ -253,7 +255,7 @@ def test_intact_state_entry_is_reused(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert state.get_or_run("lira", key, must_not_run) == RESULT
-        assert store.CHECKSUM_KEY not in cached_json(_state_file(tmp_path), must_not_run)
+        assert files.CHECKSUM_KEY not in cached_json(_state_file(tmp_path), must_not_run)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +290,7 @@ def test_non_finite_results_round_trip_through_the_checksum(tmp_path):
 
 def test_the_checksum_key_is_reserved(tmp_path):
     with pytest.raises(ValueError, match="reserved key"):
-        cached_json(tmp_path / "unit.json", lambda: {store.CHECKSUM_KEY: "x"})
+        cached_json(tmp_path / "unit.json", lambda: {files.CHECKSUM_KEY: "x"})
 
 
 # ---------------------------------------------------------------- 3. one training per key
@@ -346,7 +348,7 @@ def test_a_second_holder_waits_for_the_lock(tmp_path):
 
 
 def test_without_fcntl_the_lock_is_a_no_op(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "_fcntl", lambda: None)
+    monkeypatch.setattr(files, "_fcntl", lambda: None)
     path = tmp_path / "models" / "key.safetensors"
     with cache_lock(path), cache_lock(path):  # no deadlock
         pass
@@ -395,7 +397,7 @@ def test_metadata_that_cannot_be_written_removes_the_weights(tmp_path, monkeypat
     def full_for_json(target: Path, obj: Any) -> None:
         raise StoreError(errno.ENOSPC, f"cannot write {target}: No space left on device")
 
-    monkeypatch.setattr(store, "atomic_write_json", full_for_json)
+    monkeypatch.setattr(weights, "atomic_write_json", full_for_json)
     with pytest.raises(StoreError, match="key.json"):
         save_model(nn.Linear(4, 2), path, {})
     assert list(path.parent.iterdir()) == []

@@ -13,7 +13,7 @@ from privlab.config import Component
 from privlab.data.bundle import Split
 from privlab.registry import MODELS, REGIMES
 from privlab.run.model_cache import build_regime
-from privlab.run.store import load_state, save_model
+from privlab.run.weights import load_state, save_model
 from privlab.training.loop import TrainSpec, train
 from privlab.training.regimes.drop_layer import PixelMask, pixel_mask
 from privlab.training.regimes.mid import VIBHead, vib_head

@@ -17,7 +17,7 @@ from privlab.report.headline import headlines
 from privlab.report.html_format import DASH, esc, num, page, text_table
 from privlab.report.schema import upgrade
 from privlab.report.seeds import seeds_table
-from privlab.run.store import atomic_write_bytes
+from privlab.run.files import atomic_write_bytes
 
 __all__ = ["render_html", "run_info", "write_html"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from privlab.config.migrate import migrate_dict
-from privlab.run.store import read_json
+from privlab.run.files import read_json
 
 SCHEMA_VERSION = 2
 

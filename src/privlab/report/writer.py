@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from privlab.report.html import write_html
-from privlab.run.store import atomic_write_json
+from privlab.run.files import atomic_write_json
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:

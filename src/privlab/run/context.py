@@ -10,9 +10,10 @@ import torch
 
 from privlab.run.backend import Backend, LocalBackend, make_backend
 from privlab.run.environment import resolve_device
+from privlab.run.files import check_writable_dir
 from privlab.run.model_cache import default_cache_dir
 from privlab.run.progress import Progress, SilentProgress
-from privlab.run.store import StateDir, check_writable_dir
+from privlab.run.store import StateDir
 
 
 @dataclass

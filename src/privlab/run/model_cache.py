@@ -18,8 +18,10 @@ from torch import nn
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.registry import MODELS, REGIMES
+from privlab.run.files import cache_lock, stable_hash
 from privlab.run.progress import Progress
-from privlab.run.store import FileCheckpoint, cache_lock, load_cached, save_model, stable_hash
+from privlab.run.store import FileCheckpoint
+from privlab.run.weights import load_cached, save_model
 from privlab.training.loop import TrainSpec, train
 from privlab.training.regime import Regime
 

@@ -28,7 +28,7 @@ from privlab.registry import ATTACKS
 from privlab.report.image_codec import image_hex
 from privlab.run.model_cache import build_model, get_or_train
 from privlab.run.progress import Progress
-from privlab.run.store import state_sha256
+from privlab.run.weights import state_sha256
 from privlab.studies.gradient_inversion.config import ClientSetting, GradientInversionConfig
 from privlab.studies.gradient_inversion.defence_comparison import QUALITY
 from privlab.studies.gradient_inversion.scores import best_of, mean_of, score_batch

@@ -22,7 +22,8 @@ from privlab.metrics.reconstruction import to_symmetric
 from privlab.report.image_codec import image_hex
 from privlab.run.model_cache import build_model
 from privlab.run.progress import Progress, step
-from privlab.run.store import StateDir, state_sha256
+from privlab.run.store import StateDir
+from privlab.run.weights import state_sha256
 from privlab.studies.reconstruction.config import ReleasedModelConfig
 from privlab.studies.reconstruction.released_head import weak_on_released_head
 from privlab.threat_model import Access, Target, TargetInfo

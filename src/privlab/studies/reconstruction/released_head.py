@@ -21,7 +21,7 @@ from privlab.metrics.membership import clopper_pearson
 from privlab.metrics.reconstruction import pairwise_mse, to_symmetric
 from privlab.report.image_codec import image_hex
 from privlab.run.progress import Progress
-from privlab.run.store import state_sha256
+from privlab.run.weights import state_sha256
 from privlab.studies.reconstruction.config import (
     ReleasedHeadConfig,
     WeakAdversaryConfig,

@@ -32,7 +32,7 @@ from safetensors.torch import save
 
 from privlab.attacks.reconstruction.shadow_shards import ShadowHeads
 from privlab.run.backend import Backend, make_backend
-from privlab.run.store import atomic_write_bytes, stable_hash
+from privlab.run.files import atomic_write_bytes, stable_hash
 from privlab.training.heads import HeadDP, HeadSpec, init_heads, train_heads, train_heads_dp
 
 FORMAT = "privlab-shadow-heads-1"

@@ -39,8 +39,9 @@ from privlab.metrics.reconstruction import (
 )
 from privlab.registry import ATTACKS
 from privlab.run.backend import Backend, LocalBackend
+from privlab.run.files import stable_hash
 from privlab.run.progress import Progress, SilentProgress
-from privlab.run.store import FileCheckpoint, StateDir, stable_hash
+from privlab.run.store import FileCheckpoint, StateDir
 from privlab.studies.reconstruction.config import (
     WeakAdversaryConfig,
     WeakVariant,

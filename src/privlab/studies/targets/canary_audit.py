@@ -27,9 +27,9 @@ from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.metrics import dp_audit, dp_audit_one_run
 from privlab.run.backend import Backend
+from privlab.run.files import stable_hash
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
-from privlab.run.store import stable_hash
 from privlab.studies.targets.config import CanaryAuditConfig, ReferenceModelsConfig
 from privlab.studies.targets.reference_models import ensemble_by_recipe
 from privlab.threat_model import Access, Target, TargetInfo

@@ -37,15 +37,11 @@ from privlab.metrics.inversion_distance import (
 from privlab.models.vae import VAE, train_vae
 from privlab.registry import ATTACKS, DATASETS
 from privlab.report.image_codec import image_hex
+from privlab.run.files import cache_lock, stable_hash
 from privlab.run.model_cache import TrainedModel, get_or_train
 from privlab.run.progress import Progress, step
-from privlab.run.store import (
-    StateDir,
-    cache_lock,
-    save_model,
-    stable_hash,
-    try_load_cached,
-)
+from privlab.run.store import StateDir
+from privlab.run.weights import save_model, try_load_cached
 from privlab.studies.targets.config import InversionConfig, PriorConfig, TargetsConfig
 from privlab.threat_model import Target
 

@@ -25,9 +25,10 @@ from privlab.auditing import memory
 from privlab.config.base import Component, TrainConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.run.backend import Backend, LocalBackend, Resources, task_device
+from privlab.run.files import cache_lock, stable_hash
 from privlab.run.model_cache import build_model, build_regime
 from privlab.run.progress import Progress
-from privlab.run.store import cache_lock, load_cached, save_model, stable_hash
+from privlab.run.weights import load_cached, save_model
 from privlab.studies.targets.config import ReferenceModelsConfig
 from privlab.threat_model import Access, ReferenceModels, Target, TargetInfo
 from privlab.training.ensembles import train_ensemble, why_sequential

@@ -19,7 +19,7 @@ from privlab.config.base import AttackConfig
 from privlab.data.bundle import DataBundle, Split
 from privlab.run.context import RunContext
 from privlab.run.model_cache import TrainedModel, build_model, build_regime, get_or_train
-from privlab.run.store import save_model, state_sha256
+from privlab.run.weights import save_model, state_sha256
 from privlab.studies.targets.canary_audit import (
     in_training_audit,
     run_canary_audit,
