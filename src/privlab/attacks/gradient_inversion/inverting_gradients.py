@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -35,6 +36,9 @@ from privlab.attacks.gradient_inversion.base import (
 )
 from privlab.federated.observation import GradientObservation
 from privlab.registry import ATTACKS
+
+#: x ↦ (what the search minimises, what it records and scores a restart by)
+Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @ATTACKS.register("inverting_gradients")
@@ -74,39 +78,57 @@ class InvertingGradients(GradientInversionAttack):
         loss_fn = hard_label_loss(labels)
         observed = observed_tensors(model, obs)
         params = model_parameters(model)
+
+        def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            match = gradient_matching_loss(
+                simulated_update(model, params, x, loss_fn, obs), observed, self.loss
+            )
+            return (match + self.tv * total_variation(x) if self.tv else match), match
+
         gen = torch.Generator().manual_seed(seed)
+
+        def start() -> torch.Tensor:
+            return random_images(obs.batch_size, input_shape, value_range, gen)
+
+        loss, images, history = self.search(objective, start, value_range)
+        return GradientInversionResult(
+            images=images, labels=labels, history=history, matching_loss=loss
+        )
+
+    def search(
+        self,
+        objective: Objective,
+        start: Callable[[], torch.Tensor],
+        value_range: tuple[float, float],
+    ) -> tuple[float, torch.Tensor, list[float]]:
+        """The inputs x ∈ [lo, hi] that minimise ``objective(x)[0]``: from ``restarts``
+        random ``start()``s, ``iterations`` steps each of Adam on the sign of the gradient
+        (``signed``) with the lr dropping tenfold at the milestones, x projected back onto the
+        range after every step. ``objective(x)[1]`` is what is recorded: every step's value
+        goes into the history, and its value at a restart's final x is the restart's score.
+        Returns the lowest score (a non-finite one counts as +∞), its x and its history."""
         lo, hi = value_range
         best: tuple[float, torch.Tensor, list[float]] | None = None
         for _ in range(self.restarts):
-            x = random_images(obs.batch_size, input_shape, value_range, gen).requires_grad_(True)
+            x = start().requires_grad_(True)
             opt = torch.optim.Adam([x], lr=self.lr)
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones(), gamma=0.1)
             history: list[float] = []
             for _ in range(self.iterations):
                 opt.zero_grad()
-                match = gradient_matching_loss(
-                    simulated_update(model, params, x, loss_fn, obs), observed, self.loss
-                )
-                objective = match + self.tv * total_variation(x) if self.tv else match
-                (grad,) = torch.autograd.grad(objective, [x])
+                minimised, recorded = objective(x)
+                (grad,) = torch.autograd.grad(minimised, [x])
                 x.grad = grad.sign() if self.signed else grad
                 opt.step()
                 sched.step()
                 with torch.no_grad():
                     x.clamp_(lo, hi)
-                history.append(float(match.detach()))
-            final_x = x.detach().clone()
-            final = float(
-                gradient_matching_loss(
-                    simulated_update(model, params, final_x, loss_fn, obs), observed, self.loss
-                ).detach()
-            )
+                history.append(float(recorded.detach()))
+            final_x = x.detach().clone().requires_grad_(True)
+            final = float(objective(final_x)[1].detach())
             if not math.isfinite(final):
                 final = math.inf
             if best is None or final < best[0]:
-                best = (final, final_x, history)
+                best = (final, final_x.detach(), history)
         assert best is not None
-        loss, images, history = best
-        return GradientInversionResult(
-            images=images, labels=labels, history=history, matching_loss=loss
-        )
+        return best
