@@ -75,16 +75,9 @@ class Dropout(Defence):
         lr: float = 0.1,
         local_batch: int | None = None,
     ) -> GradientObservation:
-        if self.p == 0:
-            return client_update(
-                model, x, y, local_steps=local_steps, lr=lr, local_batch=local_batch
-            )
-        gen = require_generator(generator, "dropout")
-        return client_update(
-            self.with_masks(model, gen),
-            x,
-            y,
-            local_steps=local_steps,
-            lr=lr,
-            local_batch=local_batch,
+        local = (
+            model
+            if self.p == 0
+            else self.with_masks(model, require_generator(generator, "dropout"))
         )
+        return client_update(local, x, y, local_steps=local_steps, lr=lr, local_batch=local_batch)
