@@ -15,7 +15,6 @@ NUMERICAL_KERNELS = {
     ("metrics/robustness.py", "robust_accuracy"): "APGD-CE restarts and bookkeeping (Croce & Hein)",
     ("metrics/robustness.py", "_single_run"): "one APGD run: step-size schedule, checkpoints",
     ("verify/crown.py", "_step"): "one CROWN backward step through a layer",
-    ("attacks/gradient_inversion/feature_matching.py", "_invert"): "IG with the feature term",
     ("training/ensembles.py", "_train_chunk"): "K models' vectorised training loop",
     ("training/loop.py", "train"): "the one training loop, hooks in order",
 }
