@@ -22,6 +22,7 @@ heads' mean and standard deviation.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,23 @@ class WeightNormaliser:
         if co is not None and self.comoment is not None:
             self.comoment = self.comoment + co + torch.outer(delta, delta) * self.count * n / total
         self.count = total
+
+    def state(self) -> dict[str, Any]:
+        """What the pass accumulated (for a checkpoint): :meth:`from_state` restores it."""
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "m2": self.m2,
+            "comoment": self.comoment,
+            "covariance": self.track_covariance,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WeightNormaliser:
+        norm = cls(covariance=bool(state["covariance"]))
+        norm.count, norm.mean, norm.m2 = int(state["count"]), state["mean"], state["m2"]
+        norm.comoment = state["comoment"]
+        return norm
 
     def std(self) -> torch.Tensor:
         assert self.m2 is not None

@@ -193,6 +193,20 @@ def shadow_dir(cache: Path, job_key: str) -> Path:
     return cache / "shadow_heads" / job_key[:16]
 
 
+def _null_law(heads: ShadowHeads, job_key: str, cache: Path) -> WeightNormaliser:
+    """One pass over the training shards: the full covariance (the null weights' law) also
+    gives the per-coordinate mean and std that normalise the reconstructor's input. Kept
+    beside the shards (and deleted with them), so a resumed fit does not pass over them again."""
+    folder = shadow_dir(cache, job_key)
+    stored = FileCheckpoint(folder / "null_law.safetensors", {"null_law": job_key})
+    state = stored.load()
+    if state is not None:
+        return WeightNormaliser.from_state(state)
+    null = fit_normaliser(heads, covariance=True)
+    stored.save(null.state())
+    return null
+
+
 def _fit(
     attack: WeakAdversary,
     heads: dict[str, ShadowHeads],
@@ -252,9 +266,7 @@ def run_weak_variant(
     )  # fmt: skip
     train_feats, train_labels, _ = priors.part("train")
     _, val_labels, val_images = priors.part("val")
-    # one pass over the training shards: the full covariance (the null weights' law) also
-    # gives the per-coordinate mean and std that normalise the reconstructor's input
-    null = fit_normaliser(heads["train"], covariance=True)
+    null = _null_law(heads["train"], jobs["train"].key(), cache)
     recon, train_seconds, job_keys = _fit(
         attack, heads, priors, null, seed, cache, jobs, progress, variant.name
     )
