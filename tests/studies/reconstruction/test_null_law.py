@@ -5,6 +5,8 @@ and a damaged file is recomputed."""
 import pytest
 import torch
 
+from privlab.run.files import StoreError
+from privlab.run.store import FileCheckpoint
 from privlab.studies.reconstruction.weak import _null_law, shadow_dir
 
 
@@ -50,3 +52,13 @@ def test_a_damaged_null_law_is_recomputed(tmp_path, shards):
     with pytest.warns(UserWarning, match="null_law.safetensors"):
         again = _null_law(shards, "a" * 64, tmp_path)
     assert shards.passes == 2 and torch.equal(again.comoment, first.comoment)
+
+
+def test_a_cache_that_cannot_be_written_only_warns(tmp_path, shards, monkeypatch):
+    def full(self, state):
+        raise StoreError(28, f"cannot write {self.path}: No space left on device", str(self.path))
+
+    monkeypatch.setattr(FileCheckpoint, "save", full)
+    with pytest.warns(UserWarning, match="No space left"):
+        null = _null_law(shards, "a" * 64, tmp_path)
+    assert null.count == 200 and shards.passes == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -203,7 +204,10 @@ def _null_law(heads: ShadowHeads, job_key: str, cache: Path) -> WeightNormaliser
     if state is not None:
         return WeightNormaliser.from_state(state)
     null = fit_normaliser(heads, covariance=True)
-    stored.save(null.state())
+    try:
+        stored.save(null.state())
+    except OSError as err:  # a full or read-only cache: only a resume gets slower
+        warnings.warn(f"the null weights' law is not kept for a resume: {err}", stacklevel=2)
     return null
 
 
