@@ -86,8 +86,8 @@ def _heading(spec: dict[str, Any], columns: list[str], left: int = 2) -> list[st
 
 
 def comparison(spec: dict[str, Any]) -> str:
-    full = _view(spec["full"])
-    rows = {"small": _rows_by_target(spec["small"]), "full": _rows_by_target(spec["full"])}
+    full = _view(spec["full"])  # read once: its rows and its seeds' null verdicts
+    rows = {"small": _rows_by_target(_view(spec["small"])), "full": _rows_by_target(full)}
     renamed = spec.get("targets", {})
     columns = ["target", "metric", "paper", "small scale", "full data"]
     lines = _heading(spec, [*columns, "full: seeds clearing the null"])
@@ -147,16 +147,16 @@ def weak_comparison(spec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rows_by_target(config: str | None) -> dict[str, dict[str, Any]]:
-    """The aggregated row (mean ± std over seeds) of each target of ``config`` ({} if none)."""
-    view = _view(config) if config else None
+def _rows_by_target(view: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The aggregated row (mean ± std over seeds) of each target of a run ({} if none)."""
     return {r["target"]: r for r in aggregate_targets(view)} if view else {}
 
 
 def sweep_comparison(spec: dict[str, Any]) -> str:
     """A sweep (e.g. Fig. 3's capacity): one row per swept value, each column one target
     pattern's metric, each cell "small scale · full data" (the paper's values are a plot)."""
-    small, full = _rows_by_target(spec.get("small")), _rows_by_target(spec["full"])
+    small = _rows_by_target(_view(spec["small"]) if spec.get("small") else None)
+    full = _rows_by_target(_view(spec["full"]))
     columns = spec["columns"]
     lines = _heading(spec, [spec["sweep"]["name"], *columns], left=1)
     for value in spec["sweep"]["values"]:
