@@ -37,7 +37,6 @@ from privlab.attacks.gradient_inversion.base import (
     hard_label_loss,
     model_parameters,
     observed_tensors,
-    random_images,
     simulated_update,
     total_variation,
 )
@@ -144,16 +143,8 @@ class FeatureMatching(InvertingGradients):
                 total = total + self.tv * total_variation(x)
             return total, total  # the whole objective is recorded and scores a restart
 
-        gen = torch.Generator().manual_seed(seed)
-
-        def start() -> torch.Tensor:
-            return random_images(obs.batch_size, input_shape, value_range, gen)
-
         handle = layer.register_forward_pre_hook(hook)
         try:
-            loss, images, history = self.search(objective, start, value_range)
+            return self.search(objective, labels, input_shape, value_range, seed)
         finally:
             handle.remove()
-        return GradientInversionResult(
-            images=images, labels=labels, history=history, matching_loss=loss
-        )

@@ -85,32 +85,28 @@ class InvertingGradients(GradientInversionAttack):
             )
             return (match + self.tv * total_variation(x) if self.tv else match), match
 
-        gen = torch.Generator().manual_seed(seed)
-
-        def start() -> torch.Tensor:
-            return random_images(obs.batch_size, input_shape, value_range, gen)
-
-        loss, images, history = self.search(objective, start, value_range)
-        return GradientInversionResult(
-            images=images, labels=labels, history=history, matching_loss=loss
-        )
+        return self.search(objective, labels, input_shape, value_range, seed)
 
     def search(
         self,
         objective: Objective,
-        start: Callable[[], torch.Tensor],
+        labels: torch.Tensor,
+        input_shape: tuple[int, ...],
         value_range: tuple[float, float],
-    ) -> tuple[float, torch.Tensor, list[float]]:
-        """The inputs x ∈ [lo, hi] that minimise ``objective(x)[0]``: from ``restarts``
-        random ``start()``s, ``iterations`` steps each of Adam on the sign of the gradient
-        (``signed``) with the lr dropping tenfold at the milestones, x projected back onto the
-        range after every step. ``objective(x)[1]`` is what is recorded: every step's value
-        goes into the history, and its value at a restart's final x is the restart's score.
-        Returns the lowest score (a non-finite one counts as +∞), its x and its history."""
+        seed: int,
+    ) -> GradientInversionResult:
+        """The batch x ∈ [lo, hi] (one image per label) that minimises ``objective(x)[0]``:
+        from ``restarts`` random starts drawn from ``seed``, ``iterations`` steps each of Adam
+        on the sign of the gradient (``signed``) with the lr dropping tenfold at the
+        milestones, x projected back onto the range after every step. ``objective(x)[1]`` is
+        what is recorded: every step's value goes into the history, and its value at a
+        restart's final x is the restart's score. The result is the restart with the lowest
+        score (a non-finite one counts as +∞)."""
+        gen = torch.Generator().manual_seed(seed)
         lo, hi = value_range
         best: tuple[float, torch.Tensor, list[float]] | None = None
         for _ in range(self.restarts):
-            x = start().requires_grad_(True)
+            x = random_images(len(labels), input_shape, value_range, gen).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=self.lr)
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones(), gamma=0.1)
             history: list[float] = []
@@ -131,4 +127,7 @@ class InvertingGradients(GradientInversionAttack):
             if best is None or final < best[0]:
                 best = (final, final_x.detach(), history)
         assert best is not None
-        return best
+        loss, images, history = best
+        return GradientInversionResult(
+            images=images, labels=labels, history=history, matching_loss=loss
+        )
