@@ -102,6 +102,28 @@ def test_one_step_is_the_autograd_gradient_and_leaves_the_model_alone(digits):
         assert torch.allclose(obs.gradients[name], p.grad, atol=1e-7, rtol=0), name
 
 
+def test_one_step_leaves_batch_norm_statistics_and_frozen_weights_alone(digits):
+    """The one-step update computes on the model itself only when that cannot change it: a
+    training-mode batch-norm forward would move the running statistics, and a frozen weight
+    would get no gradient."""
+    x, y = _batch(digits)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10)
+    )
+    model[1].weight.requires_grad_(False)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    obs = client_update(model, x, y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model[1].weight.requires_grad and model.training
+    reference = copy.deepcopy(model)
+    reference[1].weight.requires_grad_(True)
+    F.cross_entropy(reference(x), y).backward()
+    for name, p in reference.named_parameters():
+        assert torch.allclose(obs.gradients[name], p.grad, atol=1e-7, rtol=0), name
+
+
 def test_several_local_steps_are_fedavg_and_leave_the_model_alone(digits):
     model = _mlp()
     x, y = _batch(digits)

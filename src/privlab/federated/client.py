@@ -27,6 +27,23 @@ def _mean_ce_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[t
     return list(torch.autograd.grad(loss, params))
 
 
+def _reads_only(model: nn.Module) -> bool:
+    """Whether a forward and backward pass leave ``model`` as it was: every parameter already
+    requires grad, and there are no buffers (batch norm's running statistics change in a
+    training-mode forward)."""
+    return all(p.requires_grad for p in model.parameters()) and next(model.buffers(), None) is None
+
+
+def _gradient_observation(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float
+) -> GradientObservation:
+    names = [n for n, _ in model.named_parameters()]
+    grads = _mean_ce_grads(model, x, y)
+    return observation_of(
+        {n: g.detach() for n, g in zip(names, grads, strict=True)}, len(x), 1, lr, None
+    )
+
+
 def check_client_args(
     x: torch.Tensor, y: torch.Tensor, local_steps: int, lr: float, local_batch: int | None
 ) -> None:
@@ -78,16 +95,16 @@ def client_update(
     exact gradient (its ``lr`` is None); otherwise it is the FedAvg pseudo-gradient.
     """
     check_client_args(x, y, local_steps, lr, local_batch)
+    batch = len(x) if local_batch is None else local_batch
+    if local_steps == 1 and batch == len(x) and _reads_only(model):
+        # one gradient needs no copy of the model (a copy per client per round was a third of
+        # a small model's FedAvg round): autograd.grad leaves .grad and the weights alone
+        return _gradient_observation(model, x, y, lr)
     local = copy.deepcopy(model)
     for p in local.parameters():
         p.requires_grad_(True)
-    names = [n for n, _ in local.named_parameters()]
-    batch = len(x) if local_batch is None else local_batch
     if local_steps == 1 and batch == len(x):
-        grads = _mean_ce_grads(local, x, y)
-        return observation_of(
-            {n: g.detach() for n, g in zip(names, grads, strict=True)}, len(x), 1, lr, None
-        )
+        return _gradient_observation(local, x, y, lr)
     start = {n: p.detach().clone() for n, p in local.named_parameters()}
     cursor = 0
     for _ in range(local_steps):
