@@ -4,7 +4,8 @@
 Utility in %, A_inf in % (mean ± sample std over seeds); "clears the null" says for how many
 of the full run's seeds the A_inf is above its no-signal level (the permutation null's 95th
 percentile). A ``kind: sweep`` comparison gives one row per swept value (a capacity, say)
-and "small scale · full data" in each cell. Comparisons of ``kind: weak_adversary`` put
+and "small scale · full data" in each cell, an A_inf's followed by its full-run seeds
+clearing the null in brackets. Comparisons of ``kind: weak_adversary`` put
 Maciazek & Allison's rates (head accuracy, TPR*, FPR*, TPR at FPR = 0.01, the held-out and
 prior-draw baselines) of each variant side by side instead. A run not finished yet shows "—".
 
@@ -154,16 +155,21 @@ def _rows_by_target(view: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 def sweep_comparison(spec: dict[str, Any]) -> str:
     """A sweep (e.g. Fig. 3's capacity): one row per swept value, each column one target
-    pattern's metric, each cell "small scale · full data" (the paper's values are a plot)."""
+    pattern's metric, each cell "small scale · full data" (the paper's values are a plot),
+    an A_inf's followed by how many of the full run's seeds clear the null."""
     small = _rows_by_target(_view(spec["small"]) if spec.get("small") else None)
-    full = _rows_by_target(_view(spec["full"]))
+    view = _view(spec["full"])
+    full = _rows_by_target(view)
     columns = spec["columns"]
     lines = _heading(spec, [spec["sweep"]["name"], *columns], left=1)
     for value in spec["sweep"]["values"]:
         cells = []
         for pattern, metric in columns.values():
             target = pattern.format(value)
-            cells.append(f"{_cell(small.get(target), metric)} · {_cell(full.get(target), metric)}")
+            clears = "" if metric in UTILITY else f" ({_clears_null(view, target, metric)})"
+            cells.append(
+                f"{_cell(small.get(target), metric)} · {_cell(full.get(target), metric)}{clears}"
+            )
         lines.append(f"| {value} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
