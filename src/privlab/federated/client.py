@@ -96,14 +96,15 @@ def client_update(
     """
     check_client_args(x, y, local_steps, lr, local_batch)
     batch = len(x) if local_batch is None else local_batch
-    if local_steps == 1 and batch == len(x) and _reads_only(model):
+    one_step = local_steps == 1 and batch == len(x)
+    if one_step and _reads_only(model):
         # one gradient needs no copy of the model (a copy per client per round was a third of
         # a small model's FedAvg round): autograd.grad leaves .grad and the weights alone
         return _gradient_observation(model, x, y, lr)
     local = copy.deepcopy(model)
     for p in local.parameters():
         p.requires_grad_(True)
-    if local_steps == 1 and batch == len(x):
+    if one_step:
         return _gradient_observation(local, x, y, lr)
     start = {n: p.detach().clone() for n, p in local.named_parameters()}
     cursor = 0
