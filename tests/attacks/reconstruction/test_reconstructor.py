@@ -7,6 +7,7 @@ from privlab.attacks.reconstruction.reconstructor import (
     MLPReconstructor,
     ResidualGenerator,
     WeightNormaliser,
+    adam,
     soft_min_loss,
 )
 
@@ -21,6 +22,30 @@ def test_generator_maps_parameters_to_images_in_range(side, blocks):
     with pytest.raises(ValueError, match="start size"):
         ResidualGenerator(10, (1, 30, 30), blocks=2)
 
+
+def test_the_stem_as_a_matrix_product_is_the_transposed_convolution():
+    torch.manual_seed(0)
+    gen = ResidualGenerator(12, (3, 28, 28), width=4, blocks=2)
+    gen.eval()  # batch norm on running statistics: the output is a function of each input
+    theta = torch.randn(5, 12)
+    as_conv = gen.head(gen.blocks(gen.stem(theta[:, :, None, None])))
+    torch.testing.assert_close(gen(theta), as_conv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gen(theta[3:4]), as_conv[3:4], rtol=1e-5, atol=1e-6)
+
+
+def test_reconstructor_adam_is_torch_adam():
+    torch.manual_seed(0)
+    nets = [MLPReconstructor(6, (1, 2, 2), width=5) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [adam(nets[0].parameters(), 1e-2), torch.optim.Adam(nets[1].parameters(), lr=1e-2)]
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b)
 
 def test_soft_min_loss_interpolates_between_min_and_mean():
     recon = torch.zeros(1, 1, 2, 2)

@@ -25,7 +25,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from privlab.attacks.reconstruction.reconstructor import MLPReconstructor, WeightNormaliser
+from privlab.attacks.reconstruction.reconstructor import (
+    MLPReconstructor,
+    WeightNormaliser,
+    adam,
+)
 from privlab.data.bundle import Split
 from privlab.metrics.reconstruction import pairwise_mse
 from privlab.registry import ATTACKS
@@ -113,7 +117,7 @@ def train_reconnn(
     normaliser.update(theta)
     inputs = normaliser(theta)
     model = MLPReconstructor(inputs.shape[1], tuple(targets.shape[1:]), width=width)  # type: ignore[arg-type]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):

@@ -22,6 +22,7 @@ heads' mean and standard deviation.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -64,7 +65,12 @@ class ResidualGenerator(nn.Module):
         )
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(theta[:, :, None, None])))
+        # The stem's input is 1×1, so its transposed convolution is one matrix product: done
+        # as such it is about twice as fast (a tenth of a training step at Table 1's size).
+        w, k = self.stem.weight, self.stem.kernel_size[0]
+        assert self.stem.bias is not None
+        h = torch.addmm(self.stem.bias.repeat_interleave(k * k), theta, w.flatten(1))
+        return self.head(self.blocks(h.view(len(theta), -1, k, k)))
 
 
 class MLPReconstructor(nn.Module):
@@ -84,6 +90,13 @@ class MLPReconstructor(nn.Module):
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         return self.net(theta).view(len(theta), *self.out_shape)
+
+
+def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel: one pass over the weights per step where the loop over
+    them takes about a quarter of a reconstructor's step (the generator's stem alone has
+    16 million weights at Table 1's size)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def soft_min_loss(

@@ -35,6 +35,7 @@ from privlab.attacks.reconstruction.reconstructor import (
     MLPReconstructor,
     ResidualGenerator,
     WeightNormaliser,
+    adam,
     soft_min_loss,
 )
 from privlab.attacks.reconstruction.shadow_shards import (
@@ -209,7 +210,7 @@ class WeakAdversary:
         net = self._network(normaliser, heads.classes, tuple(images.shape[1:]))
         targets = list(heads.target_classes)
         recon = Reconstructor(net, normaliser, heads.classes, self.conditional, [], targets)
-        opt = torch.optim.Adam(recon.model.parameters(), lr=self.lr)
+        opt = adam(recon.model.parameters(), lr=self.lr)
         saved = checkpoint.load() if checkpoint is not None else None
         best, best_state, since, step = _resume(recon, opt, saved)
         batches = self._training_batches(heads, images, recon.targets, gen)
