@@ -1,5 +1,14 @@
 """Print every claim run in results/paper/ as markdown (mean ± std over seeds), for
-docs/reproductions.md. Usage: .venv/bin/python benchmarks/summarize_paper_results.py"""
+docs/reproductions.md.
+
+Usage: .venv/bin/python benchmarks/summarize_paper_results.py [ROOT]
+       .venv/bin/python benchmarks/summarize_paper_results.py --beside SMALL FULL [KEYS]
+
+``--beside`` prints the reconstruction and gradient-inversion tables of two claim runs (the
+small-scale one and its full-data re-run, folder names under results/paper/) as one, each cell
+"small · full"; rows are matched on their first KEYS cells (default 2: client and defence, or
+arm and ε). Rows of one run only show "—" for the other. (Membership and inversion targets:
+benchmarks/compare_scales.py.)"""
 
 from __future__ import annotations
 
@@ -91,11 +100,64 @@ def seeds_table(tables: list[Table]) -> Table:
     return ["seed", *header], [[str(i), *r] for i, (_, rows) in enumerate(tables) for r in rows]
 
 
+def _over_seeds(per_seed: list[list[Table]]) -> list[Table]:
+    """The i-th table of every seed, as one table over the seeds (empty tables left out)."""
+    return [
+        seeds_table(list(tables))
+        for tables in zip(*per_seed, strict=True)
+        if any(rows for _, rows in tables)
+    ]
+
+
 def _print_tables(per_seed: list[list[Table]]) -> None:
-    """The i-th table of every seed, as one table over the seeds."""
-    for tables in zip(*per_seed, strict=True):
-        if any(rows for _, rows in tables):
-            print(markdown_table(*seeds_table(list(tables))) + "\n")
+    for table in _over_seeds(per_seed):
+        print(markdown_table(*table) + "\n")
+
+
+def run_tables(report: dict) -> list[Table]:
+    """A report's reconstruction and gradient-inversion tables, each over its seeds."""
+    from privlab.studies.gradient_inversion import report as gr
+    from privlab.studies.reconstruction import report as rr
+
+    studies = report["studies"]
+    per_seed = [
+        [rr.weak_table(run), rr.informed_table(run)]
+        for run in runs_of(studies.get("reconstruction") or {})
+    ] + [
+        [gr.points_table(r), gr.matched_table(r)]
+        for r in (
+            {"gradient_inversion": run} for run in runs_of(studies.get("gradient_inversion") or {})
+        )
+    ]
+    return _over_seeds(per_seed) if per_seed else []
+
+
+def _keyed(rows: list[list[str]], keys: int) -> dict[tuple[str, ...], list[str]]:
+    """Rows by their first ``keys`` cells and, where those repeat, their occurrence."""
+    seen: dict[tuple[str, ...], int] = {}
+    out = {}
+    for r in rows:
+        head = tuple(r[:keys])
+        seen[head] = seen.get(head, -1) + 1
+        out[(*head, str(seen[head]))] = r
+    return out
+
+
+def beside(small: Table, full: Table, keys: int = 2) -> Table:
+    """Two tables of one kind as one: each cell "small · full", rows matched on their first
+    ``keys`` cells, the k-th repeat with the k-th (in the full table's order, then the small
+    table's rows it lacks); columns empty in both left out."""
+    if small[0] != full[0]:
+        raise ValueError(f"the tables' columns differ: {small[0]} vs {full[0]}")
+    by_small, by_full = _keyed(small[1], keys), _keyed(full[1], keys)
+    missing = ["—"] * len(full[0])
+    rows = []
+    for key in [*by_full, *(k for k in by_small if k not in by_full)]:
+        pair = zip(by_small.get(key, missing), by_full.get(key, missing), strict=True)
+        cells = [a if a == b == "—" else f"{a} · {b}" for a, b in pair]
+        rows.append([*key[:keys], *cells[keys:]])
+    shown = [i for i in range(len(full[0])) if i < keys or any(r[i] != "—" for r in rows)]
+    return [full[0][i] for i in shown], [[r[i] for i in shown] for r in rows]
 
 
 def reconstruction_summary(name: str, runs: list[dict]) -> None:
@@ -187,5 +249,15 @@ def main(root: Path = Path("results/paper")) -> None:
             targets_summary(name, flat_view(report, studies["targets"]))
 
 
+def print_beside(small: str, full: str, keys: int = 2, root: Path = Path("results/paper")) -> None:
+    tables = [run_tables(load_report(root / name / "report.json")) for name in (small, full)]
+    print(f"Each cell: `{small}` · `{full}`.\n")
+    for s_table, f_table in zip(*tables, strict=False):
+        print(markdown_table(*beside(s_table, f_table, keys)) + "\n")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/paper"))
+    if sys.argv[1:2] == ["--beside"]:
+        print_beside(*sys.argv[2:4], *(int(k) for k in sys.argv[4:5]))
+    else:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("results/paper"))
