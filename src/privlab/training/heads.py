@@ -114,23 +114,45 @@ def _forward(spec: HeadSpec, params: Params, x: torch.Tensor) -> list[torch.Tens
     return acts
 
 
-def _backward(
+def _layer_grads(
     spec: HeadSpec, params: Params, acts: list[torch.Tensor], g: torch.Tensor
-) -> tuple[Params, torch.Tensor]:
+) -> list[torch.Tensor]:
     """Explicit back-propagation of the per-example logit gradients ``g`` (K × N × C): the
-    gradients summed over the N examples, and every example's squared gradient norm (a
-    layer's weight gradient is the outer product g·aᵀ, so its norm is ‖g‖·‖a‖)."""
+    per-example gradient of every layer's output, in the layers' order."""
     layers = _layers(spec)
+    out = [g]
+    for i in reversed(range(1, len(layers))):  # through the ReLU below layer i
+        out.append(torch.bmm(out[-1], params[f"{layers[i]}.weight"]) * (acts[i] > 0))
+    return out[::-1]
+
+
+def _backward(spec: HeadSpec, params: Params, acts: list[torch.Tensor], g: torch.Tensor) -> Params:
+    """The gradients summed over the N examples (a layer's weight gradient is Σ g·aᵀ)."""
     grads: Params = {}
+    layers, per_layer = _layers(spec), _layer_grads(spec, params, acts, g)
+    for i in reversed(range(len(layers))):  # the last layer's first: DP noise is drawn in order
+        grads[f"{layers[i]}.weight"] = torch.bmm(per_layer[i].transpose(1, 2), acts[i])
+        grads[f"{layers[i]}.bias"] = per_layer[i].sum(1)
+    return grads
+
+
+def _sq_grad_norms(
+    spec: HeadSpec,
+    params: Params,
+    acts: list[torch.Tensor],
+    g: torch.Tensor,
+    input_sq: torch.Tensor,
+) -> torch.Tensor:
+    """Every example's squared gradient norm (K × N): a layer's weight gradient is the outer
+    product g·aᵀ, so its squared norm is ‖g‖²·‖a‖², and its bias adds ‖g‖². ``input_sq``:
+    the inputs' ‖a‖² (K × N), fixed through training, so computed once: over 784 features
+    it was half of a DP-SGD step."""
     sq_norms = torch.zeros(g.shape[:2], dtype=g.dtype, device=g.device)
-    for i in reversed(range(len(layers))):
-        name = layers[i]
-        grads[f"{name}.weight"] = torch.bmm(g.transpose(1, 2), acts[i])
-        grads[f"{name}.bias"] = g.sum(1)
-        sq_norms += g.pow(2).sum(2) * (acts[i].pow(2).sum(2) + 1)
-        if i > 0:  # through the ReLU below this layer
-            g = torch.bmm(g, params[f"{name}.weight"]) * (acts[i] > 0)
-    return grads, sq_norms
+    per_layer = _layer_grads(spec, params, acts, g)
+    for i in reversed(range(len(per_layer))):  # the last layer's first, as it always summed
+        a_sq = input_sq if i == 0 else acts[i].pow(2).sum(2)
+        sq_norms += per_layer[i].pow(2).sum(2) * (a_sq + 1)
+    return sq_norms
 
 
 def _gradients(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
@@ -138,7 +160,7 @@ def _gradients(spec: HeadSpec, params: Params, x: torch.Tensor, y: torch.Tensor)
     acts = _forward(spec, params, x)
     logits = acts[-1].detach().requires_grad_(True)
     (g,) = torch.autograd.grad(_logit_loss(spec, logits, y), logits)
-    return _backward(spec, params, acts, g)[0]
+    return _backward(spec, params, acts, g)
 
 
 def train_heads(
@@ -259,7 +281,7 @@ def train_heads_dp(
     generator: torch.Generator,
 ) -> Params:
     """DP-SGD on K cross-entropy heads at once, single-layer or Linear → ReLU → Linear, with
-    explicit per-sample gradients (:func:`_backward`: each example's gradient norm from its
+    explicit per-sample gradients (:func:`_sq_grad_norms`: each example's gradient norm from its
     per-layer outer products). Every step adds noise, whether its Poisson batch is empty or
     not."""
     if spec.outputs < 2:
@@ -270,13 +292,14 @@ def train_heads_dp(
     onehot = F.one_hot(y, spec.outputs).to(x.dtype)
     std = dp.noise_multiplier * dp.clip
     decay = 1 - spec.lr * spec.weight_decay
+    input_sq = x.pow(2).sum(2)
     for _ in range(spec.epochs_for(n) * dp.batches_per_epoch(n)):
         acts = _forward(spec, params, x)
         g = acts[-1].softmax(2) - onehot  # per-sample dℓ/dlogits, K × N × C
-        _, sq_norms = _backward(spec, params, acts, g)
+        sq_norms = _sq_grad_norms(spec, params, acts, g, input_sq)
         factor = dpsgd.clip_factors(sq_norms.sqrt(), dp.clip, stabiliser=0.0)
         chosen = dpsgd.poisson_mask((k, n), q, generator).to(x.dtype)
-        summed, _ = _backward(spec, params, acts, g * (factor * chosen)[..., None])
+        summed = _backward(spec, params, acts, g * (factor * chosen)[..., None])
         noisy = dpsgd.add_noise(summed, std, generator)
         params = {name: v * decay - spec.lr / (q * n) * noisy[name] for name, v in params.items()}
     return params
