@@ -123,6 +123,29 @@ def test_dp_accounting_counts_local_steps_within_a_round():
     assert whole["sample_rate"] == 1.0
 
 
+def test_the_audit_of_a_repeated_dp_claim_runs_once_with_the_same_result(monkeypatch):
+    from privlab.federated import training
+
+    calls: list[dict] = []
+    audit = training.audit_dp_sgd
+
+    def counted(claim, **kwargs):
+        calls.append(claim)
+        return audit(claim, **kwargs)
+
+    monkeypatch.setattr(training, "audit_dp_sgd", counted)
+    training._audit_memo.cache_clear()
+    setting = dict(shard_sizes=[40, 40], clients_per_round=2, rounds=30, batch_size=4,
+                   local_steps=1, local_batch=None, delta=1e-4)  # fmt: skip
+    first, again = (dp_accounting(DPSGD(noise_multiplier=1.0), **setting) for _ in range(2))
+    other = dp_accounting(DPSGD(noise_multiplier=3.0), **setting)
+    training._audit_memo.cache_clear()
+    fresh = dp_accounting(DPSGD(noise_multiplier=1.0), **setting)
+    assert len(calls) == 3  # σ = 1 once, σ = 3, σ = 1 after the cache was cleared
+    assert first == again == fresh and first["dp_audit"] is not again["dp_audit"]
+    assert other["dp_audit"]["epsilon"] != first["dp_audit"]["epsilon"]
+
+
 def test_local_steps_run_and_shards_partition_the_data(digits):
     r = _train(digits, NoDefence(), rounds=5, local_steps=3, local_batch=8, lr=0.5)
     assert len(r["accuracy"]) == 5 and r["local_steps"] == 3
