@@ -23,6 +23,7 @@ from privlab.federated.defences import (
     defended_update,
 )
 from privlab.federated.defences.dp_sgd import per_example_gradients
+from privlab.federated.defences.linear_clipping import linear_clipped_sum
 from privlab.metrics.image_quality import match_reconstructions
 from privlab.registry import ATTACKS, MODELS
 
@@ -296,6 +297,40 @@ def test_dp_clipping_bounds_every_examples_contribution(digits):
     assert all(
         torch.allclose(plain.gradients[n], exact.gradients[n], atol=1e-6) for n in exact.gradients
     )
+
+
+class _Shared(nn.Module):
+    """One linear layer applied twice: its weight gradient is not one outer product."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat, self.inner, self.out = nn.Flatten(), nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.out(self.inner(self.inner(self.flat(x)).relu()))
+
+
+def test_linear_clipped_sum_is_the_per_example_one_or_declines(digits):
+    x, y = _batch(digits, 6)
+    model = _mlp()
+    ref, norms = _clipped_sum_by_loop(copy.deepcopy(model), x, y, 0.5)
+    assert max(norms) > 0.5 and len({round(n, 3) for n in norms}) == 6  # clipped, unequally
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    fast = linear_clipped_sum(model, params, x, y, 0.5)
+    assert fast is not None and list(fast) == list(ref)
+    for n, g in fast.items():
+        assert torch.allclose(g, ref[n], atol=1e-6), n
+    torch.manual_seed(0)
+    in_place = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, 10)
+    )
+    for declined in (_cnn(), in_place, _Shared()):
+        own = {n: p.detach() for n, p in declined.named_parameters()}
+        assert linear_clipped_sum(declined, own, x, y, 0.5) is None
+        # DP-SGD then falls back to per-example gradients: still the reference
+        want, _ = _clipped_sum_by_loop(copy.deepcopy(declined), x, y, 0.5)
+        obs = defended_update(declined, x, y, DPSGD(clip=0.5, noise_multiplier=0.0))
+        assert all(torch.allclose(g * len(x), want[n], atol=1e-6) for n, g in obs.gradients.items())
 
 
 def test_dp_noise_has_std_sigma_c_over_b(digits):

@@ -34,6 +34,7 @@ from privlab.federated.defences.base import (
     Gradients,
     require_generator,
 )
+from privlab.federated.defences.linear_clipping import linear_clipped_sum
 from privlab.federated.observation import GradientObservation
 from privlab.training import dp
 
@@ -90,6 +91,10 @@ class DPSGD(Defence):
 
     ``noise_multiplier`` = 0 gives per-example clipping alone. The model must not contain
     batch normalisation (an example's gradient would depend on the rest of the batch).
+    ``per_example``: "vmap" (vectorised: for a model of linear layers only, the clipped sum
+    from the layers' inputs and output gradients without per-example gradients, see
+    :mod:`~privlab.federated.defences.linear_clipping`; otherwise torch.func's per-example
+    gradients) or "loop" (one autograd call per example, the reference).
     """
 
     name: ClassVar[str] = "dp"
@@ -115,8 +120,14 @@ class DPSGD(Defence):
         generator: torch.Generator | None,
     ) -> Gradients:
         """One DP-SGD step's gradient g̃ on the mini-batch (x, y) at weights ``params``."""
-        per = per_example_gradients(model, params, x, y, method=self.per_example)
-        summed, _ = dp.clipped_sum(per, self.clip, stabiliser=0.0)  # exact clipping
+        summed = (
+            linear_clipped_sum(model, params, x, y, self.clip)
+            if self.per_example == "vmap"
+            else None
+        )
+        if summed is None:
+            per = per_example_gradients(model, params, x, y, method=self.per_example)
+            summed, _ = dp.clipped_sum(per, self.clip, stabiliser=0.0)  # exact clipping
         if self.noise_multiplier > 0:
             gen = require_generator(generator, "dp")
             summed = dp.add_noise(summed, self.noise_multiplier * self.clip, gen)
