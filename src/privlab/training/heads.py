@@ -149,7 +149,7 @@ def _sq_grad_norms(
     it was half of a DP-SGD step."""
     sq_norms = torch.zeros(g.shape[:2], dtype=g.dtype, device=g.device)
     per_layer = _layer_grads(spec, params, acts, g)
-    for i in reversed(range(len(per_layer))):  # the last layer's first, as it always summed
+    for i in reversed(range(len(per_layer))):  # last layer first: the order earlier runs summed in
         a_sq = input_sq if i == 0 else acts[i].pow(2).sum(2)
         sq_norms += per_layer[i].pow(2).sum(2) * (a_sq + 1)
     return sq_norms
