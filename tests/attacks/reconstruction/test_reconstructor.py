@@ -40,11 +40,11 @@ def test_reconstructor_adam_is_torch_adam():
     opts = [adam(nets[0].parameters(), 1e-2), torch.optim.Adam(nets[1].parameters(), lr=1e-2)]
     x = torch.randn(8, 6)
     for _ in range(5):
-        for net, opt in zip(nets, opts):
+        for net, opt in zip(nets, opts, strict=True):
             opt.zero_grad()
             net(x).pow(2).sum().backward()
             opt.step()
-    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
 def test_soft_min_loss_interpolates_between_min_and_mean():
