@@ -42,6 +42,20 @@ def test_normalized_hsic_matches_an_independent_computation():
     )  # tr(AB) = tr(BA)
 
 
+def test_gaussian_kernel_and_its_gradient_match_the_pairwise_differences():
+    torch.manual_seed(0)
+    a = torch.rand(16, 30, dtype=torch.float64, requires_grad=True)
+    direct = torch.exp(-(a[:, None] - a[None]).pow(2).sum(-1) / (2 * 25.0 * 30))
+    k = kernel_matrix(a)
+    assert torch.allclose(k, direct, atol=1e-12) and torch.equal(
+        k.diagonal(), torch.ones(16).double()
+    )
+    w = torch.rand(16, 16, dtype=torch.float64)  # any downstream use
+    (g_k,) = torch.autograd.grad((k * w).sum(), a)
+    (g_direct,) = torch.autograd.grad((direct * w).sum(), a)
+    assert torch.allclose(g_k, g_direct, atol=1e-12)
+
+
 def test_normalized_hsic_sees_dependence_not_independence():
     torch.manual_seed(0)
     x = torch.rand(64, 10)

@@ -33,6 +33,15 @@ Kernel = Literal["gaussian", "linear"]
 EPSILON = 1e-5
 
 
+def _squared_distances(a: torch.Tensor) -> torch.Tensor:
+    """‖a_i − a_j‖² for every pair of rows, as ‖a_i‖² + ‖a_j‖² − 2⟨a_i, a_j⟩ (one m × m matrix
+    product instead of an m × m × d difference: BiDO's loss computes this every batch, where
+    the difference was half of a training step), 0 on the diagonal and never below 0."""
+    norms = a.pow(2).sum(1)
+    sq = (norms[:, None] + norms[None, :] - 2 * (a @ a.T)).clamp_min(0)
+    return sq * (1 - torch.eye(len(a), dtype=a.dtype, device=a.device))
+
+
 def kernel_matrix(
     a: torch.Tensor, kind: Kernel = "gaussian", sigma: float | None = 5.0
 ) -> torch.Tensor:
@@ -42,7 +51,7 @@ def kernel_matrix(
         return a @ a.T
     if kind != "gaussian":
         raise ValueError(f"unknown kernel {kind!r}; use gaussian or linear")
-    sq = (a.unsqueeze(1) - a.unsqueeze(0)).pow(2).sum(-1)
+    sq = _squared_distances(a)
     if sigma is None:
         rows, cols = torch.tril_indices(len(a), len(a), offset=-1, device=a.device)
         tri = sq[rows, cols]
