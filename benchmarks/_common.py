@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,16 @@ class Clock:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+
+
+def cpu_per_call(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> float:
+    """Process-CPU seconds per call of ``fn``, over ``repeats`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    with Clock() as clock:
+        for _ in range(repeats):
+            fn()
+    return clock.cpu / repeats
 
 
 def low_fpr_metrics(m: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,15 @@ import argparse
 import sys
 
 import torch
-from _common import Clock, load_note, machine_info, markdown_table, set_threads, write_result
+from _common import (
+    Clock,
+    cpu_per_call,
+    load_note,
+    machine_info,
+    markdown_table,
+    set_threads,
+    write_result,
+)
 from torch import nn
 
 from privlab.federated.defences.dp_sgd import per_example_gradients
@@ -64,11 +72,7 @@ def time_client(batch: int, repeats: int = 200) -> dict[str, float]:
     }
     out: dict[str, float] = {}
     for name, way in ways.items():
-        way()
-        with Clock() as clock:
-            for _ in range(repeats):
-                way()
-        out[f"{name}_ms"] = 1e3 * clock.cpu / repeats
+        out[f"{name}_ms"] = 1e3 * cpu_per_call(way, repeats)
     a, b = ways["linear"](), ways["per_example"]()
     assert a is not None
     out["max_rel_diff"] = max(float((a[n] - b[n]).abs().max() / b[n].abs().max()) for n in b)

@@ -18,7 +18,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _common import Clock, load_note, machine_info, markdown_table, set_threads, write_result
+from _common import cpu_per_call, load_note, machine_info, markdown_table, set_threads, write_result
 
 from privlab.metrics import hsic
 
@@ -39,11 +39,7 @@ def _time_loss(batch: int, repeats: int = 5) -> float:
         )
         loss.backward()  # type: ignore[union-attr]
 
-    step()
-    with Clock() as clock:
-        for _ in range(repeats):
-            step()
-    return clock.cpu / repeats
+    return cpu_per_call(step, repeats)
 
 
 def main() -> int:

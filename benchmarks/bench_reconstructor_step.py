@@ -27,11 +27,10 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
-from _common import load_note, machine_info, markdown_table, set_threads, write_result
+from _common import cpu_per_call, load_note, machine_info, markdown_table, set_threads, write_result
 from torch import nn
 
 from privlab.attacks.reconstruction.reconstructor import (
@@ -77,10 +76,7 @@ def _compare(model: nn.Module, batch: int, rounds: int, steps: int) -> dict[str,
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
         for name, step in ways.items():
-            t0 = time.process_time()
-            for _ in range(steps):
-                step()
-            times[name].append((time.process_time() - t0) / steps)
+            times[name].append(cpu_per_call(step, steps, warmup=0))
     diff = max(
         (a - b).abs().max().item()
         for a, b in zip(model.parameters(), before_model.parameters(), strict=True)

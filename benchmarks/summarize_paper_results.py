@@ -114,20 +114,26 @@ def _print_tables(per_seed: list[list[Table]]) -> None:
         print(markdown_table(*table) + "\n")
 
 
-def run_tables(report: dict) -> list[Table]:
-    """A report's reconstruction and gradient-inversion tables, each over its seeds."""
-    from privlab.studies.gradient_inversion import report as gr
+def _reconstruction_tables(run: dict) -> list[Table]:
     from privlab.studies.reconstruction import report as rr
 
+    return [rr.weak_table(run), rr.informed_table(run)]
+
+
+def _gradient_inversion_tables(run: dict) -> list[Table]:
+    from privlab.studies.gradient_inversion import report as gr
+
+    wrapped = {"gradient_inversion": run}
+    return [gr.points_table(wrapped), gr.matched_table(wrapped)]
+
+
+def run_tables(report: dict) -> list[Table]:
+    """A report's reconstruction and gradient-inversion tables, each over its seeds."""
     studies = report["studies"]
     per_seed = [
-        [rr.weak_table(run), rr.informed_table(run)]
-        for run in runs_of(studies.get("reconstruction") or {})
+        _reconstruction_tables(run) for run in runs_of(studies.get("reconstruction") or {})
     ] + [
-        [gr.points_table(r), gr.matched_table(r)]
-        for r in (
-            {"gradient_inversion": run} for run in runs_of(studies.get("gradient_inversion") or {})
-        )
+        _gradient_inversion_tables(run) for run in runs_of(studies.get("gradient_inversion") or {})
     ]
     return _over_seeds(per_seed) if per_seed else []
 
@@ -165,7 +171,7 @@ def reconstruction_summary(name: str, runs: list[dict]) -> None:
     criterion and the Theorem 1 check per seed, and the figures of the last seed."""
     from privlab.studies.reconstruction import report as rr
 
-    _print_tables([[rr.weak_table(run), rr.informed_table(run)] for run in runs])
+    _print_tables([_reconstruction_tables(run) for run in runs])
     for seed, run in enumerate(runs):
         tag = f" (seed {run.get('seed', seed)})" if len(runs) > 1 else ""
         weak = run.get("weak_adversary") or {}
@@ -199,7 +205,7 @@ def gradient_inversion_summary(name: str, runs: list[dict]) -> None:
     from privlab.studies.gradient_inversion import report as gr
 
     reports = [{"gradient_inversion": run} for run in runs]
-    _print_tables([[gr.points_table(r), gr.matched_table(r)] for r in reports])
+    _print_tables([_gradient_inversion_tables(run) for run in runs])
     for seed, r in enumerate(reports):
         tag = f" (seed {runs[seed].get('seed', seed)})" if len(runs) > 1 else ""
         for line in gr.summary_lines(r):

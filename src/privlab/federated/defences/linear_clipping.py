@@ -28,18 +28,21 @@ from privlab.training import dp
 Params = dict[str, torch.Tensor]
 
 
-def _linear_owners(model: nn.Module, names: list[str]) -> dict[str, nn.Linear] | None:
-    """Each linear layer that owns parameters (by module path), or None if some parameter
-    in ``names`` is not a linear layer's weight or bias."""
+def _linear_owners(
+    model: nn.Module, names: list[str]
+) -> tuple[dict[str, nn.Linear], dict[str, tuple[str, str]]] | None:
+    """The linear layers that own the parameters ``names`` (by module path) and each name's
+    (path, "weight" or "bias"), or None if some parameter is not a linear layer's."""
     modules = dict(model.named_modules())
     owners: dict[str, nn.Linear] = {}
+    parts: dict[str, tuple[str, str]] = {}
     for name in names:
         path, _, leaf = name.rpartition(".")
         module = modules.get(path)
         if not isinstance(module, nn.Linear) or leaf not in ("weight", "bias"):
             return None
-        owners[path] = module
-    return owners
+        owners[path], parts[name] = module, (path, leaf)
+    return owners, parts
 
 
 def _layer_io(
@@ -70,9 +73,10 @@ def linear_clipped_sum(
     :func:`privlab.training.dp.clipped_sum` with no stabiliser), or None where the model is
     not linear layers only (see the module docstring)."""
     names = list(params)
-    owners = _linear_owners(model, names)
-    if owners is None:
+    found = _linear_owners(model, names)
+    if found is None:
         return None
+    owners, parts = found
     live = {n: params[n].detach().requires_grad_(True) for n in names}
     logits, seen = _layer_io(model, owners, live, x)
     if any(
@@ -86,14 +90,12 @@ def linear_clipped_sum(
     deltas = dict(zip(paths, torch.autograd.grad(loss, outputs), strict=True))
     inputs = {p: seen[p][0][0].detach() for p in paths}
     sq_norms = torch.zeros(len(x), dtype=logits.dtype, device=logits.device)
-    for name in names:
-        path, _, leaf = name.rpartition(".")
+    for path, leaf in parts.values():
         d_sq = deltas[path].pow(2).sum(1)
         sq_norms += d_sq * inputs[path].pow(2).sum(1) if leaf == "weight" else d_sq
     factor = dp.clip_factors(sq_norms.sqrt(), clip, stabiliser=0.0)
     summed: Params = {}
-    for name in names:
-        path, _, leaf = name.rpartition(".")
+    for name, (path, leaf) in parts.items():
         scaled = deltas[path] * factor[:, None]
         summed[name] = scaled.T @ inputs[path] if leaf == "weight" else scaled.sum(0)
     return summed
