@@ -76,7 +76,9 @@ def _clears_null(view: dict[str, Any] | None, target: str, label: str) -> str:
 def _heading(spec: dict[str, Any], columns: list[str], left: int = 2) -> list[str]:
     """A comparison's title, its note and its table's header (the first ``left`` columns left,
     the numbers right-aligned)."""
-    small = f"`{spec['small']}`" if spec.get("small") else "no small-scale run"
+    names = spec.get("small") or []
+    names = [names] if isinstance(names, str) else names
+    small = " + ".join(f"`{n}`" for n in names) if names else "no small-scale run"
     return [
         f"**{spec['title']}** ({small} → `{spec['full']}`)",
         "",
@@ -115,16 +117,19 @@ WEAK_METRICS: dict[str, Any] = {
 }
 
 
-def _weak_variants(config: str) -> dict[str, list[dict[str, Any]]]:
-    """Each weak-adversary variant's results, one per seed, by variant name ({} if no report)."""
-    try:
-        report = load_report(RESULTS / config / "report.json")
-    except (OSError, ReportError):
-        return {}
+def _weak_variants(configs: str | list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each weak-adversary variant's results, one per seed, by variant name, over one config
+    or several (Fig. 4's small scale ran N = 10 and N = 40 separately); a config without a
+    report adds nothing."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for run in report["studies"]["reconstruction"]["runs"]:
-        for v in run["weak_adversary"]["variants"]:
-            out.setdefault(v["name"], []).append(v)
+    for config in [configs] if isinstance(configs, str) else configs:
+        try:
+            report = load_report(RESULTS / config / "report.json")
+        except (OSError, ReportError):
+            continue
+        for run in report["studies"]["reconstruction"]["runs"]:
+            for v in run["weak_adversary"]["variants"]:
+                out.setdefault(v["name"], []).append(v)
     return out
 
 
