@@ -7,8 +7,8 @@ Usage: .venv/bin/python benchmarks/summarize_paper_results.py [ROOT]
 ``--beside`` prints the reconstruction and gradient-inversion tables of two claim runs (the
 small-scale one and its full-data re-run, folder names under results/paper/) as one, each cell
 "small · full"; rows are matched on their first KEYS cells (default 2: client and defence, or
-arm and ε). Rows of one run only show "—" for the other. (Membership and inversion targets:
-benchmarks/compare_scales.py.)"""
+arm and ε; KEYS=1 for the model-inversion table, one row per target). Rows of one run only
+show "—" for the other. (Membership targets: benchmarks/compare_scales.py.)"""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from privlab.studies.targets.aggregate import aggregate_targets, markdown_summar
 from privlab.studies.targets.inversion_report import (
     inversion_markdown,
     inversion_rows,
+    inversion_table,
     robustness_correlation,
     tradeoff_figure,
 )
@@ -128,14 +129,20 @@ def _gradient_inversion_tables(run: dict) -> list[Table]:
 
 
 def run_tables(report: dict) -> list[Table]:
-    """A report's reconstruction and gradient-inversion tables, each over its seeds."""
+    """A report's reconstruction and gradient-inversion tables, each over its seeds, and its
+    model-inversion table (already over the seeds)."""
     studies = report["studies"]
     per_seed = [
         _reconstruction_tables(run) for run in runs_of(studies.get("reconstruction") or {})
     ] + [
         _gradient_inversion_tables(run) for run in runs_of(studies.get("gradient_inversion") or {})
     ]
-    return _over_seeds(per_seed) if per_seed else []
+    tables = _over_seeds(per_seed) if per_seed else []
+    if "targets" in studies:
+        view = flat_view(report, studies["targets"])
+        if ((view.get("config") or {}).get("targets") or {}).get("inversion"):
+            tables.append(inversion_table(view))
+    return tables
 
 
 def _keyed(rows: list[list[str]], keys: int) -> dict[tuple[str, ...], list[str]]:
