@@ -47,6 +47,7 @@ def test_reconstructor_adam_is_torch_adam():
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
+
 def test_soft_min_loss_interpolates_between_min_and_mean():
     recon = torch.zeros(1, 1, 2, 2)
     cands = torch.stack([torch.full((1, 2, 2), v) for v in (0.1, 0.5, 0.9)])[None]

@@ -208,3 +208,33 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_reconstructo
     # a checkpoint of another computation is not used
     with pytest.warns(UserWarning, match="another computation"):
         assert FileCheckpoint(tmp_path / "fit.safetensors", {"fit": 2}).load() is None
+
+
+def test_mixed_precision_fits_as_well_as_float32(trained):
+    """bfloat16 forward passes, float32 weights: the fit differs (autocast is on) but learns
+    as much, and its reconstructions are as specific to the heads' training sets."""
+    recon, _, heads, pools = trained
+    (ti, _, _), (vi, vl, _) = pools["train"], pools["val"]
+    attack = ATTACKS.build(
+        "weak_adversary", kind="mlp", width=128, lr=3e-3, epochs=12, eval_every=200,
+        precision="bfloat16",
+    )  # fmt: skip
+    mixed = attack.fit(heads["train"], heads["val"], ti, vi, seed=0)
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    assert mixed.history != recon.history
+    best = {name: min(h["val"] for h in r.history) for name, r in (("f", recon), ("m", mixed))}
+    assert best["m"] < 1.05 * best["f"]
+    tau = nn_mse_threshold(ti, vi)
+    full = fit_normaliser(heads["train"], covariance=True)
+    rates = [
+        evaluate_reconstructor(r, heads["val"], vi, vl, tau=tau, null=full) for r in (recon, mixed)
+    ]
+    assert rates[1]["tpr"] > rates[1]["fpr"] + 0.15
+    assert rates[1]["tpr"] > rates[0]["tpr"] - 0.05
+
+
+def test_precision_is_checked_and_named_only_where_it_is_not_the_default():
+    assert "precision" not in WeakAdversary().params() and "precision" not in repr(WeakAdversary())
+    assert WeakAdversary(precision="bfloat16").params()["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        WeakAdversary(precision="float16")  # type: ignore[arg-type]

@@ -152,3 +152,25 @@ def test_shadow_shards_can_be_dropped_once_a_variant_is_stored(tmp_path, monkeyp
     assert 0 <= variant["tpr"] <= 1
     shards = tmp_path / "cache" / "shadow_heads"
     assert not shards.exists() or not any(shards.iterdir())  # 10 GB per million heads: gone
+
+
+def test_the_reconstructor_precision_enters_a_variants_key_only_when_not_the_default():
+    """Runs stored before the option existed keep their state/ keys."""
+    from types import SimpleNamespace
+
+    from privlab.studies.reconstruction.weak import _variant_key, variant_settings
+
+    priors = SimpleNamespace(sha256={"train": "a", "val": "b"}, tau=0.1, extractor_sha256="c")
+
+    def key(**recon):
+        cfg = load_config_dict(
+            {"name": "k", "reconstruction": {"weak_adversary": {"reconstructor": recon}}}
+        ).reconstruction.weak_adversary
+        v = cfg.resolved_variants()[0]
+        return json.dumps(_variant_key(cfg, 0, priors, variant_settings(cfg, v)))
+
+    default, mixed = key(kind="residual"), key(kind="residual", precision="bfloat16")
+    assert "precision" not in default and "bfloat16" in mixed
+    assert key(kind="residual", precision="float32") == default
+    with pytest.raises(ConfigError, match="precision"):
+        key(precision="half")

@@ -43,6 +43,9 @@ class ReconstructorSettings(_Strict):
     alpha: float = Field(100.0, gt=0)
     eval_every: int = Field(500, ge=1)
     patience: int = Field(5, ge=1)
+    #: "bfloat16": mixed-precision training steps (the forward pass in bfloat16, the weights,
+    #: Adam, the loss and every evaluation in float32)
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 class WeakVariant(_Strict):

@@ -306,7 +306,12 @@ def run_weak_variant(
 def _variant_key(
     cfg: WeakAdversaryConfig, seed: int, priors: Priors, s: dict[str, Any]
 ) -> dict[str, Any]:
-    """Everything a variant's result depends on (its ``state/`` key)."""
+    """Everything a variant's result depends on (its ``state/`` key). The reconstructor's
+    precision (added after runs were stored) is in it only where it is not the default, so
+    that those runs' keys still hold."""
+    config = cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"})
+    if config["reconstructor"]["precision"] == "float32":
+        del config["reconstructor"]["precision"]
     return {
         "unit": "weak_variant",
         "version": __version__,
@@ -315,7 +320,7 @@ def _variant_key(
         "tau": priors.tau,
         "extractor": priors.extractor_sha256,
         "settings": {k: repr(val) for k, val in s.items()},
-        "config": cfg.model_dump(mode="json", exclude={"variants", "keep_shadows"}),
+        "config": config,
     }
 
 
