@@ -174,8 +174,8 @@ class WeakAdversary:
     alpha: float = 100.0
     eval_every: int = 500
     patience: int = 5
-    # added after runs were stored: out of the repr (part of their state/ keys) and of
-    # params() at its default, so that those keys still hold
+    # added after runs were stored: out of the repr, part of their state/ keys (the study
+    # keys it only where it is not the default), so that those keys still hold
     precision: Literal["float32", "bfloat16"] = dataclasses.field(default="float32", repr=False)
 
     def __post_init__(self) -> None:
@@ -190,10 +190,7 @@ class WeakAdversary:
             raise ValueError(f"bad {bad}: {', '.join(sizes)} must be ≥ 1, lr and alpha > 0")
 
     def params(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if out["precision"] == "float32":  # see the field
-            del out["precision"]
-        return out
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def fit(
         self,
