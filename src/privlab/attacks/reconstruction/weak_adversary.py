@@ -60,6 +60,10 @@ def fit_normaliser(heads: ShadowHeads, *, covariance: bool = False) -> WeightNor
     return norm
 
 
+#: rows per forward pass when reconstructing (benchmarks/bench_reconstructor_step.py)
+EVAL_ROWS = 128
+
+
 @dataclasses.dataclass
 class Reconstructor:
     """A trained reconstructor with its weight normaliser and class count."""
@@ -73,8 +77,12 @@ class Reconstructor:
 
     @torch.no_grad()
     def __call__(self, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Reconstructions in eval mode, ``EVAL_ROWS`` rows at a time (the evaluation passes
+        whole shards of 10,000 heads: in one call the residual generator's activations leave
+        the cache and each image costs about twice as much on a CPU)."""
         self.model.eval()
-        return self.model(_inputs(self.normaliser(theta), classes, self.classes, self.conditional))
+        inputs = _inputs(self.normaliser(theta), classes, self.classes, self.conditional)
+        return torch.cat([self.model(part) for part in inputs.split(EVAL_ROWS)])
 
     def inputs(self, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """The network's input for weights ``theta`` and ``classes`` (no evaluation)."""
