@@ -40,6 +40,7 @@ from privlab.attacks.reconstruction.reconstructor import (
     ResidualGenerator,
     adam,
     soft_min_loss,
+    training_forward,
 )
 from privlab.attacks.reconstruction.weak_adversary import EVAL_ROWS
 
@@ -49,13 +50,8 @@ def _conv_stem_forward(gen: ResidualGenerator) -> Callable[[torch.Tensor], torch
 
 
 def _mixed_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward pass as ``precision: bfloat16`` trains it (autocast; the loss in float32)."""
-
-    def forward(theta: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(theta).float()
-
-    return forward
+    """The forward pass as ``precision: bfloat16`` trains it."""
+    return lambda theta: training_forward(model, theta, "bfloat16")
 
 
 def _stepper(

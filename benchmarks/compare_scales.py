@@ -73,11 +73,15 @@ def _clears_null(view: dict[str, Any] | None, target: str, label: str) -> str:
     return f"{sum(verdicts)}/{len(verdicts)}" if verdicts else "—"
 
 
+def _configs(names: str | list[str] | None) -> list[str]:
+    """A comparison's ``small`` (one config, several, or none) as a list."""
+    return [names] if isinstance(names, str) else list(names or [])
+
+
 def _heading(spec: dict[str, Any], columns: list[str], left: int = 2) -> list[str]:
     """A comparison's title, its note and its table's header (the first ``left`` columns left,
     the numbers right-aligned)."""
-    names = spec.get("small") or []
-    names = [names] if isinstance(names, str) else names
+    names = _configs(spec.get("small"))
     small = " + ".join(f"`{n}`" for n in names) if names else "no small-scale run"
     return [
         f"**{spec['title']}** ({small} → `{spec['full']}`)",
@@ -122,7 +126,7 @@ def _weak_variants(configs: str | list[str]) -> dict[str, list[dict[str, Any]]]:
     or several (Fig. 4's small scale ran N = 10 and N = 40 separately); a config without a
     report adds nothing."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for config in [configs] if isinstance(configs, str) else configs:
+    for config in _configs(configs):
         try:
             report = load_report(RESULTS / config / "report.json")
         except (OSError, ReportError):

@@ -128,6 +128,11 @@ def _gradient_inversion_tables(run: dict) -> list[Table]:
     return [gr.points_table(wrapped), gr.matched_table(wrapped)]
 
 
+def _has_inversion(view: dict) -> bool:
+    """Whether a targets study's view ran model inversion."""
+    return bool(((view.get("config") or {}).get("targets") or {}).get("inversion"))
+
+
 def run_tables(report: dict) -> list[Table]:
     """A report's reconstruction and gradient-inversion tables, each over its seeds, and its
     model-inversion table (already over the seeds)."""
@@ -140,7 +145,7 @@ def run_tables(report: dict) -> list[Table]:
     tables = _over_seeds(per_seed) if per_seed else []
     if "targets" in studies:
         view = flat_view(report, studies["targets"])
-        if ((view.get("config") or {}).get("targets") or {}).get("inversion"):
+        if _has_inversion(view):
             tables.append(inversion_table(view))
     return tables
 
@@ -236,7 +241,7 @@ def gradient_inversion_summary(name: str, runs: list[dict]) -> None:
 
 def targets_summary(name: str, view: dict) -> None:
     """Membership tables, or the inversion table and trade-off figure."""
-    if ((view.get("config") or {}).get("targets") or {}).get("inversion"):
+    if _has_inversion(view):
         print(inversion_markdown(view))
         print(correlation_lines(view))
         FIGURES.mkdir(parents=True, exist_ok=True)

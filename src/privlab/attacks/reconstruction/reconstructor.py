@@ -99,6 +99,14 @@ def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
+def training_forward(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """``model(x)`` as a training step takes it, in float32: under ``precision="bfloat16"``
+    the forward pass runs in bfloat16 (autocast; the weights stay float32)."""
+    mixed = precision == "bfloat16"
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mixed):
+        return model(x).float()
+
+
 def soft_min_loss(
     recon: torch.Tensor,
     candidates: torch.Tensor,

@@ -37,6 +37,7 @@ from privlab.attacks.reconstruction.reconstructor import (
     WeightNormaliser,
     adam,
     soft_min_loss,
+    training_forward,
 )
 from privlab.attacks.reconstruction.shadow_shards import (
     ShadowHeads,
@@ -266,10 +267,8 @@ class WeakAdversary:
         cands: torch.Tensor,
     ) -> torch.Tensor:
         """One training step (the forward pass in bfloat16 under mixed precision); its loss."""
-        mixed = self.precision == "bfloat16"
-        with torch.autocast(theta.device.type, dtype=torch.bfloat16, enabled=mixed):
-            out = recon.model(recon.inputs(theta, c))
-        loss = soft_min_loss(out.float(), cands, alpha=self.alpha).mean()
+        out = training_forward(recon.model, recon.inputs(theta, c), self.precision)
+        loss = soft_min_loss(out, cands, alpha=self.alpha).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
