@@ -27,9 +27,9 @@ from pathlib import Path
 
 from _common import Clock, load_note, machine_info, set_threads, write_result
 
+from privlab.attacks.reconstruction.evaluation import evaluate_reconstructor
 from privlab.attacks.reconstruction.weak_adversary import (
     WeakAdversary,
-    evaluate_reconstructor,
     fit_normaliser,
 )
 from privlab.data.bundle import stratified_split

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from privlab.attacks.reconstruction.evaluation import evaluate_reconstructor
 from privlab.attacks.reconstruction.shadow_shards import ShadowHeads, shard_weights
 from privlab.attacks.reconstruction.weak_adversary import (
     WeakAdversary,
-    evaluate_reconstructor,
     fit_normaliser,
 )
 from privlab.metrics.reconstruction import nn_mse_threshold

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 
 from privlab import __version__
+from privlab.attacks.reconstruction.evaluation import evaluate_reconstructor
 from privlab.attacks.reconstruction.reconstructor import WeightNormaliser
 from privlab.attacks.reconstruction.shadow_shards import ShadowHeads
 from privlab.attacks.reconstruction.weak_adversary import (
     Reconstructor,
     WeakAdversary,
-    evaluate_reconstructor,
     fit_normaliser,
 )
 from privlab.data.bundle import Split, stratified_split
