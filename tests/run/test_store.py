@@ -34,6 +34,8 @@ from privlab.run.files import (
     cache_lock,
     cached_json,
     read_checked_json,
+    remove_unless_used,
+    shared_use,
 )
 from privlab.run.progress import SilentProgress
 from privlab.run.store import StateDir
@@ -353,6 +355,47 @@ def test_without_fcntl_the_lock_is_a_no_op(tmp_path, monkeypatch):
     with cache_lock(path), cache_lock(path):  # no deadlock
         pass
     assert not path.with_suffix(".lock").exists()
+
+
+def _hold_in_use(folder: Path, ready: Any, release: Any) -> None:
+    with shared_use(folder):
+        ready.set()
+        release.wait(60)
+
+
+@NO_FCNTL
+def test_a_cached_folder_in_use_by_another_process_is_not_removed(tmp_path):
+    """Two runs share a cache entry (the same shadow heads): the one that finishes first must
+    not delete it from under the other; once nobody uses it, it goes."""
+    folder = tmp_path / "shadow_heads" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.safetensors").write_bytes(b"x")
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_in_use, args=(folder, ready, release))
+    other.start()
+    try:
+        assert ready.wait(60)
+        with shared_use(folder):  # users do not exclude each other
+            pass
+        assert remove_unless_used(folder) is False
+        assert (folder / "shard-00000.safetensors").is_file()
+    finally:
+        release.set()
+        other.join(timeout=60)
+    assert other.exitcode == 0
+    assert remove_unless_used(folder) is True
+    assert not folder.exists() and folder.with_suffix(".lock").is_file()
+
+
+def test_without_fcntl_a_finished_folder_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_fcntl", lambda: None)
+    folder = tmp_path / "shadow_heads" / "key"
+    folder.mkdir(parents=True)
+    with shared_use(folder):
+        pass
+    assert remove_unless_used(folder) is True
+    assert not folder.exists()
 
 
 # ---------------------------------------------------------------- 4. a full disk

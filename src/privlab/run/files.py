@@ -3,7 +3,8 @@ into place, so an interrupted run never leaves a half-written result behind; a f
 full disk) removes the temporary file and raises :class:`StoreError`. A checksummed JSON entry
 (:func:`write_checked_json`) is used only if its content matches the sha256 stored in it, and a
 per-key lock file (:func:`cache_lock`) makes a second process wait for the first's work instead
-of repeating it.
+of repeating it. A cached folder that one run uses (:func:`shared_use`) is not deleted by
+another run that shares it and has finished with it (:func:`remove_unless_used`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -175,6 +177,19 @@ def _fcntl() -> ModuleType | None:
         return None
 
 
+def _lock_fd(path: Path) -> tuple[ModuleType, int] | None:
+    """``fcntl`` and an open descriptor of ``path.with_suffix('.lock')``, or None where there
+    is no ``fcntl`` or the lock file cannot be created."""
+    fcntl = _fcntl()
+    if fcntl is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return fcntl, os.open(path.with_suffix(".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def cache_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``path.with_suffix('.lock')`` (one per cache key) while
@@ -185,19 +200,14 @@ def cache_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterato
     locked (a read-only cache, a file system without locks). Lock files are left in place:
     removing one while another process waits on it would break the exclusion.
     """
-    fcntl = _fcntl()
-    fd: int | None = None
-    if fcntl is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.with_suffix(".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    opened = _lock_fd(path)
     try:
-        if fcntl is not None and fd is not None:
-            _acquire(fcntl, fd, on_wait)
+        if opened is not None:
+            _acquire(*opened, on_wait)
         yield
     finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
+        if opened is not None:
+            os.close(opened[1])  # releases the lock
 
 
 def _acquire(fcntl: ModuleType, fd: int, on_wait: Callable[[], None] | None) -> None:
@@ -211,3 +221,41 @@ def _acquire(fcntl: ModuleType, fd: int, on_wait: Callable[[], None] | None) -> 
         return  # no locking on this file system (ENOLCK): proceed unlocked
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+@contextlib.contextmanager
+def shared_use(folder: Path) -> Iterator[None]:
+    """Hold a shared lock on ``folder``'s lock file while this process reads or fills the
+    cached ``folder``: several processes may use it at once, and none of them deletes it
+    from under another (:func:`remove_unless_used`). Degrades to no lock as
+    :func:`cache_lock` does."""
+    opened = _lock_fd(folder)
+    try:
+        if opened is not None:
+            with contextlib.suppress(OSError):
+                opened[0].flock(opened[1], opened[0].LOCK_SH)
+        yield
+    finally:
+        if opened is not None:
+            os.close(opened[1])
+
+
+def remove_unless_used(folder: Path) -> bool:
+    """Delete the cached ``folder`` unless another process holds :func:`shared_use` on it
+    (two runs may share a cache entry: the same shadow heads, say); returns whether it went.
+    The lock file stays (see :func:`cache_lock`). Without ``fcntl`` the folder is deleted."""
+    opened = _lock_fd(folder)
+    if opened is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    fcntl, fd = opened
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # in use elsewhere (or no locks here: keep it, the safe side)
+        os.close(fd)
+        return False
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return True

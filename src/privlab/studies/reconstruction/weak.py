@@ -13,7 +13,7 @@ key of everything it depends on; re-running an interrupted experiment resumes fr
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -40,7 +40,7 @@ from privlab.metrics.reconstruction import (
 )
 from privlab.registry import ATTACKS
 from privlab.run.backend import Backend, LocalBackend
-from privlab.run.files import stable_hash
+from privlab.run.files import remove_unless_used, shared_use, stable_hash
 from privlab.run.progress import Progress, SilentProgress
 from privlab.run.store import FileCheckpoint, StateDir
 from privlab.studies.reconstruction.config import (
@@ -160,9 +160,12 @@ def _shadows(
     cache: Path,
     progress: Progress,
     backend: Backend,
+    in_use: contextlib.ExitStack,
 ) -> tuple[dict[str, ShadowJob], dict[str, ShadowHeads], float]:
     """The training and validation shadow heads (generated where missing, cached by job key):
-    their jobs, the attack's view of them, and the seconds it took."""
+    their jobs, the attack's view of them, and the seconds it took. Their folders are held in
+    use (:func:`~privlab.run.files.shared_use`) until ``in_use`` closes, so that another run
+    sharing them does not delete them meanwhile."""
     jobs = {
         part: ShadowJob(
             spec=s["spec"],
@@ -177,6 +180,8 @@ def _shadows(
         for i, part in enumerate(("train", "val"))
     }
     dirs = {part: shadow_dir(cache, job.key()) for part, job in jobs.items()}
+    for folder in dirs.values():
+        in_use.enter_context(shared_use(folder))
     start = time.perf_counter()
     for part, job in jobs.items():
         feats, labels, _ = priors.part(part)
@@ -264,43 +269,44 @@ def run_weak_variant(
     ``backend``: where the shadow heads train (default: here)."""
     spec: HeadSpec = s["spec"]
     attack: WeakAdversary = s["reconstructor"]
-    jobs, heads, shadow_seconds = _shadows(
-        cfg, variant, priors, s, seed=seed, cache=cache, progress=progress,
-        backend=backend or LocalBackend(),
-    )  # fmt: skip
-    train_feats, train_labels, _ = priors.part("train")
-    _, val_labels, val_images = priors.part("val")
-    null = _null_law(heads["train"], jobs["train"].key(), cache)
-    recon, train_seconds, job_keys = _fit(
-        attack, heads, priors, null, seed, cache, jobs, progress, variant.name
-    )
-    result = evaluate_reconstructor(
-        recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
-    )
-    first = next(iter(heads["val"]))
-    positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
-    out: dict[str, Any] = {
-        "name": variant.name,
-        "n": s["n"],
-        "shadows": s["shadows"],
-        "val_shadows": cfg.val_shadows,
-        "sigma_init": spec.sigma_init,
-        "epochs": spec.epochs_for(s["n"]),
-        "reconstructor": attack.params(),
-        "steps": recon.history[-1]["step"] if recon.history else 0,
-        "history": recon.history,
-        "tau": priors.tau,
-        **hypothesis_results(result),
-        "utility": head_utility(jobs["val"], first, train_feats, train_labels, positives),
-        "examples": examples(recon, first, val_images, priors.tau, cfg.examples),
-        "job_keys": job_keys,
-        "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
-    }
-    if s["dp"] is not None:
-        out |= dp_privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
-    if released is not None:
-        out["released"] = released(recon)
-    return out
+    with contextlib.ExitStack() as in_use:  # the shards stay while this variant runs
+        jobs, heads, shadow_seconds = _shadows(
+            cfg, variant, priors, s, seed=seed, cache=cache, progress=progress,
+            backend=backend or LocalBackend(), in_use=in_use,
+        )  # fmt: skip
+        train_feats, train_labels, _ = priors.part("train")
+        _, val_labels, val_images = priors.part("val")
+        null = _null_law(heads["train"], jobs["train"].key(), cache)
+        recon, train_seconds, job_keys = _fit(
+            attack, heads, priors, null, seed, cache, jobs, progress, variant.name
+        )
+        result = evaluate_reconstructor(
+            recon, heads["val"], val_images, val_labels, tau=priors.tau, null=null, seed=seed
+        )
+        first = next(iter(heads["val"]))
+        positives = None if cfg.task == "balanced" else val_labels[first["indices"][:, 0].long()]
+        out: dict[str, Any] = {
+            "name": variant.name,
+            "n": s["n"],
+            "shadows": s["shadows"],
+            "val_shadows": cfg.val_shadows,
+            "sigma_init": spec.sigma_init,
+            "epochs": spec.epochs_for(s["n"]),
+            "reconstructor": attack.params(),
+            "steps": recon.history[-1]["step"] if recon.history else 0,
+            "history": recon.history,
+            "tau": priors.tau,
+            **hypothesis_results(result),
+            "utility": head_utility(jobs["val"], first, train_feats, train_labels, positives),
+            "examples": examples(recon, first, val_images, priors.tau, cfg.examples),
+            "job_keys": job_keys,
+            "seconds": {"shadows": shadow_seconds, "reconstructor": train_seconds},
+        }
+        if s["dp"] is not None:
+            out |= dp_privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
+        if released is not None:
+            out["released"] = released(recon)
+        return out
 
 
 def _variant_key(
@@ -362,9 +368,9 @@ def run_weak_adversary(
         run = partial(run_weak_variant, cfg, v, priors, s, seed=seed, cache=cache)
         run = partial(run, progress=progress, backend=backend)
         variants.append(state.get_or_run(prefix, key, run))
-        if not cfg.keep_shadows:  # the result is in state/: the shards may go
-            for job_key in variants[-1].get("job_keys", {}).values():
-                shutil.rmtree(shadow_dir(cache, job_key), ignore_errors=True)
+        if not cfg.keep_shadows:  # the result is in state/: the shards may go, unless
+            for job_key in variants[-1].get("job_keys", {}).values():  # another run uses them
+                remove_unless_used(shadow_dir(cache, job_key))
     private = [v for v in variants if v.get("privacy")]
     defended = (
         {
