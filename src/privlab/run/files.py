@@ -244,6 +244,8 @@ def remove_unless_used(folder: Path) -> bool:
     """Delete the cached ``folder`` unless another process holds :func:`shared_use` on it
     (two runs may share a cache entry: the same shadow heads, say); returns whether it went.
     The lock file stays (see :func:`cache_lock`). Without ``fcntl`` the folder is deleted."""
+    if not folder.exists():
+        return True
     opened = _lock_fd(folder)
     if opened is None:
         shutil.rmtree(folder, ignore_errors=True)
