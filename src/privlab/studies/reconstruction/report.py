@@ -307,23 +307,25 @@ def examples_figure(examples: Sequence[Mapping[str, Any]], title: str = "") -> s
 
 
 def tradeoff_figure(report: Mapping[str, Any]) -> str:
-    """Head accuracy and TPR@FPR=0.01 against ε (DP variants) — Fig. 4's trade-off."""
-    rows = sorted(
-        (
-            (float(v["privacy"]["epsilon"]), v)
-            for v in weak_variants(report)
-            if (v.get("privacy") or {}).get("epsilon") is not None
-        ),
-        key=lambda r: r[0],
-    )
-    if not rows:
+    """Head accuracy and TPR@FPR=0.01 against ε (DP variants) — Fig. 4's trade-off; one set
+    of lines per head size N (solid, dashed, …), one colour per measure."""
+    dp = [v for v in weak_variants(report) if (v.get("privacy") or {}).get("epsilon") is not None]
+    if not dp:
         return placeholder("no DP-SGD variants")
-    eps = [r[0] for r in rows]
     fig = new_figure(width=5.5, height=4.0)
     ax = fig.add_subplot()
-    ax.plot(eps, [r[1]["utility"]["accuracy"] for r in rows], "o-", label="head test accuracy")
-    ax.plot(eps, [r[1]["tpr_at_fpr_0.01"] for r in rows], "s-", label="TPR @ FPR = 0.01")
-    ax.plot(eps, [r[1]["tpr"] for r in rows], "^-", label="TPR* (τ)")
+    sizes = sorted({int(v["n"]) for v in dp})
+    measures = (("head test accuracy", "C0", "o"), ("TPR @ FPR = 0.01", "C1", "s"),
+                ("TPR* (τ)", "C2", "^"))  # fmt: skip
+    for n, style in zip(sizes, ("-", "--", ":", "-."), strict=False):
+        rows = sorted(((float(v["privacy"]["epsilon"]), v) for v in dp if int(v["n"]) == n),
+                      key=lambda r: r[0])  # fmt: skip
+        eps = [e for e, _ in rows]
+        values = [[v["utility"]["accuracy"], v["tpr_at_fpr_0.01"], v["tpr"]] for _, v in rows]
+        tag = f"N = {n}: " if len(sizes) > 1 else ""
+        for k, (label, colour, marker) in enumerate(measures):
+            ax.plot(eps, [row[k] for row in values], marker=marker, ls=style, color=colour,
+                    label=tag + label)  # fmt: skip
     ax.axhline(0.015, color="0.6", ls="--", lw=1, label="TPR = 0.015")
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
