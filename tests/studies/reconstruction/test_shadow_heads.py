@@ -86,6 +86,9 @@ def test_foreign_and_corrupt_shards_are_named(pool, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ShardError, match=r"shard-00001\.safetensors: corrupt"):
         read_shard(path, job)
+    path.unlink()  # gone while a fit reads the shards: say so, not "corrupt … delete it"
+    with pytest.raises(ShardError, match=r"shard-00001\.safetensors: shard missing; run again"):
+        read_shard(path, job)
 
 
 def test_ray_backend_gives_the_same_shards(pool, tmp_path):

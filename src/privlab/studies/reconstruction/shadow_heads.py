@@ -175,6 +175,8 @@ def read_shard(path: Path, job: ShadowJob) -> dict[str, torch.Tensor]:
             meta = fh.metadata() or {}
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
+        if not Path(path).exists():  # removed while in use (by hand, or an older privlab)
+            raise ShardError(f"{path}: shard missing; run again to regenerate it") from None
         raise ShardError(
             f"{path}: corrupt or unreadable shard ({err}); delete it to regenerate"
         ) from None
