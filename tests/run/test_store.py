@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -388,8 +389,13 @@ def test_a_cached_folder_in_use_by_another_process_is_not_removed(tmp_path):
     assert not folder.exists() and folder.with_suffix(".lock").is_file()
 
 
-def test_without_fcntl_a_finished_folder_is_removed(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_fcntl", lambda: None)
+@pytest.mark.parametrize("locks", ["no fcntl", "no locks on the file system"])
+def test_without_locks_a_finished_folder_is_removed(tmp_path, monkeypatch, locks):
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "no locks available")
+
+    fake = types.SimpleNamespace(LOCK_SH=1, LOCK_EX=2, LOCK_NB=4, flock=no_locks)
+    monkeypatch.setattr(files, "_fcntl", lambda: None if locks == "no fcntl" else fake)
     folder = tmp_path / "shadow_heads" / "key"
     folder.mkdir(parents=True)
     with shared_use(folder):

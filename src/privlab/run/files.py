@@ -253,9 +253,11 @@ def remove_unless_used(folder: Path) -> bool:
     fcntl, fd = opened
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # in use elsewhere (or no locks here: keep it, the safe side)
+    except BlockingIOError:  # in use by another process
         os.close(fd)
         return False
+    except OSError:
+        pass  # no locks on this file system (ENOLCK): nobody holds one, as without fcntl
     try:
         shutil.rmtree(folder, ignore_errors=True)
     finally:

@@ -317,7 +317,8 @@ def tradeoff_figure(report: Mapping[str, Any]) -> str:
     sizes = sorted({int(v["n"]) for v in dp})
     measures = (("head test accuracy", "C0", "o"), ("TPR @ FPR = 0.01", "C1", "s"),
                 ("TPR* (τ)", "C2", "^"))  # fmt: skip
-    for n, style in zip(sizes, ("-", "--", ":", "-."), strict=False):
+    for i, n in enumerate(sizes):
+        style = ("-", "--", ":", "-.")[i % 4]
         rows = sorted(((float(v["privacy"]["epsilon"]), v) for v in dp if int(v["n"]) == n),
                       key=lambda r: r[0])  # fmt: skip
         eps = [e for e, _ in rows]
