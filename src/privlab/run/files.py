@@ -210,15 +210,23 @@ def cache_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterato
             os.close(opened[1])  # releases the lock
 
 
-def _acquire(fcntl: ModuleType, fd: int, on_wait: Callable[[], None] | None) -> None:
+def _try_exclusive(fcntl: ModuleType, fd: int) -> bool:
+    """Take the exclusive lock without waiting: False when another process holds the lock,
+    True when taken, or when this file system has no locks (ENOLCK: nobody can hold one)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
     except BlockingIOError:
-        if on_wait is not None:
-            on_wait()
+        return False
     except OSError:
-        return  # no locking on this file system (ENOLCK): proceed unlocked
+        pass
+    return True
+
+
+def _acquire(fcntl: ModuleType, fd: int, on_wait: Callable[[], None] | None) -> None:
+    if _try_exclusive(fcntl, fd):
+        return
+    if on_wait is not None:
+        on_wait()
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_EX)
 
@@ -247,19 +255,12 @@ def remove_unless_used(folder: Path) -> bool:
     if not folder.exists():
         return True
     opened = _lock_fd(folder)
-    if opened is None:
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
-    fcntl, fd = opened
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # in use by another process
-        os.close(fd)
+    if opened is not None and not _try_exclusive(*opened):
+        os.close(opened[1])
         return False
-    except OSError:
-        pass  # no locks on this file system (ENOLCK): nobody holds one, as without fcntl
     try:
         shutil.rmtree(folder, ignore_errors=True)
     finally:
-        os.close(fd)
+        if opened is not None:
+            os.close(opened[1])
     return True

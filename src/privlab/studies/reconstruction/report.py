@@ -309,24 +309,26 @@ def examples_figure(examples: Sequence[Mapping[str, Any]], title: str = "") -> s
 def tradeoff_figure(report: Mapping[str, Any]) -> str:
     """Head accuracy and TPR@FPR=0.01 against ε (DP variants) — Fig. 4's trade-off; one set
     of lines per head size N (solid, dashed, …), one colour per measure."""
+
+    def eps(v: Mapping[str, Any]) -> float:
+        return float(v["privacy"]["epsilon"])
+
     dp = [v for v in weak_variants(report) if (v.get("privacy") or {}).get("epsilon") is not None]
     if not dp:
         return placeholder("no DP-SGD variants")
+    dp.sort(key=eps)
     fig = new_figure(width=5.5, height=4.0)
     ax = fig.add_subplot()
     sizes = sorted({int(v["n"]) for v in dp})
-    measures = (("head test accuracy", "C0", "o"), ("TPR @ FPR = 0.01", "C1", "s"),
-                ("TPR* (τ)", "C2", "^"))  # fmt: skip
+    measures = (("head test accuracy", "C0", "o", lambda v: v["utility"]["accuracy"]),
+                ("TPR @ FPR = 0.01", "C1", "s", lambda v: v["tpr_at_fpr_0.01"]),
+                ("TPR* (τ)", "C2", "^", lambda v: v["tpr"]))  # fmt: skip
     for i, n in enumerate(sizes):
-        style = ("-", "--", ":", "-.")[i % 4]
-        rows = sorted(((float(v["privacy"]["epsilon"]), v) for v in dp if int(v["n"]) == n),
-                      key=lambda r: r[0])  # fmt: skip
-        eps = [e for e, _ in rows]
-        values = [[v["utility"]["accuracy"], v["tpr_at_fpr_0.01"], v["tpr"]] for _, v in rows]
+        rows = [v for v in dp if int(v["n"]) == n]
         tag = f"N = {n}: " if len(sizes) > 1 else ""
-        for k, (label, colour, marker) in enumerate(measures):
-            ax.plot(eps, [row[k] for row in values], marker=marker, ls=style, color=colour,
-                    label=tag + label)  # fmt: skip
+        for label, colour, marker, value in measures:
+            ax.plot([eps(v) for v in rows], [value(v) for v in rows], marker=marker,
+                    ls=("-", "--", ":", "-.")[i % 4], color=colour, label=tag + label)  # fmt: skip
     ax.axhline(0.015, color="0.6", ls="--", lw=1, label="TPR = 0.015")
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
