@@ -190,3 +190,51 @@ def test_the_reconstructor_precision_enters_a_variants_key_only_when_not_the_def
     assert key(kind="residual", precision="float32") == default
     with pytest.raises(ConfigError, match="precision"):
         key(precision="half")
+
+
+def test_a_stop_during_the_evaluation_keeps_the_fit_for_the_resume(tmp_path, monkeypatch):
+    """The fit's checkpoint outlives the fit until the variant's result is complete: a run
+    stopped while it evaluates the reconstructor resumes after the fit (a fit on a million
+    heads takes hours), and the checkpoint goes once the result is stored."""
+    from privlab.attacks.reconstruction.weak_adversary import WeakAdversary
+    from privlab.studies.reconstruction import weak as weak_study
+
+    monkeypatch.setenv("PRIVLAB_CACHE", str(tmp_path / "cache"))
+    evaluate = weak_study.evaluate_reconstructor
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    cfg = load_config_dict(
+        {
+            "name": "stop",
+            "reconstruction": {
+                "weak_adversary": {
+                    **SECTION["weak_adversary"],
+                    "reconstructor": {
+                        **SECTION["weak_adversary"]["reconstructor"],
+                        "eval_every": 5,
+                    },
+                    "variants": [{"name": "N=10"}],
+                }
+            },
+        }
+    )
+    monkeypatch.setattr(weak_study, "evaluate_reconstructor", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "r")
+    checkpoints = tmp_path / "cache" / "reconstructors"
+    assert len(list(checkpoints.glob("*.safetensors"))) == 1
+    steps: list[int] = []
+    step = WeakAdversary._step
+
+    def counted(self, *a, **k):
+        steps.append(1)
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(weak_study, "evaluate_reconstructor", evaluate)
+    monkeypatch.setattr(WeakAdversary, "_step", counted)
+    report = run_experiment(cfg, tmp_path / "r")
+    (variant,) = report["studies"]["reconstruction"]["runs"][0]["weak_adversary"]["variants"]
+    assert variant["steps"] > 0 and len(steps) <= 5  # at most one check's steps again
+    assert not list(checkpoints.glob("*.safetensors"))

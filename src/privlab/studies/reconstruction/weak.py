@@ -226,11 +226,12 @@ def _fit(
     jobs: dict[str, ShadowJob],
     progress: Progress,
     name: str,
-) -> tuple[Reconstructor, float, dict[str, str]]:
-    """The reconstructor fitted, the seconds it took and the jobs' keys; shown as a task of
-    ``name``'s training steps. Its progress is checkpointed in the cache, named by what the
-    fit depends on, so that an interrupted run resumes it (a long fit on a million heads);
-    the checkpoint goes once the fit is done."""
+) -> tuple[Reconstructor, float, dict[str, str], FileCheckpoint]:
+    """The reconstructor fitted, the seconds it took, the jobs' keys and its checkpoint; shown
+    as a task of ``name``'s training steps. Its progress is checkpointed in the cache, named by
+    what the fit depends on, so that an interrupted run resumes it (a long fit on a million
+    heads). The caller clears the checkpoint once the variant's result is complete: a stop
+    during the evaluation then costs the evaluation, not the fit."""
     job_keys = {part: job.key() for part, job in jobs.items()}
     train = jobs["train"]
     steps = progress.task(
@@ -247,9 +248,8 @@ def _fit(
         heads["train"], heads["val"], train_images, val_images,
         seed=seed, normaliser=null, checkpoint=checkpoint, on_steps=steps.advance,
     )  # fmt: skip
-    checkpoint.clear()
     steps.done()
-    return recon, time.perf_counter() - start, job_keys
+    return recon, time.perf_counter() - start, job_keys, checkpoint
 
 
 def run_weak_variant(
@@ -277,7 +277,7 @@ def run_weak_variant(
         train_feats, train_labels, _ = priors.part("train")
         _, val_labels, val_images = priors.part("val")
         null = _null_law(heads["train"], jobs["train"].key(), cache)
-        recon, train_seconds, job_keys = _fit(
+        recon, train_seconds, job_keys, fitted = _fit(
             attack, heads, priors, null, seed, cache, jobs, progress, variant.name
         )
         result = evaluate_reconstructor(
@@ -306,6 +306,7 @@ def run_weak_variant(
             out |= dp_privacy(cfg, s, recon, jobs["val"], val_images, val_labels, priors.tau)
         if released is not None:
             out["released"] = released(recon)
+        fitted.clear()  # the result is complete: a resume no longer needs the fit's progress
         return out
 
 
