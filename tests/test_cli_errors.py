@@ -97,6 +97,26 @@ def test_privlab_cache_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "PRIVLAB_CACHE" in line and "is a file" in line
 
 
+def test_malformed_yaml_is_one_line_wherever_it_comes_from(tmp_path: Path) -> None:
+    """A config, a --set value and an audit's --train recipe: the line and column of the
+    problem in one line, not PyYAML's drawing over several (nor a traceback)."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nseeds: [1,\n")
+    config = str(_config(tmp_path))
+    commands = {
+        "config": ["run", str(broken)],
+        "--set": ["run", config, "--set", "seeds=[1,", "--out", str(tmp_path / "o")],
+        "recipe": ["audit", "--model", "m.py:f", "--members", "a.npz", "--nonmembers", "b.npz",
+                   "--train", str(broken)],
+    }  # fmt: skip
+    for source, args in commands.items():
+        result = runner.invoke(app, args)
+        line = _user_error(result)
+        assert result.stderr.strip() == line, (source, result.stderr)
+        assert "not valid YAML, line" in line and "column" in line, (source, line)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has mps")
 @pytest.mark.parametrize("command", ["run", "demo"])
 def test_device_that_is_not_available(tmp_path: Path, command: str) -> None:

@@ -78,8 +78,13 @@ def test_files_missing_or_not_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML, line 1, column \d+: ") as err:
         load_config(bad)
+    assert "\n" not in str(err.value)
+    undecodable = tmp_path / "latin1.yaml"
+    undecodable.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not valid YAML, not UTF-8 text"):
+        load_config(undecodable)
     code = tmp_path / "code.yaml"
     code.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):  # safe_load: configs are data

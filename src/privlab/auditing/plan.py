@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from privlab.config.base import TrainConfig
+from privlab.config.yaml_text import parse_yaml
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access
 
@@ -202,7 +201,7 @@ def parse_defence(text: str) -> dict[str, Any]:
                 f"--defence {text!r}: write NAME or NAME:PARAM=VALUE,PARAM=[V1,V2] "
                 "(e.g. pruning:p=[0.5,0.9] or dp:clip=1,noise_multiplier=0.1)"
             )
-        value = yaml.safe_load(match.group(2))
+        value = parse_yaml(match.group(2), f"--defence {text!r}")
         part = "sweep" if isinstance(value, list) else "params"
         spec.setdefault(part, {})[match.group(1)] = value
         pos = match.end()
@@ -213,7 +212,10 @@ def parse_defence(text: str) -> dict[str, Any]:
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: recipe file not found")
+    data = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of training settings")
     unknown = sorted(set(data) - set(TrainConfig.model_fields) - {"regime", "head"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
+from privlab.config.yaml_text import parse_yaml
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -30,7 +30,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        out.append((key.strip(), parse_yaml(raw, f"--set {pair!r}")))
     return out
 
 

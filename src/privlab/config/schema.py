@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 from privlab.config.base import _Strict
 from privlab.config.migrate import legacy_problem
 from privlab.config.overrides import apply_overrides
+from privlab.config.yaml_text import parse_yaml
 from privlab.registry import STUDIES
 
 
@@ -108,9 +109,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        data = parse_yaml(path.read_text(), str(path))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid YAML, not UTF-8 text ({err.reason})") from None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
