@@ -65,6 +65,15 @@ def test_with_scores_granted_label_only_attacks_run_only_when_named() -> None:
     assert [a["label"] for a in chosen] == ["gap (label-only)", "boundary (label-only)"]
 
 
+def test_named_attacks_of_which_none_can_run_are_refused_with_the_reasons() -> None:
+    base = {"model": "net.py:Net", "members": "m.npz", "nonmembers": "n.npz"}
+    with pytest.raises(ValueError, match=r"none of the attacks .* lira: it trains models") as err:
+        membership_attacks(AuditPlan(**base, attacks=["lira", "mi_face"]))
+    assert "mi_face: not a membership attack" in str(err.value)
+    chosen, skipped = membership_attacks(AuditPlan(**base, attacks=["lira", "loss_threshold"]))
+    assert [a["name"] for a in chosen] == ["loss_threshold"] and skipped[0].startswith("lira")
+
+
 def test_api_audit_with_labels_access_runs_the_label_only_attacks(digits: dict) -> None:
     model = fit_digits(*digits["members"])
     result = privlab.audit(

@@ -109,7 +109,9 @@ class AuditPlan:
 
 
 def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]]:
-    """The membership attacks to run and one line per attack left out, saying why."""
+    """The membership attacks to run and one line per attack left out, saying why. Attacks
+    the user named of which none can run are a ValueError saying why (not an audit without
+    them)."""
     access = Access.parse(expand_access(plan.access))
     names = plan.attacks or [
         n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "family", "") == "membership"
@@ -134,6 +136,8 @@ def membership_attacks(plan: AuditPlan) -> tuple[list[dict[str, Any]], list[str]
             skipped.append(f"{name}: {plan.why_not_train()}")
         else:
             chosen += _variants(name, attack)
+    if plan.attacks and not chosen:
+        raise ValueError(f"none of the attacks asked for can run: {'; '.join(skipped)}")
     return chosen, skipped
 
 
