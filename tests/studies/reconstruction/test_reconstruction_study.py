@@ -195,7 +195,7 @@ def test_the_reconstructor_precision_enters_a_variants_key_only_when_not_the_def
 def test_a_stop_during_the_evaluation_keeps_the_fit_for_the_resume(tmp_path, monkeypatch):
     """The fit's checkpoint outlives the fit until the variant's result is complete: a run
     stopped while it evaluates the reconstructor resumes after the fit (a fit on a million
-    heads takes hours), and the checkpoint goes once the result is stored."""
+    heads takes hours), and the checkpoint goes once the result is complete."""
     from privlab.attacks.reconstruction.weak_adversary import WeakAdversary
     from privlab.studies.reconstruction import weak as weak_study
 
