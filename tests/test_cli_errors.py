@@ -117,6 +117,19 @@ def test_malformed_yaml_is_one_line_wherever_it_comes_from(tmp_path: Path) -> No
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "audit", "shadow-heads"])
+def test_a_negative_seed_is_refused_before_anything_runs(tmp_path: Path, command: str) -> None:
+    args = {
+        "run": [str(_config(tmp_path))],
+        "audit": ["--model", "m.py:f", "--members", "a.npz", "--nonmembers", "b.npz"],
+        "shadow-heads": [],
+    }[command]
+    result = runner.invoke(app, [command, *args, "--seed", "-1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--seed" in result.output and "greater than or equal to 0" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has mps")
 @pytest.mark.parametrize("command", ["run", "demo"])
 def test_device_that_is_not_available(tmp_path: Path, command: str) -> None:

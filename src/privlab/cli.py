@@ -142,7 +142,9 @@ OutOpt = Annotated[
 ]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b=value.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto (default: config).")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed for splits, initialisation and attacks.")]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="Seed for splits, initialisation and attacks.", min=0)
+]
 BackendOpt = Annotated[
     str | None,
     typer.Option(help="local, or ray: the studies' units as Ray tasks (default: config)."),
@@ -257,7 +259,7 @@ def audit(
     ] = None,
     scores_kind: Annotated[str, typer.Option(help="score, loss, logits or probs.")] = "score",
     out: OutOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the attacks and reference models.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks and reference models.", min=0)] = 0,
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     address: AddressOpt = None,
@@ -291,7 +293,7 @@ def shadow_heads(
     heads: Annotated[int, typer.Option(help="Number of shadow heads.")] = 100_000,
     n: Annotated[int, typer.Option(help="Training-set size of every head (N).")] = 10,
     shard_size: Annotated[int, typer.Option(help="Heads per shard file.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed of the job (shard i: seed and i).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the job (shard i: seed and i).", min=0)] = 0,
     backend: Annotated[
         str, typer.Option(help="local, or ray (a running cluster or a new local one).")
     ] = "local",

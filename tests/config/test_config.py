@@ -71,6 +71,11 @@ def test_duplicate_names_and_bad_values_are_refused():
         load_config_dict(cfg)
     with pytest.raises(ConfigError, match="targets.train.epochs"):
         load_config_dict(tiny_config(), ["targets.train.epochs=0"])
+    # a negative seed is refused by name, not by numpy deep inside a run
+    with pytest.raises(ConfigError, match=r"\bseed: .*greater than or equal to 0"):
+        load_config_dict(tiny_config(), ["seed=-1"])
+    with pytest.raises(ConfigError, match=r"seeds\.1: .*greater than or equal to 0"):
+        load_config_dict(tiny_config(), ["seeds=[0, -2]"])
 
 
 def test_files_missing_or_not_yaml(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
@@ -30,8 +30,9 @@ class ExperimentHeader(_Strict):
 
     name: str = "experiment"
     description: str = ""
-    seed: int = 0
-    seeds: list[int] | None = Field(None, min_length=1)  # several: every study runs per seed
+    seed: int = Field(0, ge=0)
+    #: several: every study runs per seed
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     device: str = "auto"
     cache_dir: str | None = None
     #: where the studies' independent units run (privlab.run.backend): here, or on Ray
