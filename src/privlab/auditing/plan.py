@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from privlab.config.base import TrainConfig
-from privlab.config.yaml_text import parse_yaml
+from privlab.config.yaml_text import parse_yaml, read_yaml_file
 from privlab.registry import ATTACKS
 from privlab.threat_model import Access
 
@@ -216,10 +216,7 @@ def parse_defence(text: str) -> dict[str, Any]:
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A training recipe: the training settings (TrainConfig's keys) and ``regime``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: recipe file not found")
-    data = parse_yaml(path.read_text(), str(path)) or {}
+    data = read_yaml_file(Path(path), "recipe") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of training settings")
     unknown = sorted(set(data) - set(TrainConfig.model_fields) - {"regime", "head"})

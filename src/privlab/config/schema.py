@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 from privlab.config.base import _Strict
 from privlab.config.migrate import legacy_problem
 from privlab.config.overrides import apply_overrides
-from privlab.config.yaml_text import parse_yaml
+from privlab.config.yaml_text import read_yaml_file
 from privlab.registry import STUDIES
 
 
@@ -107,12 +107,8 @@ def load_config_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; a missing or malformed file is a ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
     try:
-        data = parse_yaml(path.read_text(), str(path))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid YAML, not UTF-8 text ({err.reason})") from None
+        data = read_yaml_file(path, "config")
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if not isinstance(data, dict):

@@ -3,6 +3,7 @@ in one line: where it came from, the line and column, and what is wrong there.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,3 +25,15 @@ def parse_yaml(text: str, where: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ValueError(f"{where}: not valid YAML, {yaml_problem(err)}") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The data of a YAML file the user names (``what``: config, recipe); a ValueError naming
+    it when it is missing, not UTF-8 text or not valid YAML."""
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} file not found")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid YAML, not UTF-8 text ({err.reason})") from None
+    return parse_yaml(text, str(path))
