@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 
 from privlab.report.figures import png_data_uri
-from privlab.report.stats import as_float
+from privlab.report.stats import as_float, rate_pct
 
 __all__ = [
     "CSS",
@@ -48,6 +48,13 @@ def esc(x: Any) -> str:
 def pct(x: Any, digits: int = 1) -> str:
     v = as_float(x)
     return DASH if v is None else f"{100 * v:.{digits}f}%"
+
+
+def rate(x: Any) -> str:
+    """A small rate (TPR at low FPR, its interval) in percent: below 1 %, two significant
+    digits, so a bound of 0.037 % does not show as 0.0%."""
+    v = as_float(x)
+    return DASH if v is None else f"{rate_pct(v)}%"
 
 
 def num(x: Any, fmt: str = ".3f") -> str:

@@ -23,7 +23,7 @@ from enum import IntEnum
 from typing import Any
 
 from privlab.metrics.membership import clopper_pearson
-from privlab.report.stats import as_float
+from privlab.report.stats import as_float, rate_pct
 
 __all__ = [
     "Level",
@@ -205,12 +205,6 @@ def membership_level(metrics: Mapping[str, Any]) -> Level | None:
     return _membership_level(membership_evidence(metrics))
 
 
-def _pct(value: float) -> str:
-    """A rate in percent: one decimal, two significant digits below 1 %."""
-    v = 100 * value
-    return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
-
-
 def _fpr_label(fpr: float) -> str:
     return f"{100 * fpr:g} % FPR"
 
@@ -229,8 +223,8 @@ def _auc_text(ev: MembershipEvidence) -> str:
 
 
 def _tpr_text(p: TprPoint) -> str:
-    ci = "no interval" if p.high is None else f"95 % CI {_pct(p.low)}–{_pct(p.high)} %"
-    return f"TPR {_pct(p.tpr)} % ({ci}) at {_fpr_label(p.fpr)}"
+    ci = "no interval" if p.high is None else f"95 % CI {rate_pct(p.low)}–{rate_pct(p.high)} %"
+    return f"TPR {rate_pct(p.tpr)} % ({ci}) at {_fpr_label(p.fpr)}"
 
 
 def _membership_claim(ev: MembershipEvidence, level: Level) -> str:
@@ -239,7 +233,7 @@ def _membership_claim(ev: MembershipEvidence, level: Level) -> str:
     if p is not None and _ratio_level(p.ratio) == level and level >= Level.MODERATE:
         bound = "" if p.high is None else f", at least {_times(p.ratio)} with 95 % confidence"
         return (
-            f"a threshold identifies {_pct(p.tpr)} % of members at {_fpr_label(p.fpr)} "
+            f"a threshold identifies {rate_pct(p.tpr)} % of members at {_fpr_label(p.fpr)} "
             f"({_times(p.tpr / p.fpr)} the false-positive rate{bound})"
         )
     if level == Level.MODERATE:
@@ -353,9 +347,9 @@ def _identified_text(identified: float | None, images: int | None) -> str:
     if identified is None:
         return ""
     if not images:
-        return f"{_pct(identified)} % of the batch identified"
+        return f"{rate_pct(identified)} % of the batch identified"
     k, low, high = identified_interval(identified, images)
-    return f"{k} of {images} images identified (95 % CI {_pct(low)}–{_pct(high)} %)"
+    return f"{k} of {images} images identified (95 % CI {rate_pct(low)}–{rate_pct(high)} %)"
 
 
 def gradient_reading(
@@ -426,11 +420,12 @@ def reconstruction_reading(
     ci = (
         "no interval"
         if ci_low is None or ci_high is None
-        else f"95 % CI {_pct(ci_low)}–{_pct(ci_high)} %"
+        else f"95 % CI {rate_pct(ci_low)}–{rate_pct(ci_high)} %"
     )
-    chance = "an unrecorded rate" if null_rate is None else f"{_pct(null_rate)} %"
+    chance = "an unrecorded rate" if null_rate is None else f"{rate_pct(null_rate)} %"
     if level == Level.NONE:
         claim = "the identified rate's interval reaches the rate of chance"
     else:
         claim = "reconstructions identify their records more often than chance"
-    return f"{WORDS[level]}: {claim} ({_pct(rate)} % identified, {ci}, against {chance} by chance)"
+    found = f"{rate_pct(rate)} % identified"
+    return f"{WORDS[level]}: {claim} ({found}, {ci}, against {chance} by chance)"

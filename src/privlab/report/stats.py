@@ -39,6 +39,13 @@ def format_pm(stat: Stat | None) -> str:
     return f"{100 * m:.1f} ± {100 * (s or 0.0):.1f}"
 
 
+def rate_pct(value: float) -> str:
+    """A rate in percent: one decimal, two significant digits below 1 % (so a bound of
+    0.037 % does not print as 0.0)."""
+    v = 100 * value
+    return f"{v:.1f}" if v >= 1 or v == 0 else f"{v:.2g}"
+
+
 def md_escape(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 

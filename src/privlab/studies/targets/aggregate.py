@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from privlab.report.stats import as_float, format_pm, md_escape, mean_std
+from privlab.report.stats import as_float, format_pm, md_escape, mean_std, rate_pct
 
 __all__ = [
     "ATTACK_STATS",
@@ -221,7 +221,7 @@ def low_fpr_text(metrics: Mapping[str, Any], fprs: Sequence[float] = (0.01, 0.00
             continue
         lo, hi = as_float(ci[0]), as_float(ci[1])
         interval = (
-            f" (95 % CI {100 * lo:.1f}–{100 * hi:.1f})" if lo is not None and hi is not None else ""
+            f" (95 % CI {rate_pct(lo)}–{rate_pct(hi)})" if lo is not None and hi is not None else ""
         )
-        parts.append(f"TPR {100 * tpr:.1f} %{interval} at {where}")
+        parts.append(f"TPR {rate_pct(tpr)} %{interval} at {where}")
     return "; ".join(parts)

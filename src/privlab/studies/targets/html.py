@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from privlab.report.html_format import DASH, esc, figure_html, num, pct, sci, text_table
+from privlab.report.html_format import DASH, esc, figure_html, num, pct, rate, sci, text_table
 from privlab.report.stats import as_float
 from privlab.report.stats import format_pm as pm
 from privlab.studies.targets.aggregate import (
@@ -123,10 +123,10 @@ def _membership_cell(attack: Mapping[str, Any] | None) -> str:
             tip = f"{esc(m.get('n_nonmembers'))} non-members cannot resolve this FPR"
             tprs.append(f'@{sci(100 * fpr)}% <span title="{tip}">n/r</span>')
             continue
-        value = pct(lookup_fpr(m.get("tpr_at_fpr"), fpr))
+        value = rate(lookup_fpr(m.get("tpr_at_fpr"), fpr))
         ci = lookup_fpr(m.get("tpr_at_fpr_ci"), fpr)
         if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
-            tip = f"95% Clopper–Pearson interval: {pct(ci[0])} – {pct(ci[1])}"
+            tip = f"95% Clopper–Pearson interval: {rate(ci[0])} – {rate(ci[1])}"
             value = f'<span title="{tip}">{value}</span>'
         tprs.append(f"@{sci(100 * fpr)}% {value}")
     lines.append(f'<div class="sub">TPR {" · ".join(tprs)}</div>')
