@@ -19,6 +19,7 @@ __all__ = [
     "num",
     "page",
     "pct",
+    "rate",
     "sci",
     "text_table",
 ]
